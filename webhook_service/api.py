@@ -1,0 +1,281 @@
+"""The JSON API for dashboards and operators (``/api``), plus health checks.
+
+Every ``/api`` route needs ``Authorization: Bearer API_TOKEN``. Errors are JSON
+``{"error": "..."}`` with a 4xx status for bad requests and 503 when the database is
+unavailable.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from webhook_service.core import PullRequest, Source, TaskStatus
+from webhook_service.reconciler import Reconciler, utcnow
+from webhook_service.store import Store, StoreUnavailable, TaskRecord
+
+Handler = Callable[[Request], Awaitable[Response]]
+_REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    store: Store
+    reconciler: Reconciler
+    api_token: bytes | None
+    ready: Callable[[], dict[str, bool]]
+
+
+def routes(ctx: Context) -> list[Route]:
+    def guarded(
+        handler: Callable[[Context, Request], Awaitable[Any]], status: int = 200
+    ) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            try:
+                _authorize(ctx, request)
+                body = await handler(ctx, request)
+            except APIError as exc:
+                return _json({"error": str(exc)}, exc.status)
+            except StoreUnavailable:
+                return _json({"error": "database unavailable"}, 503)
+            return _json(body, status)
+
+        return endpoint
+
+    return [
+        Route("/healthz", _healthz, methods=["GET"]),
+        Route("/readyz", _readyz(ctx), methods=["GET"]),
+        Route("/api/pulls", guarded(_list_pulls), methods=["GET"]),
+        Route("/api/pulls/{owner}/{repo}/{number:int}", guarded(_get_pull), methods=["GET"]),
+        Route("/api/tasks", guarded(_list_tasks), methods=["GET"]),
+        Route("/api/tasks", guarded(_create_task, 201), methods=["POST"]),
+        Route("/api/tasks/{task_id}", guarded(_get_task), methods=["GET"]),
+        Route("/api/tasks/{task_id}/link", guarded(_link_task), methods=["POST"]),
+        Route("/api/events", guarded(_events), methods=["GET"]),
+    ]
+
+
+def _authorize(ctx: Context, request: Request) -> None:
+    if ctx.api_token is None:  # DEV_MODE without a token
+        return
+    scheme, _, offered = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        offered.strip().encode(), ctx.api_token
+    ):
+        raise APIError(401, "missing or wrong API token (Authorization: Bearer ...)")
+
+
+async def _healthz(request: Request) -> Response:
+    return _json({"status": "ok"})
+
+
+def _readyz(ctx: Context) -> Handler:
+    async def readyz(request: Request) -> Response:
+        checks = ctx.ready()
+        try:
+            await ctx.store.ping()
+            checks["database"] = True
+        except StoreUnavailable:
+            checks["database"] = False
+        ok = all(checks.values())
+        return _json(
+            {"status": "ready" if ok else "unavailable", "checks": checks}, 200 if ok else 503
+        )
+
+    return readyz
+
+
+async def _list_pulls(ctx: Context, request: Request) -> Any:
+    repository = _query_repo(request)
+    status = request.query_params.get("status")
+    if status is not None and status not in ("OPEN", "CLOSED", "MERGED"):
+        raise APIError(400, "status must be OPEN, CLOSED or MERGED")
+    pulls = await ctx.store.list_pulls(repository=repository, status=status, limit=_limit(request))
+    return {"pulls": [pull_json(p) for p in pulls]}
+
+
+async def _get_pull(ctx: Context, request: Request) -> Any:
+    repository = f"{request.path_params['owner']}/{request.path_params['repo']}"
+    pr = await ctx.store.get_pull(repository, request.path_params["number"])
+    if pr is None:
+        raise APIError(
+            404, f"pull request {repository}#{request.path_params['number']} is not tracked"
+        )
+    return pull_json(pr)
+
+
+async def _list_tasks(ctx: Context, request: Request) -> Any:
+    status = request.query_params.get("status")
+    if status is not None and status not in TaskStatus.__members__:
+        raise APIError(400, f"status must be one of {', '.join(TaskStatus)}")
+    tasks = await ctx.store.list_tasks(
+        status=status, repository=_query_repo(request), limit=_limit(request)
+    )
+    return {"tasks": [task_json(t) for t in tasks]}
+
+
+async def _create_task(ctx: Context, request: Request) -> Any:
+    data = await _body(request)
+    title = data.get("title")
+    if not isinstance(title, str) or not title.strip():
+        raise APIError(400, "'title' is required and must be a non-empty string")
+    task_id = data.get("id") or str(uuid.uuid4())
+    if not isinstance(task_id, str) or not _is_uuid(task_id):
+        raise APIError(400, "'id' must be a UUID")
+    fields = {}
+    for name in ("repository", "branch", "worktree_path"):
+        value = data.get(name)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise APIError(400, f"'{name}' must be a non-empty string")
+        fields[name] = value
+    if fields["repository"] is not None and not _REPO.fullmatch(fields["repository"]):
+        raise APIError(400, "'repository' must be owner/name")
+    status = data.get("status", TaskStatus.TODO)
+    if status not in TaskStatus.__members__:
+        raise APIError(400, f"'status' must be one of {', '.join(TaskStatus)}")
+    now = utcnow()
+    task = TaskRecord(
+        id=task_id.lower(),
+        title=title.strip(),
+        status=TaskStatus(status),
+        repository=fields["repository"],
+        branch=fields["branch"],
+        worktree_path=fields["worktree_path"],
+        created_at=now,
+        updated_at=now,
+    )
+    if await ctx.store.get_task(task.id) is not None:
+        raise APIError(409, f"task {task.id} already exists")
+    await ctx.store.create_task(task)
+    return task_json(task)
+
+
+async def _get_task(ctx: Context, request: Request) -> Any:
+    task = await ctx.store.get_task(str(request.path_params["task_id"]).lower())
+    if task is None:
+        raise APIError(404, f"task {request.path_params['task_id']} does not exist")
+    return task_json(task)
+
+
+async def _link_task(ctx: Context, request: Request) -> Any:
+    """Link a tracked PR to the task: ``{"repository": "o/r", "number": 5}``."""
+    task_id = str(request.path_params["task_id"]).lower()
+    data = await _body(request)
+    repository, number = data.get("repository"), data.get("number")
+    if not isinstance(repository, str) or not _REPO.fullmatch(repository):
+        raise APIError(400, "'repository' must be owner/name")
+    if not isinstance(number, int) or isinstance(number, bool) or number <= 0:
+        raise APIError(400, "'number' must be a positive integer")
+    try:
+        result = await ctx.reconciler.link(repository, number, task_id, Source.MANUAL)
+    except LookupError as exc:
+        raise APIError(404, str(exc)) from None
+    return {"outcome": result.detail, "event_ids": [e.id for e in result.events]}
+
+
+async def _events(ctx: Context, request: Request) -> Any:
+    since = _int_param(request, "since", 0)
+    events = await ctx.store.events_since(since, _limit(request))
+    return {
+        "events": [e.message() for e in events],
+        "last_id": events[-1].id if events else since,
+    }
+
+
+def pull_json(pr: PullRequest) -> dict[str, Any]:
+    return {
+        "id": pr.id,
+        "repository": pr.repository,
+        "number": pr.number,
+        "status": pr.status,
+        "draft": pr.draft,
+        "title": pr.title,
+        "head_ref": pr.head_ref,
+        "head_sha": pr.head_sha,
+        "base_ref": pr.base_ref,
+        "url": pr.url,
+        "merged_at": _iso(pr.merged_at),
+        "closed_at": _iso(pr.closed_at),
+        "github_updated_at": _iso(pr.github_updated_at),
+        "task_id": pr.task_id,
+        "last_source": pr.last_source,
+        "last_delivery_id": pr.last_delivery_id,
+    }
+
+
+def task_json(task: TaskRecord) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "title": task.title,
+        "status": task.status,
+        "repository": task.repository,
+        "branch": task.branch,
+        "worktree_path": task.worktree_path,
+        "created_at": _iso(task.created_at),
+        "updated_at": _iso(task.updated_at),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _query_repo(request: Request) -> str | None:
+    repository = request.query_params.get("repository")
+    if repository is not None and not _REPO.fullmatch(repository):
+        raise APIError(400, "repository must be owner/name")
+    return repository
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise APIError(400, f"'{name}' must be a non-negative integer")
+    return int(raw)
+
+
+def _limit(request: Request) -> int:
+    limit = _int_param(request, "limit", 500)
+    if not 1 <= limit <= 5000:
+        raise APIError(400, "'limit' must be between 1 and 5000")
+    return limit
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    try:
+        data = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise APIError(400, "the body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "the body must be a JSON object")
+    return data
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")

@@ -1,0 +1,117 @@
+"""The ASGI application: Starlette routes wrapped by Socket.IO, one lifespan.
+
+``create_app`` builds everything from :class:`~webhook_service.config.Settings`; the
+lifespan connects the store, applies migrations, starts the reconciler, the outbox
+dispatcher and retention pruning, and stops them in reverse order (queued work first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import socketio
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from webhook_service import api
+from webhook_service.config import Settings
+from webhook_service.ingest import WebhookReceiver
+from webhook_service.outbox import Dispatcher
+from webhook_service.realtime import Broadcaster, create_server
+from webhook_service.reconciler import Reconciler, utcnow
+from webhook_service.store import Store, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+PRUNE_INTERVAL = 3600.0
+
+
+@dataclass(slots=True)
+class Service:
+    """The running parts, reachable from tests as ``app.state.service``."""
+
+    settings: Settings
+    store: Store
+    reconciler: Reconciler
+    dispatcher: Dispatcher
+    sio: socketio.AsyncServer
+    receiver: WebhookReceiver
+
+
+def create_app(settings: Settings) -> socketio.ASGIApp:
+    settings.check_secure()
+    store = Store(settings.database_url.reveal())
+    sio = create_server(settings)
+    dispatcher = Dispatcher(store, Broadcaster(sio).emit)
+    reconciler = Reconciler(
+        store,
+        task_branch_pattern=settings.task_branch_pattern,
+        on_commit=dispatcher.notify,
+        batch_max=settings.ingest_batch_max,
+    )
+    receiver = WebhookReceiver(
+        reconciler, secrets=[s.reveal().encode() for s in settings.webhook_secrets]
+    )
+    service = Service(settings, store, reconciler, dispatcher, sio, receiver)
+
+    def ready() -> dict[str, bool]:
+        return {"reconciler": reconciler.running, "dispatcher": dispatcher.running}
+
+    context = api.Context(
+        store=store,
+        reconciler=reconciler,
+        api_token=settings.api_token.reveal().encode() if settings.api_token else None,
+        ready=ready,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if settings.dev_mode:
+            logger.warning("DEV_MODE is on: signatures and tokens are not enforced where unset")
+        logger.info("database: %s", settings.safe_database_url())
+        await store.connect()
+        try:
+            await store.migrate()
+            reconciler.start()
+            dispatcher.start()
+            pruner = asyncio.create_task(_prune_forever(store, settings.retention_days))
+            try:
+                yield
+            finally:
+                pruner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pruner
+                await reconciler.stop()
+                await dispatcher.stop()
+        finally:
+            await store.disconnect()
+
+    app = Starlette(
+        routes=[
+            Route(settings.webhook_path, receiver.handle, methods=["POST"]),
+            *api.routes(context),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    # No on_startup/on_shutdown here: ASGIApp would then swallow the lifespan events
+    # and Starlette's lifespan above would never run.
+    asgi = socketio.ASGIApp(sio, other_asgi_app=app)
+    asgi.service = service
+    return asgi
+
+
+async def _prune_forever(store: Store, retention_days: float) -> None:
+    while True:
+        try:
+            deliveries, events = await store.prune(utcnow() - timedelta(days=retention_days))
+            if deliveries or events:
+                logger.info("pruned %d deliveries and %d events", deliveries, events)
+        except StoreUnavailable as exc:
+            logger.warning("pruning skipped: %s", exc)
+        await asyncio.sleep(PRUNE_INTERVAL)

@@ -1,0 +1,129 @@
+"""The webhook receiver: verify, record, apply, acknowledge (DESIGN.md §4).
+
+The handler does no GitHub API calls and never sleeps: it checks the request, hands a
+job to the reconciler and answers once the delivery is durably stored. Status codes:
+401 unsigned, 400 malformed, 413 too large, 415 wrong content type, 503 database
+unavailable, 2xx otherwise (200 applied, duplicate or ping; 202 ignored).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from webhook_service.core import Observation, Source
+from webhook_service.payloads import PayloadError, decode_body, parse_delivery
+from webhook_service.reconciler import Job, Reconciler
+from webhook_service.signature import SignatureError, verify
+from webhook_service.store import StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+#: GitHub caps payloads at 25 MB; anything larger is not from GitHub.
+MAX_BODY_BYTES = 25 * 1024 * 1024
+_CONTENT_TYPES = ("application/json", "application/x-www-form-urlencoded")
+_MAX_GUID_LENGTH = 200
+
+
+class WebhookReceiver:
+    """The ASGI endpoint for ``POST WEBHOOK_PATH``."""
+
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        *,
+        secrets: Sequence[bytes],
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self._reconciler = reconciler
+        self._secrets = tuple(secrets)
+        self._max_body = max_body_bytes
+        self.received = 0
+
+    async def handle(self, request: Request) -> Response:
+        self.received += 1
+        headers = request.headers
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self._max_body):
+            return (
+                _error(413, "body exceeds 25 MiB")
+                if length.isdigit()
+                else _error(400, "invalid Content-Length")
+            )
+        content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if content_type not in _CONTENT_TYPES:
+            return _error(415, "Content-Type must be application/json or form-encoded")
+        body = await self._read_body(request)
+        if body is None:
+            return _error(413, "body exceeds 25 MiB")
+        if self._secrets:
+            try:
+                verify(
+                    body,
+                    signature=headers.get("x-hub-signature-256"),
+                    secrets=self._secrets,
+                    sha1="x-hub-signature" in headers,
+                )
+            except SignatureError as exc:
+                return _error(401, str(exc))
+        event = headers.get("x-github-event", "").strip()
+        guid = headers.get("x-github-delivery", "").strip()
+        if not event or not guid:
+            return _error(400, "X-GitHub-Event and X-GitHub-Delivery headers are required")
+        if len(guid) > _MAX_GUID_LENGTH or len(event) > _MAX_GUID_LENGTH:
+            return _error(400, "X-GitHub-Event or X-GitHub-Delivery is too long")
+        try:
+            delivery = parse_delivery(guid, event, decode_body(body, content_type))
+        except PayloadError as exc:
+            return _error(400, str(exc))
+
+        job = Job(
+            observation=Observation(delivery.snapshot, Source.MONITOR, guid)
+            if delivery.snapshot is not None
+            else None,
+            delivery=delivery,
+            headers=dict(headers.items()),
+            body=body,
+            ignored_reason=None if delivery.snapshot is not None else _ignored_reason(event),
+        )
+        log: dict[str, object] = {"guid": guid, "event": event, "repository": delivery.repository}
+        if delivery.snapshot is not None:
+            log["pr"] = delivery.snapshot.number
+        try:
+            result = await self._reconciler.submit(job)
+        except StoreUnavailable as exc:
+            logger.warning("database unavailable: %s", exc, extra=log)
+            return _error(503, "database unavailable; the delivery was not stored")
+        if result.status == "failed":
+            return _error(500, "the delivery was stored but could not be applied")
+        logger.debug("delivery %s: %s", result.status, result.detail, extra=log)
+        status = 202 if result.status == "ignored" and event != "ping" else 200
+        return JSONResponse(
+            {"guid": guid, "status": result.status, "outcome": result.detail},
+            status_code=status,
+        )
+
+    async def _read_body(self, request: Request) -> bytes | None:
+        """The body, or None as soon as it grows past the limit (never buffered whole)."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self._max_body:
+                    return None
+                chunks.append(chunk)
+        except ClientDisconnect:
+            return b""
+        return b"".join(chunks)
+
+
+def _ignored_reason(event: str) -> str:
+    return "ping" if event == "ping" else f"event {event!r} is not acted on"
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)

@@ -1,0 +1,126 @@
+"""Versioned schema migrations, applied in order by ``Store.migrate``.
+
+A migration is a list of statements written for PostgreSQL; the few words that differ
+in SQLite are substituted by :meth:`Migration.statements`. Never edit a released
+migration: add a new one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# PostgreSQL spelling -> SQLite spelling.
+_SQLITE_WORDS = {
+    "BIGSERIAL PRIMARY KEY": "INTEGER PRIMARY KEY AUTOINCREMENT",
+    "TIMESTAMPTZ": "TEXT",
+    "BYTEA": "BLOB",
+    "BIGINT": "INTEGER",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    _statements: tuple[str, ...]
+    postgres_only: tuple[str, ...] = ()
+
+    def statements(self, dialect: str) -> list[str]:
+        if dialect == "postgresql":
+            return [*self._statements, *self.postgres_only]
+        out = []
+        for statement in self._statements:
+            for pg, lite in _SQLITE_WORDS.items():
+                statement = statement.replace(pg, lite)
+            out.append(statement)
+        return out
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "initial schema",
+        (
+            """CREATE TABLE tasks (
+                id TEXT PRIMARY KEY,
+                title TEXT NOT NULL,
+                status TEXT NOT NULL,
+                repository TEXT,
+                branch TEXT,
+                worktree_path TEXT,
+                created_at TIMESTAMPTZ NOT NULL,
+                updated_at TIMESTAMPTZ NOT NULL
+            )""",
+            "CREATE INDEX tasks_status ON tasks (status)",
+            """CREATE TABLE pull_requests (
+                id TEXT PRIMARY KEY,
+                repository TEXT NOT NULL,
+                number INTEGER NOT NULL,
+                status TEXT NOT NULL,
+                draft BOOLEAN NOT NULL,
+                title TEXT NOT NULL,
+                head_ref TEXT,
+                head_sha TEXT,
+                base_ref TEXT,
+                url TEXT,
+                node_id TEXT,
+                github_id BIGINT,
+                merged_at TIMESTAMPTZ,
+                closed_at TIMESTAMPTZ,
+                github_updated_at TIMESTAMPTZ NOT NULL,
+                task_id TEXT REFERENCES tasks (id) ON DELETE SET NULL,
+                last_source TEXT NOT NULL,
+                last_delivery_id TEXT,
+                created_at TIMESTAMPTZ NOT NULL,
+                updated_at TIMESTAMPTZ NOT NULL,
+                UNIQUE (repository, number)
+            )""",
+            "CREATE INDEX pull_requests_task ON pull_requests (task_id)",
+            "CREATE INDEX pull_requests_updated ON pull_requests (github_updated_at)",
+            """CREATE TABLE webhook_deliveries (
+                guid TEXT PRIMARY KEY,
+                event TEXT NOT NULL,
+                action TEXT,
+                hook_id BIGINT,
+                installation_id BIGINT,
+                repository TEXT,
+                pr_number INTEGER,
+                headers TEXT NOT NULL,
+                body BYTEA NOT NULL,
+                received_at TIMESTAMPTZ NOT NULL,
+                processed_at TIMESTAMPTZ,
+                outcome TEXT NOT NULL,
+                detail TEXT,
+                attempts INTEGER NOT NULL DEFAULT 1
+            )""",
+            "CREATE INDEX webhook_deliveries_received ON webhook_deliveries (received_at)",
+            """CREATE TABLE events (
+                id BIGSERIAL PRIMARY KEY,
+                type TEXT NOT NULL,
+                repository TEXT,
+                task_id TEXT,
+                payload TEXT NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL,
+                emitted_at TIMESTAMPTZ
+            )""",
+            "CREATE INDEX events_unemitted ON events (id) WHERE emitted_at IS NULL",
+            "CREATE INDEX events_created ON events (created_at)",
+            """CREATE TABLE refetch_requests (
+                repository TEXT NOT NULL,
+                number INTEGER NOT NULL,
+                reason TEXT NOT NULL,
+                requested_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (repository, number)
+            )""",
+        ),
+        postgres_only=(
+            # Stored bodies are ~28 KB of JSON: LZ4 compresses them several times faster
+            # than the default pglz. Servers built without LZ4 keep pglz (see below).
+            """DO $$ BEGIN
+                ALTER TABLE webhook_deliveries ALTER COLUMN body SET COMPRESSION lz4;
+            EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN
+                NULL;
+            END $$""",
+        ),
+    ),
+)

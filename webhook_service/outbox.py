@@ -1,0 +1,120 @@
+"""The outbox dispatcher: emits stored events after their transaction committed.
+
+Events reach it two ways: straight from the reconciler after each commit (the fast
+path), and from the events table, for rows committed but never marked emitted (a crash
+between commit and emit, or an emit that failed). Either way an event is emitted
+from its stored row, in id order, then marked emitted. Delivery is at-least-once:
+clients drop repeats by ``event_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from webhook_service.reconciler import Clock, utcnow
+from webhook_service.store import Store, StoredEvent, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[[StoredEvent], Awaitable[None]]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        emit: Emit,
+        *,
+        sweep_interval: float = 5.0,
+        clock: Clock = utcnow,
+    ) -> None:
+        self._store = store
+        self._emit = emit
+        self._sweep_interval = sweep_interval
+        self._clock = clock
+        self._queue: asyncio.Queue[StoredEvent] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
+        self._in_flight: set[int] = set()  # queued or being emitted, not yet marked
+        self.emitted = 0
+        self.last_emitted_id = 0
+
+    def notify(self, events: Sequence[StoredEvent]) -> None:
+        """Hand over events just committed (called by the reconciler)."""
+        for event in events:
+            if event.id not in self._in_flight:
+                self._in_flight.add(event.id)
+                self._queue.put_nowait(event)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="outbox-dispatcher")
+            self._sweep_task = asyncio.create_task(self._sweep_loop(), name="outbox-sweep")
+
+    async def stop(self) -> None:
+        """Emit what is queued, then stop."""
+        if self._task is None:
+            return
+        await self._queue.join()
+        for task in (self._task, self._sweep_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._sweep_task = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    async def sweep(self) -> int:
+        """Queue every stored event not marked emitted; returns how many."""
+        after = 0
+        found = 0
+        while True:
+            events = await self._store.unemitted_events(after, limit=1000)
+            if not events:
+                return found
+            self.notify(events)
+            found += len(events)
+            after = events[-1].id
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except StoreUnavailable as exc:
+                logger.warning("outbox sweep failed: %s", exc)
+            await asyncio.sleep(self._sweep_interval)
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._dispatch(batch)
+            except Exception:
+                # Left unmarked, the events are emitted again by the next sweep.
+                logger.exception("emitting %d events failed", len(batch))
+            finally:
+                self._in_flight.difference_update(e.id for e in batch)
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _dispatch(self, batch: list[StoredEvent]) -> None:
+        unique = {e.id: e for e in batch}
+        emitted: list[int] = []
+        for event_id in sorted(unique):
+            await self._emit(unique[event_id])
+            emitted.append(event_id)
+        self.emitted += len(emitted)
+        self.last_emitted_id = max(self.last_emitted_id, emitted[-1])
+        await self._store.mark_emitted(emitted, self._clock())

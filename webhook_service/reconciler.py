@@ -1,0 +1,405 @@
+"""The shell around :func:`webhook_service.core.decide`: load, decide, write, hand on.
+
+Work arrives as :class:`Job` values (a verified webhook delivery, or a bare observation
+from the poller or an operator) and is applied in batches: whatever is waiting when a
+transaction starts goes into that transaction (group commit). A batch costs one round
+trip per statement kind, however many deliveries it carries, and one durable commit.
+
+After the commit, stored events go to the ``on_commit`` callback (the outbox
+dispatcher), and each job's future is resolved with its outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from webhook_service.core import (
+    Decision,
+    FollowUp,
+    Observation,
+    Outcome,
+    PullRequest,
+    Source,
+    Task,
+    decide,
+    decide_link,
+)
+from webhook_service.payloads import Delivery
+from webhook_service.store import (
+    Connection,
+    ConnectionLease,
+    DeliveryRecord,
+    PRKey,
+    Store,
+    StoredEvent,
+    StoreUnavailable,
+    UnitOfWork,
+)
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class DeliveryStatus:
+    APPLIED = "applied"
+    IGNORED = "ignored"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What happened to one job."""
+
+    status: str  # applied | ignored | duplicate | failed
+    outcome: Outcome | None = None  # the core's outcome for PR observations
+    detail: str | None = None
+    events: tuple[StoredEvent, ...] = ()
+    follow_ups: frozenset[FollowUp] = frozenset()
+
+
+@dataclass(slots=True)
+class Job:
+    """One unit of work: a delivery to record (and maybe apply), or an observation."""
+
+    observation: Observation | None
+    delivery: Delivery | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    received_at: datetime = field(default_factory=utcnow)
+    ignored_reason: str | None = None
+    future: asyncio.Future[Result] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    @property
+    def key(self) -> PRKey | None:
+        if self.observation is None:
+            return None
+        snap = self.observation.snapshot
+        return (snap.repository, snap.number)
+
+
+class Reconciler:
+    """Applies jobs in batches; one per store connection at a time.
+
+    ``workers`` transactions may run at once (PostgreSQL); per-PR advisory locks keep
+    them from deciding about the same PR concurrently. SQLite has one writer.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        task_branch_pattern: re.Pattern[str],
+        on_commit: Callable[[Sequence[StoredEvent]], None] = lambda events: None,
+        batch_max: int = 64,
+        workers: int | None = None,
+        clock: Clock = utcnow,
+    ) -> None:
+        self._store = store
+        self._pattern = task_branch_pattern
+        self._on_commit = on_commit
+        self._batch_max = batch_max
+        self._workers = workers if workers is not None else (2 if store.is_postgres else 1)
+        self._clock = clock
+        self._queue: asyncio.Queue[Job] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.batches = 0
+        self.jobs = 0
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._run(), name=f"reconciler-{i}")
+                for i in range(self._workers)
+            ]
+
+    async def stop(self) -> None:
+        """Finish the jobs already queued, then stop."""
+        await self._queue.join()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    @property
+    def running(self) -> bool:
+        return any(not t.done() for t in self._tasks)
+
+    # -- entry points ---------------------------------------------------------
+
+    async def submit(self, job: Job) -> Result:
+        """Queue ``job`` and wait until it is committed (or failed)."""
+        if not self.running:
+            raise RuntimeError("the reconciler is not running")
+        self._queue.put_nowait(job)
+        return await asyncio.shield(job.future)
+
+    async def observe(self, observation: Observation) -> Result:
+        """Apply one observation that did not come as a webhook (poller, operator)."""
+        return await self.submit(Job(observation))
+
+    async def link(self, repository: str, number: int, task_id: str, source: Source) -> Result:
+        """Link a stored PR to a task (an operator's request); the task follows the PR."""
+        now = self._clock()
+        async with self._store.transaction() as uow:
+            await uow.lock_pulls([(repository, number)])
+            pr = (await uow.load_pulls([(repository, number)])).get((repository, number))
+            if pr is None:
+                raise LookupError(f"pull request {repository}#{number} is not tracked")
+            task = (await uow.load_tasks([task_id])).get(task_id)
+            if task is None:
+                raise LookupError(f"task {task_id} does not exist")
+            decision = decide_link(pr, task, now=now, source=source)
+            if decision.pr is not None:
+                await uow.save_pulls([decision.pr], now)
+            if decision.task is not None:
+                await uow.save_tasks([decision.task], now)
+            events = await uow.insert_events(decision.events, now)
+        if events:
+            self._on_commit(events)
+        return Result(
+            DeliveryStatus.APPLIED, decision.outcome, str(decision.outcome), tuple(events)
+        )
+
+    # -- the batch loop -------------------------------------------------------
+
+    async def _run(self) -> None:
+        lease = self._store.lease()
+        try:
+            while True:
+                batch = [await self._queue.get()]
+                while len(batch) < self._batch_max and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                try:
+                    await self._apply_safely(lease, batch)
+                finally:
+                    for _ in batch:
+                        self._queue.task_done()
+        finally:
+            await lease.drop()
+
+    async def _apply_safely(self, lease: ConnectionLease, batch: list[Job]) -> None:
+        try:
+            results, events = await self._apply(await lease.get(), batch)
+        except StoreUnavailable as exc:
+            await lease.drop()
+            for job in batch:
+                _settle(job, exc)
+            return
+        except Exception:
+            if len(batch) > 1:
+                # One bad job must not fail the others: apply them one by one.
+                for job in batch:
+                    await self._apply_safely(lease, [job])
+                return
+            await self._record_failure(batch[0])
+            return
+        self.batches += 1
+        self.jobs += len(batch)
+        if events:
+            self._on_commit(events)
+        for job, result in zip(batch, results, strict=True):
+            _settle(job, result)
+
+    async def _record_failure(self, job: Job) -> None:
+        logger.exception(
+            "applying failed",
+            extra={"guid": job.delivery.guid if job.delivery else None, "pr": job.key},
+        )
+        result = Result(DeliveryStatus.FAILED, detail="internal error while applying")
+        if job.delivery is not None:
+            # Keep the delivery, marked failed, so a redelivery is processed again.
+            try:
+                async with self._store.transaction() as uow:
+                    await uow.save_deliveries(
+                        [_record(job, DeliveryStatus.FAILED, result.detail, self._clock())]
+                    )
+            except Exception as exc:  # the failure is reported to the caller either way
+                _settle(job, exc)
+                return
+        _settle(job, result)
+
+    async def _apply(
+        self, conn: Connection, batch: list[Job]
+    ) -> tuple[list[Result], list[StoredEvent]]:
+        now = self._clock()
+        async with self._store.unit_of_work(conn) as uow:
+            known = await uow.delivery_outcomes(
+                [j.delivery.guid for j in batch if j.delivery is not None]
+            )
+            pending, results = _split_duplicates(batch, known)
+            keys = sorted({k for j in pending.values() if (k := j.key) is not None})
+            await uow.lock_pulls(keys)
+            pulls = await uow.load_pulls(keys)
+            tasks = await uow.load_tasks(self._task_ids(pending, pulls))
+
+            decisions: dict[int, Decision] = {}
+            for i, job in pending.items():
+                if job.observation is None:
+                    continue
+                decision = self._decide(job.observation, pulls, tasks, now)
+                decisions[i] = decision
+                if decision.pr is not None:
+                    pulls[(decision.pr.repository, decision.pr.number)] = decision.pr
+                if decision.task is not None:
+                    tasks[decision.task.id] = decision.task
+
+            await self._write(uow, pending, decisions, pulls, tasks, now)
+            drafts = [e for d in decisions.values() for e in d.events]
+            stored = iter(await uow.insert_events(drafts, now))
+            for i, job in pending.items():
+                results[i] = _result(job, decisions.get(i), stored)
+        return [results[i] for i in range(len(batch))], _all_events(results.values())
+
+    def _decide(
+        self,
+        observation: Observation,
+        pulls: dict[PRKey, PullRequest],
+        tasks: dict[str, Task],
+        now: datetime,
+    ) -> Decision:
+        snap = observation.snapshot
+        stored = pulls.get((snap.repository, snap.number))
+        task_id = stored.task_id if stored is not None else None
+        if task_id is None:
+            task_id = self.task_for_branch(snap.head_ref)
+        task = tasks.get(task_id) if task_id is not None else None
+        return decide(stored, task, observation, now=now, new_pr_id=str(uuid.uuid4()))
+
+    def task_for_branch(self, branch: str | None) -> str | None:
+        match = self._pattern.match(branch) if branch else None
+        return match.group("task_id").lower() if match else None
+
+    def _task_ids(self, jobs: Mapping[int, Job], pulls: Mapping[PRKey, PullRequest]) -> list[str]:
+        ids: set[str] = set()
+        for job in jobs.values():
+            if job.observation is None:
+                continue
+            stored = pulls.get(
+                (job.observation.snapshot.repository, job.observation.snapshot.number)
+            )
+            task_id = stored.task_id if stored is not None else None
+            if task_id is None:
+                task_id = self.task_for_branch(job.observation.snapshot.head_ref)
+            if task_id is not None:
+                ids.add(task_id)
+        return sorted(ids)
+
+    async def _write(
+        self,
+        uow: UnitOfWork,
+        jobs: Mapping[int, Job],
+        decisions: Mapping[int, Decision],
+        pulls: Mapping[PRKey, PullRequest],
+        tasks: Mapping[str, Task],
+        now: datetime,
+    ) -> None:
+        changed_prs = {(d.pr.repository, d.pr.number) for d in decisions.values() if d.pr}
+        changed_tasks = {d.task.id for d in decisions.values() if d.task}
+        refetch = sorted(
+            {
+                k
+                for i, d in decisions.items()
+                if FollowUp.REFETCH in d.follow_ups and (k := jobs[i].key)
+            }
+        )
+        await uow.save_deliveries(
+            [
+                _record(job, *_delivery_outcome(job, decisions.get(i)), now)
+                for i, job in jobs.items()
+                if job.delivery is not None
+            ]
+        )
+        await uow.save_pulls([pulls[k] for k in sorted(changed_prs)], now)
+        await uow.save_tasks([tasks[t] for t in sorted(changed_tasks)], now)
+        if refetch:
+            await uow.request_refetch(refetch, "ambiguous observation", now)
+
+
+def _split_duplicates(
+    batch: Sequence[Job], known: Mapping[str, str]
+) -> tuple[dict[int, Job], dict[int, Result]]:
+    """Jobs to apply, and results for deliveries already applied (or seen twice here)."""
+    pending: dict[int, Job] = {}
+    results: dict[int, Result] = {}
+    seen: set[str] = set()
+    for i, job in enumerate(batch):
+        guid = job.delivery.guid if job.delivery is not None else None
+        if guid is not None and (guid in seen or known.get(guid) in ("applied", "ignored")):
+            results[i] = Result("duplicate", detail="delivery already processed")
+            continue
+        if guid is not None:
+            seen.add(guid)
+        pending[i] = job
+    return pending, results
+
+
+def _delivery_outcome(job: Job, decision: Decision | None) -> tuple[str, str | None]:
+    if decision is not None:
+        return DeliveryStatus.APPLIED, str(decision.outcome)
+    return DeliveryStatus.IGNORED, job.ignored_reason
+
+
+def _record(job: Job, outcome: str, detail: str | None, now: datetime) -> DeliveryRecord:
+    delivery = job.delivery
+    assert delivery is not None
+    snap = delivery.snapshot
+    return DeliveryRecord(
+        guid=delivery.guid,
+        event=delivery.event,
+        action=delivery.action,
+        hook_id=delivery.hook_id,
+        installation_id=delivery.installation_id,
+        repository=delivery.repository,
+        pr_number=snap.number if snap is not None else None,
+        headers=job.headers,
+        body=job.body,
+        received_at=job.received_at,
+        processed_at=now,
+        outcome=outcome,
+        detail=detail,
+    )
+
+
+def _result(job: Job, decision: Decision | None, stored: Iterator[StoredEvent]) -> Result:
+    if decision is None:
+        return Result(DeliveryStatus.IGNORED, detail=job.ignored_reason)
+    events = tuple(next(stored) for _ in decision.events)
+    return Result(
+        DeliveryStatus.APPLIED,
+        outcome=decision.outcome,
+        detail=str(decision.outcome),
+        events=events,
+        follow_ups=decision.follow_ups,
+    )
+
+
+def _all_events(results: Iterable[Result]) -> list[StoredEvent]:
+    events = [e for r in results for e in r.events]
+    return sorted(events, key=lambda e: e.id)
+
+
+def _settle(job: Job, outcome: Result | BaseException) -> None:
+    if job.future.done():
+        return
+    if isinstance(outcome, BaseException):
+        job.future.set_exception(outcome)
+    else:
+        job.future.set_result(outcome)

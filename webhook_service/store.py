@@ -1,0 +1,765 @@
+"""The one module that talks to the database (PostgreSQL or SQLite).
+
+``databases`` owns the connections (asyncpg's pool, aiosqlite connections); the
+statements go to the driver connection underneath it, in batches: one round trip per
+statement kind for a whole group of deliveries (asyncpg pipelines ``executemany``;
+aiosqlite runs it in one hop to its thread). SQL is written once with ``$n``
+placeholders; :class:`_Dialect` adapts placeholders, lists and values per backend.
+
+Nothing else in the package imports ``databases``, ``asyncpg`` or ``aiosqlite``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+import orjson
+from databases import Database
+
+from webhook_service.core import (
+    EventDraft,
+    PRStatus,
+    PullRequest,
+    Source,
+    Task,
+    TaskStatus,
+)
+from webhook_service.migrations import MIGRATIONS
+
+logger = logging.getLogger(__name__)
+
+PRKey = tuple[str, int]  # (repository, number)
+
+#: Errors that mean "the database is not there" (HTTP 503), as opposed to a bug.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ConnectionError,
+    TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    sqlite3.OperationalError,
+)
+
+# A fixed key for the PostgreSQL lock that orders event ids with commits (see
+# UnitOfWork.insert_events).
+_EVENTS_LOCK = 0x57_48_53_45_56_54  # "WHSEVT"
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached or refused the work (retry later; HTTP 503)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    guid: str
+    event: str
+    action: str | None
+    hook_id: int | None
+    installation_id: int | None
+    repository: str | None
+    pr_number: int | None
+    headers: Mapping[str, str]
+    body: bytes
+    received_at: datetime
+    processed_at: datetime | None
+    outcome: str  # applied | ignored | failed
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    id: int
+    type: str
+    repository: str | None
+    task_id: str | None
+    payload: Mapping[str, Any]
+    created_at: datetime
+
+    def message(self) -> dict[str, Any]:
+        """The Socket.IO payload: the stored fields plus ``event_id``."""
+        return {**self.payload, "event_id": self.id}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    id: str
+    title: str
+    status: TaskStatus
+    repository: str | None
+    branch: str | None
+    worktree_path: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def normalize_url(url: str) -> str:
+    """Add pool bounds to a PostgreSQL URL that has none (asyncpg opens min_size at start)."""
+    parts = urlsplit(url)
+    if not parts.scheme.startswith("postgres"):
+        return url
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("min_size", "1")
+    query.setdefault("max_size", "8")
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+class _Dialect:
+    """What differs between PostgreSQL and SQLite, and nothing else."""
+
+    name = "postgresql"
+    _placeholder = re.compile(r"\$(\d+)")
+
+    def sql(self, statement: str) -> str:
+        return statement
+
+    def value(self, value: Any) -> Any:
+        return value
+
+    def member(self, n: int, kind: str = "text") -> str:
+        """``IN`` the list passed as parameter ``n`` (see :meth:`list_param`)."""
+        return f"= ANY(${n}::{kind}[])"
+
+    def keys(self, n: int) -> str:
+        """A relation of (repository, number) pairs passed as one parameter."""
+        return f"SELECT * FROM unnest(${n}::text[], ${n + 1}::int[])"
+
+    def key_params(self, keys: Sequence[PRKey]) -> list[Any]:
+        return [[k[0] for k in keys], [k[1] for k in keys]]
+
+    def list_param(self, items: Sequence[Any]) -> Any:
+        return list(items)
+
+
+class _SQLiteDialect(_Dialect):
+    name = "sqlite"
+
+    _cast = re.compile(r"::\w+(\[\])?")
+
+    def sql(self, statement: str) -> str:
+        return self._placeholder.sub(r"?\1", self._cast.sub("", statement))
+
+    def value(self, value: Any) -> Any:
+        if isinstance(value, datetime):
+            return _sqlite_time(value)
+        return value
+
+    def member(self, n: int, kind: str = "text") -> str:
+        return f"IN (SELECT value FROM json_each(${n}))"
+
+    def keys(self, n: int) -> str:
+        return (
+            f"SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(${n})"
+        )
+
+    def key_params(self, keys: Sequence[PRKey]) -> list[Any]:
+        return [orjson.dumps([list(k) for k in keys]).decode()]
+
+    def list_param(self, items: Sequence[Any]) -> Any:
+        return orjson.dumps(list(items)).decode()
+
+
+def _sqlite_time(value: datetime) -> str:
+    # Fixed width, so that text order is time order.
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def _time(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return datetime.fromisoformat(str(value))
+
+
+def _opt_time(value: Any) -> datetime | None:
+    return None if value is None else _time(value)
+
+
+def pr_lock_key(key: PRKey) -> int:
+    """A stable signed 64-bit key for a PostgreSQL advisory lock on one PR."""
+    digest = hashlib.blake2b(f"{key[0].lower()}#{key[1]}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class Connection:
+    """A driver connection with the dialect applied to statements and values."""
+
+    def __init__(self, raw: Any, dialect: _Dialect) -> None:
+        self.raw = raw
+        self.dialect = dialect
+        self.is_pg = dialect.name == "postgresql"
+
+    def _args(self, args: Sequence[Any]) -> list[Any]:
+        return [self.dialect.value(a) for a in args]
+
+    async def execute(self, statement: str, *args: Any) -> None:
+        sql = self.dialect.sql(statement)
+        if self.is_pg:
+            await self.raw.execute(sql, *args)
+        else:
+            await self.raw.execute(sql, self._args(args))
+
+    async def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        sql = self.dialect.sql(statement)
+        if self.is_pg:
+            await self.raw.executemany(sql, rows)
+        else:
+            await self.raw.executemany(sql, [self._args(r) for r in rows])
+
+    async def fetch(self, statement: str, *args: Any) -> list[Mapping[str, Any]]:
+        sql = self.dialect.sql(statement)
+        if self.is_pg:
+            return list(await self.raw.fetch(sql, *args))
+        async with self.raw.execute(sql, self._args(args)) as cursor:
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
+
+    async def fetchval(self, statement: str, *args: Any) -> Any:
+        rows = await self.fetch(statement, *args)
+        if not rows:
+            return None
+        return next(iter(rows[0].values()))
+
+
+class Store:
+    """Connections, migrations and every query the service makes."""
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_url(url)
+        scheme = urlsplit(self.url).scheme
+        if scheme.startswith("postgres"):
+            self.dialect: _Dialect = _Dialect()
+        elif scheme.startswith("sqlite"):
+            self.dialect = _SQLiteDialect()
+            if ":memory:" in self.url or self.url.rstrip("/") in ("sqlite:", "sqlite:/"):
+                raise ValueError(
+                    "an in-memory SQLite database cannot be shared between connections; "
+                    "use a file, e.g. sqlite:///./webhook-service.db"
+                )
+        else:
+            raise ValueError(f"unsupported database URL scheme {scheme!r}")
+        self._db = Database(self.url)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect.name == "postgresql"
+
+    async def connect(self) -> None:
+        try:
+            await self._db.connect()
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(f"cannot connect to the database: {exc}") from exc
+
+    async def disconnect(self) -> None:
+        if self._db.is_connected:
+            await self._db.disconnect()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        """One driver connection from ``databases``; errors reaching it become 503s."""
+        try:
+            async with self._db.connection() as conn:
+                wrapped = Connection(conn.raw_connection, self.dialect)
+                if not wrapped.is_pg:
+                    await _sqlite_setup(wrapped)
+                yield wrapped
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+
+    def lease(self) -> ConnectionLease:
+        """A connection kept across many transactions by one long-lived task."""
+        return ConnectionLease(self)
+
+    @asynccontextmanager
+    async def unit_of_work(self, conn: Connection) -> AsyncIterator[UnitOfWork]:
+        """One transaction on ``conn``; it commits when the block exits normally.
+
+        SQLite takes the write lock up front (BEGIN IMMEDIATE), so a read-then-write
+        transaction cannot fail half-way with "database is locked".
+        """
+        try:
+            if conn.is_pg:
+                async with conn.raw.transaction():
+                    yield UnitOfWork(conn)
+            else:
+                await conn.raw.execute("BEGIN IMMEDIATE")
+                try:
+                    yield UnitOfWork(conn)
+                except BaseException:
+                    await conn.raw.execute("ROLLBACK")
+                    raise
+                await conn.raw.execute("COMMIT")
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[UnitOfWork]:
+        async with self.connection() as conn, self.unit_of_work(conn) as uow:
+            yield uow
+
+    # -- schema ---------------------------------------------------------------
+
+    async def migrate(self) -> list[int]:
+        """Apply every migration not applied yet; returns the versions applied."""
+        applied: list[int] = []
+        async with self.connection() as conn:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            if conn.is_pg:  # several replicas may start at once
+                await conn.execute("SELECT pg_advisory_lock($1)", _EVENTS_LOCK + 1)
+            try:
+                done = {
+                    r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")
+                }
+                for migration in MIGRATIONS:
+                    if migration.version in done:
+                        continue
+                    async with self.unit_of_work(conn):
+                        for statement in migration.statements(self.dialect.name):
+                            await conn.raw.execute(statement)
+                        await conn.execute(
+                            "INSERT INTO schema_migrations (version, name, applied_at)"
+                            " VALUES ($1, $2, $3)",
+                            migration.version,
+                            migration.name,
+                            _sqlite_time(datetime.now(UTC)),
+                        )
+                    applied.append(migration.version)
+                    logger.info("applied migration %d (%s)", migration.version, migration.name)
+            finally:
+                if conn.is_pg:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", _EVENTS_LOCK + 1)
+        return applied
+
+    async def schema_version(self) -> int:
+        async with self.connection() as conn:
+            return int(
+                await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            )
+
+    async def ping(self) -> None:
+        async with self.connection() as conn:
+            await conn.fetchval("SELECT 1")
+
+    # -- reads for the API ----------------------------------------------------
+
+    async def list_pulls(
+        self, *, repository: str | None = None, status: str | None = None, limit: int = 500
+    ) -> list[PullRequest]:
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_PR_COLUMNS} FROM pull_requests"
+                " WHERE ($1::text IS NULL OR repository = $1) AND ($2::text IS NULL OR status = $2)"
+                " ORDER BY github_updated_at DESC LIMIT $3",
+                repository,
+                status,
+                limit,
+            )
+        return [_pull(r) for r in rows]
+
+    async def get_pull(self, repository: str, number: int) -> PullRequest | None:
+        async with self.connection() as conn:
+            prs = await UnitOfWork(conn).load_pulls([(repository, number)])
+        return prs.get((repository, number))
+
+    async def list_tasks(
+        self, *, status: str | None = None, repository: str | None = None, limit: int = 500
+    ) -> list[TaskRecord]:
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_TASK_COLUMNS} FROM tasks"
+                " WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR repository = $2)"
+                " ORDER BY created_at DESC LIMIT $3",
+                status,
+                repository,
+                limit,
+            )
+        return [_task_record(r) for r in rows]
+
+    async def get_task(self, task_id: str) -> TaskRecord | None:
+        async with self.connection() as conn:
+            rows = await conn.fetch(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = $1", task_id)
+        return _task_record(rows[0]) if rows else None
+
+    async def create_task(self, task: TaskRecord) -> None:
+        async with self.connection() as conn:
+            await conn.execute(
+                "INSERT INTO tasks (id, title, status, repository, branch, worktree_path,"
+                " created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                task.id,
+                task.title,
+                str(task.status),
+                task.repository,
+                task.branch,
+                task.worktree_path,
+                task.created_at,
+                task.updated_at,
+            )
+
+    async def events_since(self, since: int, limit: int) -> list[StoredEvent]:
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE id > $1 ORDER BY id LIMIT $2",
+                since,
+                limit,
+            )
+        return [_event(r) for r in rows]
+
+    async def get_delivery(self, guid: str) -> DeliveryRecord | None:
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries WHERE guid = $1", guid
+            )
+        return _delivery(rows[0]) if rows else None
+
+    async def count_deliveries(self) -> dict[str, int]:
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT outcome, COUNT(*) AS n FROM webhook_deliveries GROUP BY outcome"
+            )
+        return {str(r["outcome"]): int(r["n"]) for r in rows}
+
+    # -- outbox ---------------------------------------------------------------
+
+    async def unemitted_events(self, after: int, limit: int) -> list[StoredEvent]:
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE emitted_at IS NULL AND id > $1"
+                " ORDER BY id LIMIT $2",
+                after,
+                limit,
+            )
+        return [_event(r) for r in rows]
+
+    async def mark_emitted(self, ids: Sequence[int], at: datetime) -> None:
+        if not ids:
+            return
+        statement = f"UPDATE events SET emitted_at = $1 WHERE id {self.dialect.member(2, 'bigint')}"
+        async with self.connection() as conn:
+            if not conn.is_pg:
+                await conn.execute(statement, at, self.dialect.list_param(ids))
+                return
+            # Losing this mark in a crash only means the event is emitted again
+            # (delivery is at-least-once), so it need not wait for the disk.
+            async with conn.raw.transaction():
+                await conn.execute("SET LOCAL synchronous_commit = off")
+                await conn.execute(statement, at, list(ids))
+
+    # -- retention ------------------------------------------------------------
+
+    async def prune(self, before: datetime) -> tuple[int, int]:
+        """Delete deliveries and emitted events older than ``before``."""
+        async with self.connection() as conn:
+            deliveries = await conn.fetch(
+                "DELETE FROM webhook_deliveries WHERE received_at < $1 RETURNING guid", before
+            )
+            events = await conn.fetch(
+                "DELETE FROM events WHERE created_at < $1 AND emitted_at IS NOT NULL RETURNING id",
+                before,
+            )
+        return len(deliveries), len(events)
+
+
+class ConnectionLease:
+    """Holds one connection for a worker task; dropped and reopened after a failure.
+
+    (Opening a SQLite connection costs a thread and a file open; asyncpg's pool is
+    cheap, but a held connection also skips the pool's reset on release.)
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._cm: contextlib.AbstractAsyncContextManager[Connection] | None = None
+        self._conn: Connection | None = None
+
+    async def get(self) -> Connection:
+        if self._conn is None:
+            cm = self._store.connection()
+            self._conn = await cm.__aenter__()
+            self._cm = cm
+        return self._conn
+
+    async def drop(self) -> None:
+        cm, self._cm, self._conn = self._cm, None, None
+        if cm is not None:
+            with contextlib.suppress(Exception):
+                await cm.__aexit__(None, None, None)
+
+
+async def _sqlite_setup(conn: Connection) -> None:
+    # Per connection: wait for the write lock instead of failing, and commit durably
+    # (every acknowledged delivery must survive a crash).
+    await conn.raw.execute("PRAGMA busy_timeout = 10000")
+    await conn.raw.execute("PRAGMA synchronous = FULL")
+    await conn.raw.execute("PRAGMA foreign_keys = ON")
+
+
+class UnitOfWork:
+    """The batch statements of one transaction, used by the reconciler."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._d = conn.dialect
+
+    async def delivery_outcomes(self, guids: Sequence[str]) -> dict[str, str]:
+        if not guids:
+            return {}
+        rows = await self._conn.fetch(
+            f"SELECT guid, outcome FROM webhook_deliveries WHERE guid {self._d.member(1)}",
+            self._d.list_param(guids),
+        )
+        return {str(r["guid"]): str(r["outcome"]) for r in rows}
+
+    async def lock_pulls(self, keys: Iterable[PRKey]) -> None:
+        """Serialize work on these PRs across connections and replicas until commit.
+
+        SQLite needs nothing: BEGIN IMMEDIATE already admits one writer at a time.
+        Locks are taken in one order, so two batches cannot deadlock.
+        """
+        if not self._conn.is_pg:
+            return
+        lock_keys = sorted({pr_lock_key(k) for k in keys})
+        if lock_keys:
+            await self._conn.execute(
+                "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k", lock_keys
+            )
+
+    async def load_pulls(self, keys: Sequence[PRKey]) -> dict[PRKey, PullRequest]:
+        if not keys:
+            return {}
+        rows = await self._conn.fetch(
+            f"SELECT {_PR_COLUMNS} FROM pull_requests"
+            f" WHERE (repository, number) IN ({self._d.keys(1)})",
+            *self._d.key_params(keys),
+        )
+        prs = [_pull(r) for r in rows]
+        return {(p.repository, p.number): p for p in prs}
+
+    async def load_tasks(self, ids: Sequence[str]) -> dict[str, Task]:
+        if not ids:
+            return {}
+        rows = await self._conn.fetch(
+            f"SELECT id, status FROM tasks WHERE id {self._d.member(1)}",
+            self._d.list_param(ids),
+        )
+        return {str(r["id"]): Task(str(r["id"]), TaskStatus(r["status"])) for r in rows}
+
+    async def save_deliveries(self, records: Sequence[DeliveryRecord]) -> None:
+        await self._conn.executemany(
+            "INSERT INTO webhook_deliveries (guid, event, action, hook_id, installation_id,"
+            " repository, pr_number, headers, body, received_at, processed_at, outcome, detail,"
+            " attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1)"
+            " ON CONFLICT (guid) DO UPDATE SET headers = excluded.headers, body = excluded.body,"
+            " received_at = excluded.received_at, processed_at = excluded.processed_at,"
+            " outcome = excluded.outcome, detail = excluded.detail,"
+            " attempts = webhook_deliveries.attempts + 1",
+            [
+                (
+                    r.guid,
+                    r.event,
+                    r.action,
+                    r.hook_id,
+                    r.installation_id,
+                    r.repository,
+                    r.pr_number,
+                    orjson.dumps(r.headers).decode(),
+                    r.body,
+                    r.received_at,
+                    r.processed_at,
+                    r.outcome,
+                    r.detail,
+                )
+                for r in records
+            ],
+        )
+
+    async def save_pulls(self, prs: Sequence[PullRequest], now: datetime) -> None:
+        await self._conn.executemany(
+            f"INSERT INTO pull_requests ({_PR_COLUMNS}, created_at, updated_at) VALUES"
+            " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,"
+            " $19, $19) ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
+            " draft = excluded.draft, title = excluded.title, head_ref = excluded.head_ref,"
+            " head_sha = excluded.head_sha, base_ref = excluded.base_ref, url = excluded.url,"
+            " node_id = excluded.node_id, github_id = excluded.github_id,"
+            " merged_at = excluded.merged_at, closed_at = excluded.closed_at,"
+            " github_updated_at = excluded.github_updated_at, task_id = excluded.task_id,"
+            " last_source = excluded.last_source, last_delivery_id = excluded.last_delivery_id,"
+            " updated_at = excluded.updated_at",
+            [
+                (
+                    p.id,
+                    p.repository,
+                    p.number,
+                    str(p.status),
+                    p.draft,
+                    p.title,
+                    p.head_ref,
+                    p.head_sha,
+                    p.base_ref,
+                    p.url,
+                    p.node_id,
+                    p.github_id,
+                    p.merged_at,
+                    p.closed_at,
+                    p.github_updated_at,
+                    p.task_id,
+                    str(p.last_source),
+                    p.last_delivery_id,
+                    now,
+                )
+                for p in prs
+            ],
+        )
+
+    async def save_tasks(self, tasks: Sequence[Task], now: datetime) -> None:
+        await self._conn.executemany(
+            "UPDATE tasks SET status = $2, updated_at = $3 WHERE id = $1",
+            [(t.id, str(t.status), now) for t in tasks],
+        )
+
+    async def link_task(self, pr_id: str, task_id: str | None) -> None:
+        await self._conn.execute(
+            "UPDATE pull_requests SET task_id = $2 WHERE id = $1", pr_id, task_id
+        )
+
+    async def insert_events(self, drafts: Sequence[EventDraft], now: datetime) -> list[StoredEvent]:
+        """Store events; ids increase in commit order, so a reader resuming from an id
+        never misses one committed later with a smaller id."""
+        if not drafts:
+            return []
+        payloads = [orjson.dumps(d.payload).decode() for d in drafts]
+        if self._conn.is_pg:
+            # Held until commit: transactions that insert events commit one at a time.
+            await self._conn.execute("SELECT pg_advisory_xact_lock($1)", _EVENTS_LOCK)
+            rows = await self._conn.fetch(
+                "INSERT INTO events (type, repository, task_id, payload, created_at)"
+                " SELECT t, r, k, p, $5 FROM unnest($1::text[], $2::text[], $3::text[],"
+                " $4::text[]) AS u(t, r, k, p) RETURNING id",
+                [d.type for d in drafts],
+                [d.repository for d in drafts],
+                [d.task_id for d in drafts],
+                payloads,
+                now,
+            )
+            ids = sorted(int(r["id"]) for r in rows)
+        else:
+            # BEGIN IMMEDIATE holds the write lock: nobody else can take ids meanwhile.
+            # sqlite_sequence remembers the highest id ever used, even after pruning.
+            last = await self._conn.fetchval(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
+            )
+            first = int(last or 0) + 1
+            ids = list(range(first, first + len(drafts)))
+            await self._conn.executemany(
+                "INSERT INTO events (id, type, repository, task_id, payload, created_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                [
+                    (i, d.type, d.repository, d.task_id, p, now)
+                    for i, d, p in zip(ids, drafts, payloads, strict=True)
+                ],
+            )
+        return [
+            StoredEvent(i, d.type, d.repository, d.task_id, d.payload, now)
+            for i, d in zip(ids, drafts, strict=True)
+        ]
+
+    async def request_refetch(self, keys: Sequence[PRKey], reason: str, now: datetime) -> None:
+        await self._conn.executemany(
+            "INSERT INTO refetch_requests (repository, number, reason, requested_at)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (repository, number) DO UPDATE"
+            " SET reason = excluded.reason, requested_at = excluded.requested_at",
+            [(k[0], k[1], reason, now) for k in keys],
+        )
+
+
+_PR_COLUMNS = (
+    "id, repository, number, status, draft, title, head_ref, head_sha, base_ref, url, node_id,"
+    " github_id, merged_at, closed_at, github_updated_at, task_id, last_source, last_delivery_id"
+)
+_TASK_COLUMNS = "id, title, status, repository, branch, worktree_path, created_at, updated_at"
+_EVENT_COLUMNS = "id, type, repository, task_id, payload, created_at"
+_DELIVERY_COLUMNS = (
+    "guid, event, action, hook_id, installation_id, repository, pr_number, headers, body,"
+    " received_at, processed_at, outcome, detail"
+)
+
+
+def _pull(r: Mapping[str, Any]) -> PullRequest:
+    return PullRequest(
+        id=str(r["id"]),
+        repository=str(r["repository"]),
+        number=int(r["number"]),
+        status=PRStatus(r["status"]),
+        draft=bool(r["draft"]),
+        title=str(r["title"]),
+        head_ref=r["head_ref"],
+        head_sha=r["head_sha"],
+        base_ref=r["base_ref"],
+        url=r["url"],
+        node_id=r["node_id"],
+        github_id=r["github_id"],
+        merged_at=_opt_time(r["merged_at"]),
+        closed_at=_opt_time(r["closed_at"]),
+        github_updated_at=_time(r["github_updated_at"]),
+        task_id=r["task_id"],
+        last_source=Source(r["last_source"]),
+        last_delivery_id=r["last_delivery_id"],
+    )
+
+
+def _task_record(r: Mapping[str, Any]) -> TaskRecord:
+    return TaskRecord(
+        id=str(r["id"]),
+        title=str(r["title"]),
+        status=TaskStatus(r["status"]),
+        repository=r["repository"],
+        branch=r["branch"],
+        worktree_path=r["worktree_path"],
+        created_at=_time(r["created_at"]),
+        updated_at=_time(r["updated_at"]),
+    )
+
+
+def _event(r: Mapping[str, Any]) -> StoredEvent:
+    return StoredEvent(
+        id=int(r["id"]),
+        type=str(r["type"]),
+        repository=r["repository"],
+        task_id=r["task_id"],
+        payload=orjson.loads(r["payload"]),
+        created_at=_time(r["created_at"]),
+    )
+
+
+def _delivery(r: Mapping[str, Any]) -> DeliveryRecord:
+    return DeliveryRecord(
+        guid=str(r["guid"]),
+        event=str(r["event"]),
+        action=r["action"],
+        hook_id=r["hook_id"],
+        installation_id=r["installation_id"],
+        repository=r["repository"],
+        pr_number=r["pr_number"],
+        headers=orjson.loads(r["headers"]),
+        body=bytes(r["body"]),
+        received_at=_time(r["received_at"]),
+        processed_at=_opt_time(r["processed_at"]),
+        outcome=str(r["outcome"]),
+        detail=r["detail"],
+    )
