@@ -1,0 +1,82 @@
+"""Helpers shared by tests: settings, an in-process app, signed requests."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from starlette.applications import Starlette
+
+from webhook_service.app import Service, create_app
+from webhook_service.config import Settings, load_settings
+from webhook_service.fixtures import RecordedDelivery, fixtures_root, load_delivery
+from webhook_service.signature import sign
+
+SECRET = "It's a Secret to Everybody"
+API_TOKEN = "test-api-token"
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+def make_settings(database_url: str, **env: str) -> Settings:
+    values = {
+        "WEBHOOK_SECRET": SECRET,
+        "API_TOKEN": API_TOKEN,
+        "DATABASE_URL": database_url,
+        **env,
+    }
+    return load_settings(values, env_file=None)
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[tuple[Service, httpx.AsyncClient]]:
+    """The whole app in process, lifespan included, with an HTTP client on it."""
+    asgi = create_app(settings)
+    app = asgi.other_asgi_app
+    assert isinstance(app, Starlette)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=asgi)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield app.state.service, client
+
+
+def fixture(name: str) -> RecordedDelivery:
+    """A recorded delivery by ``event/name``, e.g. ``pull_request/opened``."""
+    return load_delivery(fixtures_root() / f"{name}.json")
+
+
+def fixture_path(name: str) -> Path:
+    return fixtures_root() / f"{name}.json"
+
+
+def signed_headers(
+    body: bytes, event: str, guid: str | None = None, secret: str = SECRET
+) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": guid or str(uuid.uuid4()),
+        "X-Hub-Signature-256": sign(body, secret=secret.encode()),
+    }
+
+
+def payload(name: str, **pull_request: Any) -> dict[str, Any]:
+    """A fixture's JSON with fields of its ``pull_request`` replaced."""
+    document: dict[str, Any] = orjson.loads(fixture(name).body)
+    document["pull_request"].update(pull_request)
+    return document
+
+
+async def post_delivery(
+    client: httpx.AsyncClient,
+    document: Mapping[str, Any] | bytes,
+    event: str = "pull_request",
+    guid: str | None = None,
+    path: str = "/webhooks/github",
+) -> httpx.Response:
+    body = document if isinstance(document, bytes) else orjson.dumps(document)
+    return await client.post(path, content=body, headers=signed_headers(body, event, guid))

@@ -1,0 +1,128 @@
+"""Concurrent deliveries and observations of one PR end in its newest state, with one
+event per transition of the stored state, on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tests.helpers import AUTH, make_settings, payload, post_delivery, running_app
+from webhook_service.core import Observation, Source
+from webhook_service.payloads import snapshot_from_api
+from webhook_service.reconciler import Reconciler
+from webhook_service.store import Store
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+STATES = {
+    "OPEN": {"state": "open", "merged": False, "merged_at": None, "closed_at": None},
+    "CLOSED": {"state": "closed", "merged": False, "merged_at": None},
+    "MERGED": {"state": "closed", "merged": True},
+}
+
+
+def history(rng: random.Random, length: int = 50) -> list[str]:
+    """A plausible life of one PR: open/closed flips, maybe merged at the end."""
+    statuses = ["OPEN"]
+    while len(statuses) < length - 1:
+        statuses.append(statuses[-1] if rng.random() < 0.7 else rng.choice(["OPEN", "CLOSED"]))
+    statuses.append(rng.choice(["OPEN", "CLOSED", "MERGED"]))
+    return statuses
+
+
+def snapshot_document(status: str, index: int) -> dict[str, Any]:
+    stamp = (T0 + timedelta(seconds=index)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    fields: dict[str, Any] = {**STATES[status], "updated_at": stamp, "title": f"version {index}"}
+    if status != "OPEN":
+        fields["closed_at"] = stamp
+    if status == "MERGED":
+        fields["merged_at"] = stamp
+    return payload("pull_request/opened", **fields)
+
+
+def assert_chain(events: list[dict[str, Any]], final: str) -> None:
+    pr_events = [e for e in events if e["type"] == "pr_status_change"]
+    assert pr_events, "a first sighting always emits an event"
+    assert pr_events[0]["old_status"] is None
+    for before, after in zip(pr_events, pr_events[1:], strict=False):
+        assert after["old_status"] == before["new_status"]
+    assert all(e["old_status"] != e["new_status"] for e in pr_events)
+    assert pr_events[-1]["new_status"] == final
+    ids = [e["event_id"] for e in events]
+    assert ids == sorted(set(ids))
+
+
+async def test_fifty_concurrent_deliveries_end_in_the_newest_state(database_url: str) -> None:
+    rng = random.Random(20261126)
+    statuses = history(rng)
+    order = list(range(len(statuses)))
+    rng.shuffle(order)
+    async with running_app(make_settings(database_url)) as (service, client):
+        responses = await asyncio.gather(
+            *(post_delivery(client, snapshot_document(statuses[i], i)) for i in order)
+        )
+        assert all(r.status_code == 200 for r in responses)
+        pr = (await client.get("/api/pulls/Codertocat/Hello-World/2", headers=AUTH)).json()
+        events = (await client.get("/api/events", headers=AUTH)).json()["events"]
+    newest = len(statuses) - 1
+    assert pr["status"] == statuses[newest]
+    assert pr["title"] == f"version {newest}"
+    assert pr["github_updated_at"] == (T0 + timedelta(seconds=newest)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    assert_chain(events, statuses[newest])
+
+
+async def test_open_updates_racing_a_merge_emit_exactly_the_real_transitions(
+    database_url: str,
+) -> None:
+    statuses = ["OPEN"] * 49 + ["MERGED"]
+    order = list(range(50))
+    random.Random(7).shuffle(order)
+    async with running_app(make_settings(database_url)) as (service, client):
+        await asyncio.gather(
+            *(post_delivery(client, snapshot_document(statuses[i], i)) for i in order)
+        )
+        events = (await client.get("/api/events", headers=AUTH)).json()["events"]
+    transitions = [(e["old_status"], e["new_status"]) for e in events]
+    assert transitions in ([(None, "OPEN"), ("OPEN", "MERGED")], [(None, "MERGED")])
+
+
+async def test_two_reconcilers_on_one_database_serialize_per_pr(database_url: str) -> None:
+    """Two replicas (separate connections) apply shuffled observations concurrently."""
+    rng = random.Random(99)
+    statuses = history(rng, 40)
+    observations = [
+        Observation(
+            snapshot_from_api(
+                snapshot_document(s, i)["pull_request"], "Codertocat/Hello-World", merged_known=True
+            ),
+            Source.WORKER,
+        )
+        for i, s in enumerate(statuses)
+    ]
+    rng.shuffle(observations)
+    stores = [Store(database_url), Store(database_url)]
+    pattern = re.compile(r"^task/(?P<task_id>[0-9a-f-]{36})$")
+    for store in stores:
+        await store.connect()
+    await stores[0].migrate()
+    replicas = [Reconciler(s, task_branch_pattern=pattern, batch_max=4) for s in stores]
+    try:
+        for replica in replicas:
+            replica.start()
+        await asyncio.gather(*(replicas[i % 2].observe(o) for i, o in enumerate(observations)))
+        for replica in replicas:
+            await replica.stop()
+        pr = await stores[0].get_pull("Codertocat/Hello-World", 2)
+        events = [e.message() for e in await stores[0].events_since(0, 1000)]
+    finally:
+        for store in stores:
+            await store.disconnect()
+    assert pr is not None
+    assert pr.status == statuses[-1]
+    assert pr.github_updated_at == T0 + timedelta(seconds=len(statuses) - 1)
+    assert_chain(events, statuses[-1])
+    assert all(e["sync_source"] == "worker" for e in events)
