@@ -4,6 +4,7 @@ event per transition of the stored state, on both backends."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import re
 from datetime import UTC, datetime, timedelta
@@ -46,7 +47,7 @@ def assert_chain(events: list[dict[str, Any]], final: str) -> None:
     pr_events = [e for e in events if e["type"] == "pr_status_change"]
     assert pr_events, "a first sighting always emits an event"
     assert pr_events[0]["old_status"] is None
-    for before, after in zip(pr_events, pr_events[1:], strict=False):
+    for before, after in itertools.pairwise(pr_events):
         assert after["old_status"] == before["new_status"]
     assert all(e["old_status"] != e["new_status"] for e in pr_events)
     assert pr_events[-1]["new_status"] == final
@@ -59,7 +60,7 @@ async def test_fifty_concurrent_deliveries_end_in_the_newest_state(database_url:
     statuses = history(rng)
     order = list(range(len(statuses)))
     rng.shuffle(order)
-    async with running_app(make_settings(database_url)) as (service, client):
+    async with running_app(make_settings(database_url)) as (_service, client):
         responses = await asyncio.gather(
             *(post_delivery(client, snapshot_document(statuses[i], i)) for i in order)
         )
@@ -81,7 +82,7 @@ async def test_open_updates_racing_a_merge_emit_exactly_the_real_transitions(
     statuses = ["OPEN"] * 49 + ["MERGED"]
     order = list(range(50))
     random.Random(7).shuffle(order)
-    async with running_app(make_settings(database_url)) as (service, client):
+    async with running_app(make_settings(database_url)) as (_service, client):
         await asyncio.gather(
             *(post_delivery(client, snapshot_document(statuses[i], i)) for i in order)
         )

@@ -42,7 +42,7 @@ async def _collect(client: socketio.AsyncClient) -> asyncio.Queue[tuple[str, dic
 
 
 async def test_client_receives_events_of_signed_deliveries(database_url: str) -> None:
-    async with uvicorn_server(make_settings(database_url)) as (service, url):
+    async with uvicorn_server(make_settings(database_url)) as (_service, url):
         client = socketio.AsyncClient()
         received = await _collect(client)
         await client.connect(url, auth={"token": API_TOKEN}, transports=["websocket"])
@@ -92,7 +92,7 @@ async def test_connection_without_the_token_is_refused(
     tmp_path: Any, auth: dict[str, Any] | None
 ) -> None:
     settings = make_settings(f"sqlite:///{tmp_path / 'rt.db'}")
-    async with uvicorn_server(settings) as (service, url):
+    async with uvicorn_server(settings) as (_service, url):
         client = socketio.AsyncClient(reconnection=False)
         with pytest.raises(socketio.exceptions.ConnectionError):
             await client.connect(url, auth=auth, transports=["websocket"], wait_timeout=5)
