@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from webhook_service import logs
 from webhook_service.config import ConfigError, Settings, load_settings
@@ -77,4 +78,8 @@ def _secret_values(settings: Settings) -> list[str]:
     for secret in (settings.api_token, settings.github_token, settings.private_key):
         if secret is not None:
             secrets.append(secret.reveal())
+    for url in (settings.database_url, settings.socketio_message_queue):
+        password = urlsplit(url.reveal()).password if url is not None else None
+        if password:
+            secrets.append(password)
     return secrets

@@ -74,7 +74,7 @@ class Settings:
     sync_retry_attempts: int = 3
     sync_retry_delay: float = 5.0
     # Real-time push and side effects.
-    socketio_message_queue: str | None = None
+    socketio_message_queue: Secret | None = None  # may carry a password
     worktree_root: Path | None = None
     # Ingest tuning: how many concurrent deliveries one transaction may commit.
     ingest_batch_max: int = 64
@@ -146,7 +146,7 @@ def load_settings(environ: Mapping[str, str], *, env_file: Path | None = Path(".
         sync_timeout=reader.number("SYNC_TIMEOUT", 30.0, low=0.1),
         sync_retry_attempts=reader.integer("SYNC_RETRY_ATTEMPTS", 3, low=0, high=20),
         sync_retry_delay=reader.number("SYNC_RETRY_DELAY", 5.0, low=0.0),
-        socketio_message_queue=reader.text("SOCKETIO_MESSAGE_QUEUE"),
+        socketio_message_queue=reader.secret("SOCKETIO_MESSAGE_QUEUE"),
         worktree_root=Path(w) if (w := reader.text("WORKTREE_ROOT")) else None,
         ingest_batch_max=reader.integer("INGEST_BATCH_MAX", 64, low=1, high=1000),
     )

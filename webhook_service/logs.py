@@ -16,18 +16,20 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
 }
 
 
-class _Redactor(logging.Filter):
-    def __init__(self, secrets: Iterable[str]) -> None:
+class _Redacting(logging.Formatter):
+    """Formats with ``inner``, then scrubs secrets from the whole line: the message,
+    its arguments, ``extra`` fields and tracebacks alike."""
+
+    def __init__(self, inner: logging.Formatter, secrets: Iterable[str]) -> None:
         super().__init__()
+        self._inner = inner
         self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self._secrets:
-            message = record.getMessage()
-            for secret in self._secrets:
-                message = message.replace(secret, "**********")
-            record.msg, record.args = message, None
-        return True
+    def format(self, record: logging.LogRecord) -> str:
+        line = self._inner.format(record)
+        for secret in self._secrets:
+            line = line.replace(secret, "**********")
+        return line
 
 
 class _JSONFormatter(logging.Formatter):
@@ -55,11 +57,12 @@ class _ConsoleFormatter(logging.Formatter):
 
 def configure(level: str, fmt: str, secrets: Iterable[str]) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_Redactor(secrets))
-    if fmt == "json":
-        handler.setFormatter(_JSONFormatter())
-    else:
-        handler.setFormatter(_ConsoleFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    inner: logging.Formatter = (
+        _JSONFormatter()
+        if fmt == "json"
+        else _ConsoleFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    )
+    handler.setFormatter(_Redacting(inner, secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

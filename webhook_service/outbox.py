@@ -38,6 +38,7 @@ class Dispatcher:
         self._queue: asyncio.Queue[StoredEvent] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._sweep_task: asyncio.Task[None] | None = None
+        self._lease = store.lease()
         self._in_flight: set[int] = set()  # queued or being emitted, not yet marked
         self.emitted = 0
         self.last_emitted_id = 0
@@ -65,6 +66,7 @@ class Dispatcher:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._task = self._sweep_task = None
+        await self._lease.drop()
 
     @property
     def running(self) -> bool:
@@ -117,4 +119,4 @@ class Dispatcher:
             emitted.append(event_id)
         self.emitted += len(emitted)
         self.last_emitted_id = max(self.last_emitted_id, emitted[-1])
-        await self._store.mark_emitted(emitted, self._clock())
+        await self._store.mark_emitted(emitted, self._clock(), lease=self._lease)

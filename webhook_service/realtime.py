@@ -23,7 +23,7 @@ def create_server(settings: Settings) -> socketio.AsyncServer:
     default would pick aiohttp mode, and every request would fail with a 500."""
     manager = None
     if settings.socketio_message_queue:
-        manager = socketio.AsyncRedisManager(settings.socketio_message_queue)
+        manager = socketio.AsyncRedisManager(settings.socketio_message_queue.reveal())
     sio = socketio.AsyncServer(
         async_mode="asgi",
         cors_allowed_origins=[],

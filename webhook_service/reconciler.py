@@ -147,7 +147,7 @@ class Reconciler:
     async def submit(self, job: Job) -> Result:
         """Queue ``job`` and wait until it is committed (or failed)."""
         if not self.running:
-            raise RuntimeError("the reconciler is not running")
+            raise StoreUnavailable("the service is not accepting work (starting or stopping)")
         self._queue.put_nowait(job)
         return await asyncio.shield(job.future)
 

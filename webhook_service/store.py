@@ -437,8 +437,26 @@ class Store:
 
     # -- outbox ---------------------------------------------------------------
 
-    async def unemitted_events(self, after: int, limit: int) -> list[StoredEvent]:
-        async with self.connection() as conn:
+    @asynccontextmanager
+    async def _on(self, lease: ConnectionLease | None) -> AsyncIterator[Connection]:
+        """``lease``'s connection (dropped if it fails), or a fresh one."""
+        if lease is None:
+            async with self.connection() as conn:
+                yield conn
+            return
+        try:
+            yield await lease.get()
+        except UNAVAILABLE_ERRORS as exc:
+            await lease.drop()
+            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+        except StoreUnavailable:
+            await lease.drop()
+            raise
+
+    async def unemitted_events(
+        self, after: int, limit: int, *, lease: ConnectionLease | None = None
+    ) -> list[StoredEvent]:
+        async with self._on(lease) as conn:
             rows = await conn.fetch(
                 f"SELECT {_EVENT_COLUMNS} FROM events WHERE emitted_at IS NULL AND id > $1"
                 " ORDER BY id LIMIT $2",
@@ -447,11 +465,13 @@ class Store:
             )
         return [_event(r) for r in rows]
 
-    async def mark_emitted(self, ids: Sequence[int], at: datetime) -> None:
+    async def mark_emitted(
+        self, ids: Sequence[int], at: datetime, *, lease: ConnectionLease | None = None
+    ) -> None:
         if not ids:
             return
         statement = f"UPDATE events SET emitted_at = $1 WHERE id {self.dialect.member(2, 'bigint')}"
-        async with self.connection() as conn:
+        async with self._on(lease) as conn:
             if not conn.is_pg:
                 await conn.execute(statement, at, self.dialect.list_param(ids))
                 return
@@ -506,6 +526,7 @@ async def _sqlite_setup(conn: Connection) -> None:
     # Per connection: wait for the write lock instead of failing, and commit durably
     # (every acknowledged delivery must survive a crash).
     await conn.raw.execute("PRAGMA busy_timeout = 10000")
+    await conn.raw.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
     await conn.raw.execute("PRAGMA synchronous = FULL")
     await conn.raw.execute("PRAGMA foreign_keys = ON")
 
