@@ -4,7 +4,7 @@ from tests.helpers import AUTH, make_settings, payload, post_delivery, running_a
 
 
 async def test_opened_then_merged_is_stored_and_emits_two_events(database_url: str) -> None:
-    async with running_app(make_settings(database_url)) as (service, client):
+    async with running_app(make_settings(database_url)) as (_service, client):
         first = await post_delivery(client, payload("pull_request/opened"), guid="g-1")
         second = await post_delivery(client, payload("pull_request/closed.merged"), guid="g-2")
         assert (first.status_code, first.json()["outcome"]) == (200, "created")
