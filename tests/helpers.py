@@ -33,13 +33,19 @@ def make_settings(database_url: str, **env: str) -> Settings:
 
 
 @asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[tuple[Service, httpx.AsyncClient]]:
-    """The whole app in process, lifespan included, with an HTTP client on it."""
+async def running_app(
+    settings: Settings, *, raise_app_exceptions: bool = True
+) -> AsyncIterator[tuple[Service, httpx.AsyncClient]]:
+    """The whole app in process, lifespan included, with an HTTP client on it.
+
+    With ``raise_app_exceptions=False`` an exception escaping the app is answered 500,
+    as under a real server, instead of being raised into the test.
+    """
     asgi = create_app(settings)
     app = asgi.other_asgi_app
     assert isinstance(app, Starlette)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=asgi)
+        transport = httpx.ASGITransport(app=asgi, raise_app_exceptions=raise_app_exceptions)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield app.state.service, client
 

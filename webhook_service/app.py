@@ -7,7 +7,6 @@ dispatcher and retention pruning, and stops them in reverse order (queued work f
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from webhook_service import api
+from webhook_service.background import Periodic
 from webhook_service.config import Settings
 from webhook_service.ingest import WebhookReceiver
 from webhook_service.outbox import Dispatcher
@@ -79,13 +79,14 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
             await store.migrate()
             reconciler.start()
             dispatcher.start()
-            pruner = asyncio.create_task(_prune_forever(store, settings.retention_days))
+            pruner = Periodic(
+                "retention", PRUNE_INTERVAL, lambda: _prune(store, settings.retention_days)
+            )
+            pruner.start()
             try:
                 yield
             finally:
-                pruner.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pruner
+                await pruner.stop()
                 await reconciler.stop()
                 await dispatcher.stop()
         finally:
@@ -106,12 +107,11 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
     return asgi
 
 
-async def _prune_forever(store: Store, retention_days: float) -> None:
-    while True:
-        try:
-            deliveries, events = await store.prune(utcnow() - timedelta(days=retention_days))
-            if deliveries or events:
-                logger.info("pruned %d deliveries and %d events", deliveries, events)
-        except StoreUnavailable as exc:
-            logger.warning("pruning skipped: %s", exc)
-        await asyncio.sleep(PRUNE_INTERVAL)
+async def _prune(store: Store, retention_days: float) -> None:
+    try:
+        deliveries, events = await store.prune(utcnow() - timedelta(days=retention_days))
+    except StoreUnavailable as exc:
+        logger.warning("pruning skipped: %s", exc)
+        return
+    if deliveries or events:
+        logger.info("pruned %d deliveries and %d events", deliveries, events)

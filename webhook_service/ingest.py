@@ -75,8 +75,14 @@ class WebhookReceiver:
             return _error(400, "X-GitHub-Event and X-GitHub-Delivery headers are required")
         if len(guid) > _MAX_GUID_LENGTH or len(event) > _MAX_GUID_LENGTH:
             return _error(400, "X-GitHub-Event or X-GitHub-Delivery is too long")
+        hook_id = headers.get("x-github-hook-id", "")
         try:
-            delivery = parse_delivery(guid, event, decode_body(body, content_type))
+            delivery = parse_delivery(
+                guid,
+                event,
+                decode_body(body, content_type),
+                hook_id=int(hook_id) if hook_id.isdigit() and len(hook_id) < 19 else None,
+            )
         except PayloadError as exc:
             return _error(400, str(exc))
 

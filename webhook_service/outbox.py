@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+from webhook_service.background import Periodic
 from webhook_service.reconciler import Clock, utcnow
 from webhook_service.store import Store, StoredEvent, StoreUnavailable
 
@@ -33,11 +34,10 @@ class Dispatcher:
     ) -> None:
         self._store = store
         self._emit = emit
-        self._sweep_interval = sweep_interval
         self._clock = clock
         self._queue: asyncio.Queue[StoredEvent] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        self._sweep_task: asyncio.Task[None] | None = None
+        self._sweeper = Periodic("outbox-sweep", sweep_interval, self._sweep_quietly)
         self._lease = store.lease()
         self._in_flight: set[int] = set()  # queued or being emitted, not yet marked
         self.emitted = 0
@@ -53,19 +53,18 @@ class Dispatcher:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="outbox-dispatcher")
-            self._sweep_task = asyncio.create_task(self._sweep_loop(), name="outbox-sweep")
+            self._sweeper.start()
 
     async def stop(self) -> None:
         """Emit what is queued, then stop."""
         if self._task is None:
             return
+        await self._sweeper.stop()
         await self._queue.join()
-        for task in (self._task, self._sweep_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._task = self._sweep_task = None
+        self._task.cancel()  # idle: waiting for the queue
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
         await self._lease.drop()
 
     @property
@@ -88,13 +87,11 @@ class Dispatcher:
             found += len(events)
             after = events[-1].id
 
-    async def _sweep_loop(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except StoreUnavailable as exc:
-                logger.warning("outbox sweep failed: %s", exc)
-            await asyncio.sleep(self._sweep_interval)
+    async def _sweep_quietly(self) -> None:
+        try:
+            await self.sweep()
+        except StoreUnavailable as exc:
+            logger.warning("outbox sweep failed: %s", exc)
 
     async def _run(self) -> None:
         while True:

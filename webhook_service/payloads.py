@@ -6,6 +6,8 @@ raises :class:`PayloadError` (HTTP 400 at the receiver, never retried).
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,15 +63,22 @@ def decode_body(body: bytes, content_type: str) -> dict[str, Any]:
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise PayloadError(f"body is not valid JSON: {exc}") from exc
+        # orjson refuses escaped lone surrogates ("\ud800"), which JSON allows.
+        try:
+            document = json.loads(raw if isinstance(raw, str) else raw.decode("utf-8"))
+        except (ValueError, RecursionError):
+            raise PayloadError(f"body is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise PayloadError("body is not a JSON object")
     return document
 
 
-def parse_delivery(guid: str, event: str, document: Mapping[str, Any]) -> Delivery:
+def parse_delivery(
+    guid: str, event: str, document: Mapping[str, Any], *, hook_id: int | None = None
+) -> Delivery:
+    """``hook_id`` is the ``X-GitHub-Hook-ID`` header; a ``hook_id`` in the body wins."""
     action = _opt(document, "action", str)
-    hook_id = _opt(document, "hook_id", int)
+    hook_id = _opt(document, "hook_id", int) or hook_id
     installation = _opt(document, "installation", dict)
     installation_id = _opt(installation, "id", int) if installation is not None else None
     repo = _opt(document, "repository", dict)
@@ -161,4 +170,10 @@ def _opt(obj: Mapping[str, Any], key: str, kind: type[_T]) -> _T | None:
     # bool is an int in Python; a JSON true is never a number here.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise PayloadError(f"'{key}' is a {type(value).__name__}, not a {kind.__name__}")
+    if isinstance(value, str) and _UNSTORABLE.search(value):
+        # Valid JSON, but neither PostgreSQL text nor UTF-8 can hold these.
+        return _UNSTORABLE.sub("\ufffd", value)  # type: ignore[return-value]
     return value
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")

@@ -33,6 +33,7 @@ from webhook_service.core import (
 )
 from webhook_service.payloads import Delivery
 from webhook_service.store import (
+    Changes,
     Connection,
     ConnectionLease,
     DeliveryRecord,
@@ -40,7 +41,6 @@ from webhook_service.store import (
     Store,
     StoredEvent,
     StoreUnavailable,
-    UnitOfWork,
 )
 
 logger = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ class Reconciler:
         """Link a stored PR to a task (an operator's request); the task follows the PR."""
         now = self._clock()
         async with self._store.transaction() as uow:
-            await uow.lock_pulls([(repository, number)])
+            await uow.lock()
             pr = (await uow.load_pulls([(repository, number)])).get((repository, number))
             if pr is None:
                 raise LookupError(f"pull request {repository}#{number} is not tracked")
@@ -167,11 +167,14 @@ class Reconciler:
             if task is None:
                 raise LookupError(f"task {task_id} does not exist")
             decision = decide_link(pr, task, now=now, source=source)
-            if decision.pr is not None:
-                await uow.save_pulls([decision.pr], now)
-            if decision.task is not None:
-                await uow.save_tasks([decision.task], now)
-            events = await uow.insert_events(decision.events, now)
+            events = await uow.write(
+                Changes(
+                    pulls=[decision.pr] if decision.pr else [],
+                    tasks=[decision.task] if decision.task else [],
+                    events=decision.events,
+                ),
+                now,
+            )
         if events:
             self._on_commit(events)
         return Result(
@@ -228,9 +231,9 @@ class Reconciler:
             # Keep the delivery, marked failed, so a redelivery is processed again.
             try:
                 async with self._store.transaction() as uow:
-                    await uow.save_deliveries(
-                        [_record(job, DeliveryStatus.FAILED, result.detail, self._clock())]
-                    )
+                    now = self._clock()
+                    failed = _record(job, DeliveryStatus.FAILED, result.detail, now)
+                    await uow.write(Changes(deliveries=[failed]), now)
             except Exception as exc:  # the failure is reported to the caller either way
                 _settle(job, exc)
                 return
@@ -241,12 +244,12 @@ class Reconciler:
     ) -> tuple[list[Result], list[StoredEvent]]:
         now = self._clock()
         async with self._store.unit_of_work(conn) as uow:
+            await uow.lock()
             known = await uow.delivery_outcomes(
                 [j.delivery.guid for j in batch if j.delivery is not None]
             )
             pending, results = _split_duplicates(batch, known)
             keys = sorted({k for j in pending.values() if (k := j.key) is not None})
-            await uow.lock_pulls(keys)
             pulls = await uow.load_pulls(keys)
             tasks = await uow.load_tasks(self._task_ids(pending, pulls))
 
@@ -261,9 +264,7 @@ class Reconciler:
                 if decision.task is not None:
                     tasks[decision.task.id] = decision.task
 
-            await self._write(uow, pending, decisions, pulls, tasks, now)
-            drafts = [e for d in decisions.values() for e in d.events]
-            stored = iter(await uow.insert_events(drafts, now))
+            stored = iter(await uow.write(_changes(pending, decisions, pulls, tasks, now), now))
             for i, job in pending.items():
                 results[i] = _result(job, decisions.get(i), stored)
         return [results[i] for i in range(len(batch))], _all_events(results.values())
@@ -302,35 +303,30 @@ class Reconciler:
                 ids.add(task_id)
         return sorted(ids)
 
-    async def _write(
-        self,
-        uow: UnitOfWork,
-        jobs: Mapping[int, Job],
-        decisions: Mapping[int, Decision],
-        pulls: Mapping[PRKey, PullRequest],
-        tasks: Mapping[str, Task],
-        now: datetime,
-    ) -> None:
-        changed_prs = {(d.pr.repository, d.pr.number) for d in decisions.values() if d.pr}
-        changed_tasks = {d.task.id for d in decisions.values() if d.task}
-        refetch = sorted(
-            {
-                k
-                for i, d in decisions.items()
-                if FollowUp.REFETCH in d.follow_ups and (k := jobs[i].key)
-            }
-        )
-        await uow.save_deliveries(
-            [
-                _record(job, *_delivery_outcome(job, decisions.get(i)), now)
-                for i, job in jobs.items()
-                if job.delivery is not None
-            ]
-        )
-        await uow.save_pulls([pulls[k] for k in sorted(changed_prs)], now)
-        await uow.save_tasks([tasks[t] for t in sorted(changed_tasks)], now)
-        if refetch:
-            await uow.request_refetch(refetch, "ambiguous observation", now)
+
+def _changes(
+    jobs: Mapping[int, Job],
+    decisions: Mapping[int, Decision],
+    pulls: Mapping[PRKey, PullRequest],
+    tasks: Mapping[str, Task],
+    now: datetime,
+) -> Changes:
+    changed_prs = {(d.pr.repository, d.pr.number) for d in decisions.values() if d.pr}
+    changed_tasks = {d.task.id for d in decisions.values() if d.task}
+    refetch = {
+        k for i, d in decisions.items() if FollowUp.REFETCH in d.follow_ups and (k := jobs[i].key)
+    }
+    return Changes(
+        deliveries=[
+            _record(job, *_delivery_outcome(job, decisions.get(i)), now)
+            for i, job in jobs.items()
+            if job.delivery is not None
+        ],
+        pulls=[pulls[k] for k in sorted(changed_prs)],
+        tasks=[tasks[t] for t in sorted(changed_tasks)],
+        events=[e for d in decisions.values() for e in d.events],
+        refetch=sorted(refetch),
+    )
 
 
 def _split_duplicates(

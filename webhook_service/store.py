@@ -12,11 +12,10 @@ Nothing else in the package imports ``databases``, ``asyncpg`` or ``aiosqlite``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,12 +50,17 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InternalClientError,
     sqlite3.OperationalError,
 )
 
-# A fixed key for the PostgreSQL lock that orders event ids with commits (see
-# UnitOfWork.insert_events).
-_EVENTS_LOCK = 0x57_48_53_45_56_54  # "WHSEVT"
+# The PostgreSQL advisory lock held by every reconciling transaction until it commits:
+# one writer at a time across connections and replicas (as SQLite's BEGIN IMMEDIATE).
+# It serializes work on each PR, and makes event ids increase in commit order, so a
+# reader resuming after an id never misses an event committed later with a smaller
+# one. Group commit keeps that one writer busy with whole batches.
+_WRITER_LOCK = 0x57_48_53_45_56_54  # "WHSEVT"
+_MIGRATION_LOCK = _WRITER_LOCK + 1
 
 
 class StoreUnavailable(Exception):
@@ -92,6 +96,18 @@ class StoredEvent:
     def message(self) -> dict[str, Any]:
         """The Socket.IO payload: the stored fields plus ``event_id``."""
         return {**self.payload, "event_id": self.id}
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """Everything one reconciling transaction writes."""
+
+    deliveries: Sequence[DeliveryRecord] = ()
+    pulls: Sequence[PullRequest] = ()
+    tasks: Sequence[Task] = ()
+    events: Sequence[EventDraft] = ()
+    refetch: Sequence[PRKey] = ()
+    refetch_reason: str = "ambiguous observation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,12 +203,6 @@ def _opt_time(value: Any) -> datetime | None:
     return None if value is None else _time(value)
 
 
-def pr_lock_key(key: PRKey) -> int:
-    """A stable signed 64-bit key for a PostgreSQL advisory lock on one PR."""
-    digest = hashlib.blake2b(f"{key[0].lower()}#{key[1]}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
 class Connection:
     """A driver connection with the dialect applied to statements and values."""
 
@@ -271,14 +281,28 @@ class Store:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
         """One driver connection from ``databases``; errors reaching it become 503s."""
+        handle = self._db.connection()
         try:
-            async with self._db.connection() as conn:
-                wrapped = Connection(conn.raw_connection, self.dialect)
-                if not wrapped.is_pg:
-                    await _sqlite_setup(wrapped)
-                yield wrapped
+            await handle.__aenter__()
+        except Exception as exc:
+            # Whatever stops us from getting a connection (refused, shutting down, not
+            # accepting connections, a file that cannot be opened) is unavailability.
+            raise StoreUnavailable(f"cannot connect to the database: {exc}") from exc
+        try:
+            wrapped = Connection(handle.raw_connection, self.dialect)
+            if not wrapped.is_pg:
+                await _sqlite_setup(wrapped)
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await handle.__aexit__(None, None, None)
+            raise StoreUnavailable(f"cannot use the database connection: {exc}") from exc
+        try:
+            yield wrapped
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await handle.__aexit__(None, None, None)
 
     def lease(self) -> ConnectionLease:
         """A connection kept across many transactions by one long-lived task."""
@@ -322,7 +346,7 @@ class Store:
                 " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
             )
             if conn.is_pg:  # several replicas may start at once
-                await conn.execute("SELECT pg_advisory_lock($1)", _EVENTS_LOCK + 1)
+                await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
             try:
                 done = {
                     r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")
@@ -344,7 +368,7 @@ class Store:
                     logger.info("applied migration %d (%s)", migration.version, migration.name)
             finally:
                 if conn.is_pg:
-                    await conn.execute("SELECT pg_advisory_unlock($1)", _EVENTS_LOCK + 1)
+                    await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
         return applied
 
     async def schema_version(self) -> int:
@@ -523,20 +547,28 @@ class ConnectionLease:
 
 
 async def _sqlite_setup(conn: Connection) -> None:
-    # Per connection: wait for the write lock instead of failing, and commit durably
+    # Per connection: wait for the write lock instead of failing (well inside GitHub's
+    # 10 s delivery timeout), and commit durably
     # (every acknowledged delivery must survive a crash).
-    await conn.raw.execute("PRAGMA busy_timeout = 10000")
+    await conn.raw.execute("PRAGMA busy_timeout = 5000")
     await conn.raw.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
     await conn.raw.execute("PRAGMA synchronous = FULL")
     await conn.raw.execute("PRAGMA foreign_keys = ON")
 
 
 class UnitOfWork:
-    """The batch statements of one transaction, used by the reconciler."""
+    """The statements of one reconciling transaction: lock, read, then one write."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._d = conn.dialect
+        self._locked = False
+
+    async def lock(self) -> None:
+        """Become the one writer (see ``_WRITER_LOCK``); SQLite already is."""
+        if self._conn.is_pg and not self._locked:
+            await self._conn.execute("SELECT pg_advisory_xact_lock($1)", _WRITER_LOCK)
+        self._locked = True
 
     async def delivery_outcomes(self, guids: Sequence[str]) -> dict[str, str]:
         if not guids:
@@ -546,20 +578,6 @@ class UnitOfWork:
             self._d.list_param(guids),
         )
         return {str(r["guid"]): str(r["outcome"]) for r in rows}
-
-    async def lock_pulls(self, keys: Iterable[PRKey]) -> None:
-        """Serialize work on these PRs across connections and replicas until commit.
-
-        SQLite needs nothing: BEGIN IMMEDIATE already admits one writer at a time.
-        Locks are taken in one order, so two batches cannot deadlock.
-        """
-        if not self._conn.is_pg:
-            return
-        lock_keys = sorted({pr_lock_key(k) for k in keys})
-        if lock_keys:
-            await self._conn.execute(
-                "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k", lock_keys
-            )
 
     async def load_pulls(self, keys: Sequence[PRKey]) -> dict[PRKey, PullRequest]:
         if not keys:
@@ -581,144 +599,203 @@ class UnitOfWork:
         )
         return {str(r["id"]): Task(str(r["id"]), TaskStatus(r["status"])) for r in rows}
 
-    async def save_deliveries(self, records: Sequence[DeliveryRecord]) -> None:
-        await self._conn.executemany(
-            "INSERT INTO webhook_deliveries (guid, event, action, hook_id, installation_id,"
-            " repository, pr_number, headers, body, received_at, processed_at, outcome, detail,"
-            " attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1)"
-            " ON CONFLICT (guid) DO UPDATE SET headers = excluded.headers, body = excluded.body,"
-            " received_at = excluded.received_at, processed_at = excluded.processed_at,"
-            " outcome = excluded.outcome, detail = excluded.detail,"
-            " attempts = webhook_deliveries.attempts + 1",
-            [
-                (
-                    r.guid,
-                    r.event,
-                    r.action,
-                    r.hook_id,
-                    r.installation_id,
-                    r.repository,
-                    r.pr_number,
-                    orjson.dumps(r.headers).decode(),
-                    r.body,
-                    r.received_at,
-                    r.processed_at,
-                    r.outcome,
-                    r.detail,
-                )
-                for r in records
-            ],
-        )
+    async def write(self, changes: Changes, now: datetime) -> list[StoredEvent]:
+        """Write ``changes``; returns the stored events with their ids.
 
-    async def save_pulls(self, prs: Sequence[PullRequest], now: datetime) -> None:
-        await self._conn.executemany(
-            f"INSERT INTO pull_requests ({_PR_COLUMNS}, created_at, updated_at) VALUES"
-            " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,"
-            " $19, $19) ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
-            " draft = excluded.draft, title = excluded.title, head_ref = excluded.head_ref,"
-            " head_sha = excluded.head_sha, base_ref = excluded.base_ref, url = excluded.url,"
-            " node_id = excluded.node_id, github_id = excluded.github_id,"
-            " merged_at = excluded.merged_at, closed_at = excluded.closed_at,"
-            " github_updated_at = excluded.github_updated_at, task_id = excluded.task_id,"
-            " last_source = excluded.last_source, last_delivery_id = excluded.last_delivery_id,"
-            " updated_at = excluded.updated_at",
-            [
-                (
-                    p.id,
-                    p.repository,
-                    p.number,
-                    str(p.status),
-                    p.draft,
-                    p.title,
-                    p.head_ref,
-                    p.head_sha,
-                    p.base_ref,
-                    p.url,
-                    p.node_id,
-                    p.github_id,
-                    p.merged_at,
-                    p.closed_at,
-                    p.github_updated_at,
-                    p.task_id,
-                    str(p.last_source),
-                    p.last_delivery_id,
-                    now,
-                )
-                for p in prs
-            ],
-        )
-
-    async def save_tasks(self, tasks: Sequence[Task], now: datetime) -> None:
-        await self._conn.executemany(
-            "UPDATE tasks SET status = $2, updated_at = $3 WHERE id = $1",
-            [(t.id, str(t.status), now) for t in tasks],
-        )
-
-    async def link_task(self, pr_id: str, task_id: str | None) -> None:
-        await self._conn.execute(
-            "UPDATE pull_requests SET task_id = $2 WHERE id = $1", pr_id, task_id
-        )
-
-    async def insert_events(self, drafts: Sequence[EventDraft], now: datetime) -> list[StoredEvent]:
-        """Store events; ids increase in commit order, so a reader resuming from an id
-        never misses one committed later with a smaller id."""
-        if not drafts:
-            return []
-        payloads = [orjson.dumps(d.payload).decode() for d in drafts]
+        On PostgreSQL this is one statement (data-modifying CTEs over arrays), so a
+        batch of any size costs one round trip.
+        """
+        await self.lock()
+        deliveries = [_delivery_row(r) for r in changes.deliveries]
+        pulls = [_pull_row(p) for p in changes.pulls]
+        tasks = [(t.id, str(t.status)) for t in changes.tasks]
+        refetch = [(k[0], k[1], changes.refetch_reason) for k in changes.refetch]
+        drafts = list(changes.events)
+        events = [
+            (d.type, d.repository, d.task_id, orjson.dumps(d.payload).decode()) for d in drafts
+        ]
         if self._conn.is_pg:
-            # Held until commit: transactions that insert events commit one at a time.
-            await self._conn.execute("SELECT pg_advisory_xact_lock($1)", _EVENTS_LOCK)
             rows = await self._conn.fetch(
-                "INSERT INTO events (type, repository, task_id, payload, created_at)"
-                " SELECT t, r, k, p, $5 FROM unnest($1::text[], $2::text[], $3::text[],"
-                " $4::text[]) AS u(t, r, k, p) RETURNING id",
-                [d.type for d in drafts],
-                [d.repository for d in drafts],
-                [d.task_id for d in drafts],
-                payloads,
+                _PG_WRITE,
+                *_columns(deliveries, 13),
+                *_columns(pulls, 18),
+                *_columns(tasks, 2),
+                *_columns(refetch, 3),
+                *_columns(events, 4),
                 now,
             )
             ids = sorted(int(r["id"]) for r in rows)
         else:
-            # BEGIN IMMEDIATE holds the write lock: nobody else can take ids meanwhile.
-            # sqlite_sequence remembers the highest id ever used, even after pruning.
-            last = await self._conn.fetchval(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
-            )
-            first = int(last or 0) + 1
-            ids = list(range(first, first + len(drafts)))
-            await self._conn.executemany(
-                "INSERT INTO events (id, type, repository, task_id, payload, created_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6)",
-                [
-                    (i, d.type, d.repository, d.task_id, p, now)
-                    for i, d, p in zip(ids, drafts, payloads, strict=True)
-                ],
-            )
+            ids = await self._sqlite_write(deliveries, pulls, tasks, refetch, events, now)
         return [
             StoredEvent(i, d.type, d.repository, d.task_id, d.payload, now)
             for i, d in zip(ids, drafts, strict=True)
         ]
 
-    async def request_refetch(self, keys: Sequence[PRKey], reason: str, now: datetime) -> None:
-        await self._conn.executemany(
-            "INSERT INTO refetch_requests (repository, number, reason, requested_at)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT (repository, number) DO UPDATE"
-            " SET reason = excluded.reason, requested_at = excluded.requested_at",
-            [(k[0], k[1], reason, now) for k in keys],
+    async def _sqlite_write(
+        self,
+        deliveries: list[tuple[Any, ...]],
+        pulls: list[tuple[Any, ...]],
+        tasks: list[tuple[Any, ...]],
+        refetch: list[tuple[Any, ...]],
+        events: list[tuple[Any, ...]],
+        now: datetime,
+    ) -> list[int]:
+        conn = self._conn
+        await conn.executemany(_SQLITE_DELIVERIES, deliveries)
+        await conn.executemany(_SQLITE_PULLS, [(*p, now) for p in pulls])
+        await conn.executemany(
+            "UPDATE tasks SET status = $2, updated_at = $3 WHERE id = $1",
+            [(*t, now) for t in tasks],
         )
+        await conn.executemany(_SQLITE_REFETCH, [(*r, now) for r in refetch])
+        if not events:
+            return []
+        # BEGIN IMMEDIATE holds the write lock: nobody else can take ids meanwhile.
+        # sqlite_sequence remembers the highest id ever used, even after pruning.
+        last = await conn.fetchval("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+        first = int(last or 0) + 1
+        ids = list(range(first, first + len(events)))
+        await conn.executemany(
+            "INSERT INTO events (id, type, repository, task_id, payload, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            [(i, *e, now) for i, e in zip(ids, events, strict=True)],
+        )
+        return ids
+
+    # Conveniences over write(), for single-purpose callers.
+
+    async def save_deliveries(self, records: Sequence[DeliveryRecord]) -> None:
+        await self.write(Changes(deliveries=records), utcnow())
+
+    async def insert_events(self, drafts: Sequence[EventDraft], now: datetime) -> list[StoredEvent]:
+        return await self.write(Changes(events=drafts), now)
 
 
-_PR_COLUMNS = (
-    "id, repository, number, status, draft, title, head_ref, head_sha, base_ref, url, node_id,"
-    " github_id, merged_at, closed_at, github_updated_at, task_id, last_source, last_delivery_id"
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as ``width`` column lists (PostgreSQL arrays for unnest)."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+
+
+def _delivery_row(r: DeliveryRecord) -> tuple[Any, ...]:
+    return (
+        r.guid,
+        r.event,
+        r.action,
+        r.hook_id,
+        r.installation_id,
+        r.repository,
+        r.pr_number,
+        orjson.dumps(r.headers).decode(),
+        r.body,
+        r.received_at,
+        r.processed_at,
+        r.outcome,
+        r.detail,
+    )
+
+
+def _pull_row(p: PullRequest) -> tuple[Any, ...]:
+    return (
+        p.id,
+        p.repository,
+        p.number,
+        str(p.status),
+        p.draft,
+        p.title,
+        p.head_ref,
+        p.head_sha,
+        p.base_ref,
+        p.url,
+        p.node_id,
+        p.github_id,
+        p.merged_at,
+        p.closed_at,
+        p.github_updated_at,
+        p.task_id,
+        str(p.last_source),
+        p.last_delivery_id,
+    )
+
+
+_DELIVERY_UPSERT = (
+    " ON CONFLICT (guid) DO UPDATE SET headers = excluded.headers, body = excluded.body,"
+    " received_at = excluded.received_at, processed_at = excluded.processed_at,"
+    " outcome = excluded.outcome, detail = excluded.detail,"
+    " attempts = webhook_deliveries.attempts + 1"
 )
-_TASK_COLUMNS = "id, title, status, repository, branch, worktree_path, created_at, updated_at"
-_EVENT_COLUMNS = "id, type, repository, task_id, payload, created_at"
-_DELIVERY_COLUMNS = (
+_PULL_UPSERT = (
+    " ON CONFLICT (id) DO UPDATE SET status = excluded.status, draft = excluded.draft,"
+    " title = excluded.title, head_ref = excluded.head_ref, head_sha = excluded.head_sha,"
+    " base_ref = excluded.base_ref, url = excluded.url, node_id = excluded.node_id,"
+    " github_id = excluded.github_id, merged_at = excluded.merged_at,"
+    " closed_at = excluded.closed_at, github_updated_at = excluded.github_updated_at,"
+    " task_id = excluded.task_id, last_source = excluded.last_source,"
+    " last_delivery_id = excluded.last_delivery_id, updated_at = excluded.updated_at"
+)
+_REFETCH_UPSERT = (
+    " ON CONFLICT (repository, number) DO UPDATE"
+    " SET reason = excluded.reason, requested_at = excluded.requested_at"
+)
+_DELIVERY_COLUMN_NAMES = (
     "guid, event, action, hook_id, installation_id, repository, pr_number, headers, body,"
     " received_at, processed_at, outcome, detail"
 )
+_PR_COLUMN_NAMES = (
+    "id, repository, number, status, draft, title, head_ref, head_sha, base_ref, url, node_id,"
+    " github_id, merged_at, closed_at, github_updated_at, task_id, last_source, last_delivery_id"
+)
+
+_PG_WRITE = f"""
+WITH deliveries AS (
+    INSERT INTO webhook_deliveries ({_DELIVERY_COLUMN_NAMES}, attempts)
+    SELECT *, 1 FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[],
+        $6::text[], $7::int4[], $8::text[], $9::bytea[], $10::timestamptz[],
+        $11::timestamptz[], $12::text[], $13::text[])
+    {_DELIVERY_UPSERT}
+), pulls AS (
+    INSERT INTO pull_requests ({_PR_COLUMN_NAMES}, created_at, updated_at)
+    SELECT *, $41, $41 FROM unnest($14::text[], $15::text[], $16::int4[], $17::text[],
+        $18::bool[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[],
+        $24::text[], $25::int8[], $26::timestamptz[], $27::timestamptz[],
+        $28::timestamptz[], $29::text[], $30::text[], $31::text[])
+    {_PULL_UPSERT}
+), tasks AS (
+    UPDATE tasks SET status = u.status, updated_at = $41
+    FROM unnest($32::text[], $33::text[]) AS u(id, status) WHERE tasks.id = u.id
+), refetch AS (
+    INSERT INTO refetch_requests (repository, number, reason, requested_at)
+    SELECT *, $41 FROM unnest($34::text[], $35::int4[], $36::text[])
+    {_REFETCH_UPSERT}
+)
+INSERT INTO events (type, repository, task_id, payload, created_at)
+SELECT *, $41 FROM unnest($37::text[], $38::text[], $39::text[], $40::text[])
+RETURNING id
+"""
+
+_SQLITE_DELIVERIES = (
+    f"INSERT INTO webhook_deliveries ({_DELIVERY_COLUMN_NAMES}, attempts) VALUES"
+    f" ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1){_DELIVERY_UPSERT}"
+)
+_SQLITE_PULLS = (
+    f"INSERT INTO pull_requests ({_PR_COLUMN_NAMES}, created_at, updated_at) VALUES"
+    " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,"
+    f" $19, $19){_PULL_UPSERT}"
+)
+_SQLITE_REFETCH = (
+    "INSERT INTO refetch_requests (repository, number, reason, requested_at)"
+    f" VALUES ($1, $2, $3, $4){_REFETCH_UPSERT}"
+)
+
+
+_PR_COLUMNS = _PR_COLUMN_NAMES
+_TASK_COLUMNS = "id, title, status, repository, branch, worktree_path, created_at, updated_at"
+_EVENT_COLUMNS = "id, type, repository, task_id, payload, created_at"
+_DELIVERY_COLUMNS = _DELIVERY_COLUMN_NAMES
 
 
 def _pull(r: Mapping[str, Any]) -> PullRequest:
