@@ -30,6 +30,7 @@ class Dispatcher:
         emit: Emit,
         *,
         sweep_interval: float = 5.0,
+        mark_interval: float = 0.1,
         clock: Clock = utcnow,
     ) -> None:
         self._store = store
@@ -38,8 +39,11 @@ class Dispatcher:
         self._queue: asyncio.Queue[StoredEvent] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._sweeper = Periodic("outbox-sweep", sweep_interval, self._sweep_quietly)
-        self._lease = store.lease()
-        self._in_flight: set[int] = set()  # queued or being emitted, not yet marked
+        # Marks need not survive a crash: an unmarked event is emitted again.
+        self._lease = store.lease(relaxed=True)
+        self._in_flight: set[int] = set()  # queued or emitted, not yet marked
+        self._unmarked: list[int] = []  # emitted, waiting for the next mark
+        self._marker = Periodic("outbox-marks", mark_interval, self._mark)
         self.emitted = 0
         self.last_emitted_id = 0
 
@@ -54,6 +58,7 @@ class Dispatcher:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="outbox-dispatcher")
             self._sweeper.start()
+            self._marker.start()
 
     async def stop(self) -> None:
         """Emit what is queued, then stop."""
@@ -65,6 +70,8 @@ class Dispatcher:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        await self._marker.stop()
+        await self._mark()
         await self._lease.drop()
 
     @property
@@ -103,17 +110,28 @@ class Dispatcher:
             except Exception:
                 # Left unmarked, the events are emitted again by the next sweep.
                 logger.exception("emitting %d events failed", len(batch))
-            finally:
                 self._in_flight.difference_update(e.id for e in batch)
+            finally:
                 for _ in batch:
                     self._queue.task_done()
 
     async def _dispatch(self, batch: list[StoredEvent]) -> None:
         unique = {e.id: e for e in batch}
-        emitted: list[int] = []
         for event_id in sorted(unique):
             await self._emit(unique[event_id])
-            emitted.append(event_id)
-        self.emitted += len(emitted)
-        self.last_emitted_id = max(self.last_emitted_id, emitted[-1])
-        await self._store.mark_emitted(emitted, self._clock(), lease=self._lease)
+            self._unmarked.append(event_id)
+            self.emitted += 1
+            self.last_emitted_id = max(self.last_emitted_id, event_id)
+
+    async def _mark(self) -> None:
+        """Mark what was emitted since the last mark, in one statement."""
+        ids, self._unmarked = self._unmarked, []
+        if not ids:
+            return
+        try:
+            await self._store.mark_emitted(ids, self._clock(), lease=self._lease)
+        except StoreUnavailable as exc:
+            logger.warning("marking %d events emitted failed: %s", len(ids), exc)
+        finally:
+            # Marked, or left for the sweep to emit again.
+            self._in_flight.difference_update(ids)

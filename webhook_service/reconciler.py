@@ -159,7 +159,6 @@ class Reconciler:
         """Link a stored PR to a task (an operator's request); the task follows the PR."""
         now = self._clock()
         async with self._store.transaction() as uow:
-            await uow.lock()
             pr = (await uow.load_pulls([(repository, number)])).get((repository, number))
             if pr is None:
                 raise LookupError(f"pull request {repository}#{number} is not tracked")
@@ -244,13 +243,11 @@ class Reconciler:
     ) -> tuple[list[Result], list[StoredEvent]]:
         now = self._clock()
         async with self._store.unit_of_work(conn) as uow:
-            await uow.lock()
-            known = await uow.delivery_outcomes(
-                [j.delivery.guid for j in batch if j.delivery is not None]
+            known, pulls = await uow.load(
+                [j.delivery.guid for j in batch if j.delivery is not None],
+                sorted({k for j in batch if (k := j.key) is not None}),
             )
             pending, results = _split_duplicates(batch, known)
-            keys = sorted({k for j in pending.values() if (k := j.key) is not None})
-            pulls = await uow.load_pulls(keys)
             tasks = await uow.load_tasks(self._task_ids(pending, pulls))
 
             decisions: dict[int, Decision] = {}

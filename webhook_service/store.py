@@ -12,6 +12,7 @@ Nothing else in the package imports ``databases``, ``asyncpg`` or ``aiosqlite``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import sqlite3
@@ -262,7 +263,13 @@ class Store:
                 )
         else:
             raise ValueError(f"unsupported database URL scheme {scheme!r}")
-        self._db = Database(self.url)
+        options: dict[str, Any] = {}
+        if self.is_postgres:
+            # Plan every execution for its arguments: asyncpg keeps statements prepared,
+            # and a generic plan made while a table was nearly empty (sequential scans)
+            # would otherwise stay in use as the table grows.
+            options["server_settings"] = {"plan_cache_mode": "force_custom_plan"}
+        self._db = Database(self.url, **options)
 
     @property
     def is_postgres(self) -> bool:
@@ -304,29 +311,38 @@ class Store:
             with contextlib.suppress(Exception):
                 await handle.__aexit__(None, None, None)
 
-    def lease(self) -> ConnectionLease:
-        """A connection kept across many transactions by one long-lived task."""
-        return ConnectionLease(self)
+    def lease(self, *, relaxed: bool = False) -> ConnectionLease:
+        """A connection kept across many transactions by one long-lived task.
+
+        ``relaxed``: its commits do not wait for the disk (PostgreSQL's
+        ``synchronous_commit = off``): for writes a crash may lose harmlessly.
+        """
+        return ConnectionLease(self, relaxed=relaxed)
 
     @asynccontextmanager
     async def unit_of_work(self, conn: Connection) -> AsyncIterator[UnitOfWork]:
-        """One transaction on ``conn``; it commits when the block exits normally.
+        """One writing transaction on ``conn``; it commits when the block exits normally.
 
-        SQLite takes the write lock up front (BEGIN IMMEDIATE), so a read-then-write
-        transaction cannot fail half-way with "database is locked".
+        It is the only writer from its first statement on: SQLite's BEGIN IMMEDIATE, or
+        PostgreSQL's ``_WRITER_LOCK``, taken in the same round trip as BEGIN. Taking the
+        lock up front also means a read-then-write transaction never fails half-way
+        with "database is locked" (SQLite) or decides on rows another writer is
+        changing (PostgreSQL).
         """
+        begin = (
+            f"BEGIN; SELECT pg_advisory_xact_lock({_WRITER_LOCK})"
+            if conn.is_pg
+            else "BEGIN IMMEDIATE"
+        )
         try:
-            if conn.is_pg:
-                async with conn.raw.transaction():
-                    yield UnitOfWork(conn)
-            else:
-                await conn.raw.execute("BEGIN IMMEDIATE")
-                try:
-                    yield UnitOfWork(conn)
-                except BaseException:
+            await conn.raw.execute(begin)
+            try:
+                yield UnitOfWork(conn)
+            except BaseException:
+                with contextlib.suppress(Exception):  # a dead connection rolls back anyway
                     await conn.raw.execute("ROLLBACK")
-                    raise
-                await conn.raw.execute("COMMIT")
+                raise
+            await conn.raw.execute("COMMIT")
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
 
@@ -499,11 +515,7 @@ class Store:
             if not conn.is_pg:
                 await conn.execute(statement, at, self.dialect.list_param(ids))
                 return
-            # Losing this mark in a crash only means the event is emitted again
-            # (delivery is at-least-once), so it need not wait for the disk.
-            async with conn.raw.transaction():
-                await conn.execute("SET LOCAL synchronous_commit = off")
-                await conn.execute(statement, at, list(ids))
+            await conn.execute(statement, at, list(ids))
 
     # -- retention ------------------------------------------------------------
 
@@ -527,16 +539,25 @@ class ConnectionLease:
     cheap, but a held connection also skips the pool's reset on release.)
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, relaxed: bool = False) -> None:
         self._store = store
+        self._relaxed = relaxed
         self._cm: contextlib.AbstractAsyncContextManager[Connection] | None = None
         self._conn: Connection | None = None
 
     async def get(self) -> Connection:
         if self._conn is None:
             cm = self._store.connection()
-            self._conn = await cm.__aenter__()
+            conn = await cm.__aenter__()
             self._cm = cm
+            if self._relaxed and conn.is_pg:
+                # Session-wide; asyncpg's pool resets it (RESET ALL) on release.
+                try:
+                    await conn.execute("SET synchronous_commit = off")
+                except BaseException:
+                    await self.drop()
+                    raise
+            self._conn = conn
         return self._conn
 
     async def drop(self) -> None:
@@ -562,33 +583,30 @@ class UnitOfWork:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._d = conn.dialect
-        self._locked = False
 
-    async def lock(self) -> None:
-        """Become the one writer (see ``_WRITER_LOCK``); SQLite already is."""
-        if self._conn.is_pg and not self._locked:
-            await self._conn.execute("SELECT pg_advisory_xact_lock($1)", _WRITER_LOCK)
-        self._locked = True
-
-    async def delivery_outcomes(self, guids: Sequence[str]) -> dict[str, str]:
-        if not guids:
-            return {}
+    async def load(
+        self, guids: Sequence[str], keys: Sequence[PRKey]
+    ) -> tuple[dict[str, str], dict[PRKey, PullRequest]]:
+        """The stored outcome of each known GUID, and the stored PRs, in one round trip."""
+        if not guids and not keys:
+            return {}, {}
         rows = await self._conn.fetch(
-            f"SELECT guid, outcome FROM webhook_deliveries WHERE guid {self._d.member(1)}",
+            _load_statement(self._d),
             self._d.list_param(guids),
-        )
-        return {str(r["guid"]): str(r["outcome"]) for r in rows}
-
-    async def load_pulls(self, keys: Sequence[PRKey]) -> dict[PRKey, PullRequest]:
-        if not keys:
-            return {}
-        rows = await self._conn.fetch(
-            f"SELECT {_PR_COLUMNS} FROM pull_requests"
-            f" WHERE (repository, number) IN ({self._d.keys(1)})",
             *self._d.key_params(keys),
         )
-        prs = [_pull(r) for r in rows]
-        return {(p.repository, p.number): p for p in prs}
+        known: dict[str, str] = {}
+        pulls: dict[PRKey, PullRequest] = {}
+        for row in rows:
+            if row["guid"] is not None:
+                known[str(row["guid"])] = str(row["outcome"])
+            else:
+                pr = _pull(row)
+                pulls[(pr.repository, pr.number)] = pr
+        return known, pulls
+
+    async def load_pulls(self, keys: Sequence[PRKey]) -> dict[PRKey, PullRequest]:
+        return (await self.load((), keys))[1]
 
     async def load_tasks(self, ids: Sequence[str]) -> dict[str, Task]:
         if not ids:
@@ -605,7 +623,6 @@ class UnitOfWork:
         On PostgreSQL this is one statement (data-modifying CTEs over arrays), so a
         batch of any size costs one round trip.
         """
-        await self.lock()
         deliveries = [_delivery_row(r) for r in changes.deliveries]
         pulls = [_pull_row(p) for p in changes.pulls]
         tasks = [(t.id, str(t.status)) for t in changes.tasks]
@@ -674,6 +691,18 @@ class UnitOfWork:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@functools.cache
+def _load_statement(d: _Dialect) -> str:
+    """Stored PRs by key ($2...) and known deliveries by GUID ($1), as one result."""
+    pr_nulls = ", ".join(["NULL"] * len(_PR_COLUMNS.split(",")))
+    return (
+        f"SELECT {_PR_COLUMNS}, NULL AS guid, NULL AS outcome FROM pull_requests"
+        f" WHERE (repository, number) IN ({d.keys(2)})"
+        f" UNION ALL SELECT {pr_nulls}, guid, outcome FROM webhook_deliveries"
+        f" WHERE guid {d.member(1)}"
+    )
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
