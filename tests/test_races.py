@@ -12,7 +12,8 @@ from typing import Any
 
 from tests.helpers import AUTH, make_settings, payload, post_delivery, running_app
 from webhook_service.core import Observation, Source
-from webhook_service.payloads import snapshot_from_api
+from webhook_service.fixtures import fixtures_root, iter_deliveries
+from webhook_service.payloads import PR_EVENTS, snapshot_from_api
 from webhook_service.reconciler import Reconciler
 from webhook_service.store import Store
 
@@ -127,3 +128,25 @@ async def test_two_reconcilers_on_one_database_serialize_per_pr(database_url: st
     assert pr.github_updated_at == T0 + timedelta(seconds=len(statuses) - 1)
     assert_chain(events, statuses[-1])
     assert all(e["sync_source"] == "worker" for e in events)
+
+
+async def test_every_pr_fixture_applied_again_under_a_new_guid_emits_nothing(
+    database_url: str,
+) -> None:
+    """Idempotence end to end: the same snapshot twice changes nothing the second time."""
+    recorded = [
+        r
+        for r in iter_deliveries(fixtures_root())
+        if r.event in PR_EVENTS and r.path.parent.name == r.event
+    ]
+    assert len(recorded) >= 30
+    async with running_app(make_settings(database_url)) as (_service, client):
+        for delivery in recorded:
+            first = await post_delivery(client, delivery.body, delivery.event)
+            assert first.status_code == 200, delivery.path
+            before = (await client.get("/api/events", headers=AUTH)).json()["last_id"]
+            again = await post_delivery(client, delivery.body, delivery.event)
+            assert again.status_code == 200
+            assert again.json()["outcome"] in ("unchanged", "stale", "terminal", "ambiguous")
+            after = (await client.get("/api/events", headers=AUTH)).json()["last_id"]
+            assert after == before, f"{delivery.path} emitted an event when applied again"
