@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -56,7 +57,10 @@ def _opened(**pr_fields: Any) -> dict[str, Any]:
 
 
 def _dumps(document: Any) -> bytes:
-    return orjson.dumps(document)
+    try:
+        return orjson.dumps(document)
+    except TypeError:  # integers beyond 64 bits, which JSON allows
+        return json.dumps(document).encode()
 
 
 def _valid() -> bytes:
@@ -299,6 +303,10 @@ BAD_REQUESTS: list[BadRequest] = [
     _body_case("action-not-string", lambda: _with_top_level(action=["opened"])),
     _body_case("installation-id-as-string", lambda: _with_top_level(installation={"id": "1"})),
     _body_case("hook-id-as-string", lambda: _with_top_level(hook_id="109948940")),
+    _body_case("hook-id-beyond-int64", lambda: _with_top_level(hook_id=2**70)),
+    _body_case("installation-id-beyond-int64", lambda: _with_top_level(installation={"id": 2**64})),
+    _pr_case("pr-id-beyond-int64", id=2**63),
+    _pr_case("updated-at-overflows-in-utc", updated_at="9999-12-31T23:59:59-10:00"),
     # Content types (415; checked before anything else but the length).
     _content_type_case("content-type-text-plain", "text/plain"),
     _content_type_case("content-type-multipart", "multipart/form-data; boundary=x"),

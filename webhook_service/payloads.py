@@ -137,11 +137,11 @@ def parse_timestamp(value: str) -> datetime:
     """An ISO 8601 timestamp as GitHub writes it, as an aware UTC datetime."""
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
+        if parsed.tzinfo is None:
+            raise PayloadError(f"{value!r} has no time zone")
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise PayloadError(f"{value!r} is not an ISO 8601 timestamp") from exc
-    if parsed.tzinfo is None:
-        raise PayloadError(f"{value!r} has no time zone")
-    return parsed.astimezone(UTC)
 
 
 def _number(pr: Mapping[str, Any]) -> int:
@@ -170,6 +170,8 @@ def _opt(obj: Mapping[str, Any], key: str, kind: type[_T]) -> _T | None:
     # bool is an int in Python; a JSON true is never a number here.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise PayloadError(f"'{key}' is a {type(value).__name__}, not a {kind.__name__}")
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:  # what the database holds
+        raise PayloadError(f"'{key}' is out of range")
     if isinstance(value, str) and _UNSTORABLE.search(value):
         # Valid JSON, but neither PostgreSQL text nor UTF-8 can hold these.
         return _UNSTORABLE.sub("\ufffd", value)  # type: ignore[return-value]
