@@ -137,11 +137,14 @@ def parse_timestamp(value: str) -> datetime:
     """An ISO 8601 timestamp as GitHub writes it, as an aware UTC datetime."""
     try:
         parsed = datetime.fromisoformat(value)
-        if parsed.tzinfo is None:
-            raise PayloadError(f"{value!r} has no time zone")
-        return parsed.astimezone(UTC)
-    except (ValueError, OverflowError) as exc:
+    except ValueError as exc:
         raise PayloadError(f"{value!r} is not an ISO 8601 timestamp") from exc
+    if parsed.tzinfo is None:
+        raise PayloadError(f"{value!r} has no time zone")
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:
+        raise PayloadError(f"{value!r} is out of range in UTC") from exc
 
 
 def _number(pr: Mapping[str, Any]) -> int:
