@@ -21,8 +21,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from webhook_service.core import PullRequest, Source, TaskStatus
+from webhook_service.github import GitHubError
+from webhook_service.payloads import PayloadError
 from webhook_service.reconciler import Reconciler, utcnow
 from webhook_service.store import Store, StoreUnavailable, TaskRecord
+from webhook_service.sync import PRSyncWorker
 
 Handler = Callable[[Request], Awaitable[Response]]
 _REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
@@ -40,6 +43,13 @@ class Context:
     reconciler: Reconciler
     api_token: bytes | None
     ready: Callable[[], dict[str, bool]]
+    worker: Callable[[], PRSyncWorker | None] = lambda: None
+
+    def require_worker(self) -> PRSyncWorker:
+        worker = self.worker()
+        if worker is None:
+            raise APIError(409, "the sync worker is off: set GITHUB_TOKEN or APP_ID/PRIVATE_KEY")
+        return worker
 
 
 def routes(ctx: Context) -> list[Route]:
@@ -61,6 +71,14 @@ def routes(ctx: Context) -> list[Route]:
     return [
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/readyz", _readyz(ctx), methods=["GET"]),
+        Route("/stats", _stats(ctx), methods=["GET"]),
+        Route("/api/sync", guarded(_force_sync), methods=["POST"]),
+        Route("/api/pulls/track", guarded(_track), methods=["POST"]),
+        Route(
+            "/api/pulls/{owner}/{repo}/{number:int}/reconcile",
+            guarded(_reconcile),
+            methods=["POST"],
+        ),
         Route("/api/pulls", guarded(_list_pulls), methods=["GET"]),
         Route("/api/pulls/{owner}/{repo}/{number:int}", guarded(_get_pull), methods=["GET"]),
         Route("/api/tasks", guarded(_list_tasks), methods=["GET"]),
@@ -99,6 +117,70 @@ def _readyz(ctx: Context) -> Handler:
         )
 
     return readyz
+
+
+def _stats(ctx: Context) -> Handler:
+    async def stats(request: Request) -> Response:
+        worker = ctx.worker()
+        body = worker.get_stats() if worker is not None else {"running": False}
+        return _json(body)
+
+    return stats
+
+
+async def _force_sync(ctx: Context, request: Request) -> Any:
+    return await ctx.require_worker().force_sync()
+
+
+async def _track(ctx: Context, request: Request) -> Any:
+    """MonitorPR: watch one PR (``{"repository", "number", "task_id"?}``) and fetch it now."""
+    worker = ctx.require_worker()
+    data = await _body(request)
+    repository, number, task_id = _pr_target(data)
+    if task_id is not None and await ctx.store.get_task(task_id) is None:
+        raise APIError(404, f"task {task_id} does not exist")
+    await ctx.store.monitor_pull((repository, number))
+    await _fetch(worker, repository, number)
+    if task_id is not None:
+        await ctx.reconciler.link(repository, number, task_id, Source.MANUAL)
+    return await _stored_pull(ctx, repository, number)
+
+
+async def _reconcile(ctx: Context, request: Request) -> Any:
+    """Re-fetch one PR from GitHub now; its answer wins."""
+    worker = ctx.require_worker()
+    repository = f"{request.path_params['owner']}/{request.path_params['repo']}"
+    number = int(request.path_params["number"])
+    await _fetch(worker, repository, number)
+    return await _stored_pull(ctx, repository, number)
+
+
+async def _fetch(worker: PRSyncWorker, repository: str, number: int) -> None:
+    try:
+        await worker.sync_pull((repository, number), authoritative=True)
+    except GitHubError as exc:
+        status = 404 if exc.status == 404 else 502
+        raise APIError(status, f"GitHub: {exc}") from None
+    except PayloadError as exc:
+        raise APIError(502, f"GitHub answered with an unexpected PR: {exc}") from None
+
+
+async def _stored_pull(ctx: Context, repository: str, number: int) -> Any:
+    pr = await ctx.store.get_pull(repository, number)
+    if pr is None:
+        raise APIError(404, f"pull request {repository}#{number} is not tracked")
+    return pull_json(pr)
+
+
+def _pr_target(data: dict[str, Any]) -> tuple[str, int, str | None]:
+    repository, number, task_id = data.get("repository"), data.get("number"), data.get("task_id")
+    if not isinstance(repository, str) or not _REPO.fullmatch(repository):
+        raise APIError(400, "'repository' must be owner/name")
+    if not isinstance(number, int) or isinstance(number, bool) or not 0 < number < 2**31:
+        raise APIError(400, "'number' must be a positive integer")
+    if task_id is not None and (not isinstance(task_id, str) or not _is_uuid(task_id)):
+        raise APIError(400, "'task_id' must be a task's UUID")
+    return repository, number, task_id.lower() if task_id else None
 
 
 async def _list_pulls(ctx: Context, request: Request) -> Any:
@@ -176,12 +258,7 @@ async def _get_task(ctx: Context, request: Request) -> Any:
 async def _link_task(ctx: Context, request: Request) -> Any:
     """Link a tracked PR to the task: ``{"repository": "o/r", "number": 5}``."""
     task_id = str(request.path_params["task_id"]).lower()
-    data = await _body(request)
-    repository, number = data.get("repository"), data.get("number")
-    if not isinstance(repository, str) or not _REPO.fullmatch(repository):
-        raise APIError(400, "'repository' must be owner/name")
-    if not isinstance(number, int) or isinstance(number, bool) or number <= 0:
-        raise APIError(400, "'number' must be a positive integer")
+    repository, number, _ = _pr_target(await _body(request))
     try:
         result = await ctx.reconciler.link(repository, number, task_id, Source.MANUAL)
     except LookupError as exc:

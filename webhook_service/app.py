@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 
+import aiohttp
 import socketio
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -20,11 +21,13 @@ from starlette.routing import Route
 from webhook_service import api
 from webhook_service.background import Periodic
 from webhook_service.config import Settings
+from webhook_service.github import GitHub
 from webhook_service.ingest import WebhookReceiver
 from webhook_service.outbox import Dispatcher
 from webhook_service.realtime import Broadcaster, create_server
 from webhook_service.reconciler import Reconciler, utcnow
 from webhook_service.store import Store, StoreUnavailable
+from webhook_service.sync import PRSyncWorker
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +44,31 @@ class Service:
     dispatcher: Dispatcher
     sio: socketio.AsyncServer
     receiver: WebhookReceiver
+    worker: PRSyncWorker | None = None  # set while running, when GitHub access is configured
+
+
+def github_configured(settings: Settings) -> bool:
+    return settings.github_token is not None or (
+        settings.app_id is not None and settings.private_key is not None
+    )
+
+
+@contextlib.asynccontextmanager
+async def sync_worker(
+    settings: Settings, store: Store, reconciler: Reconciler
+) -> AsyncIterator[PRSyncWorker | None]:
+    """A running sync worker (and its HTTP session), or None without GitHub access."""
+    if not github_configured(settings):
+        logger.warning("no GITHUB_TOKEN or APP_ID/PRIVATE_KEY: the sync worker is off")
+        yield None
+        return
+    async with aiohttp.ClientSession() as session:
+        worker = PRSyncWorker(store, reconciler, GitHub(session, settings), settings)
+        await worker.start()
+        try:
+            yield worker
+        finally:
+            await worker.stop()
 
 
 def create_app(settings: Settings) -> socketio.ASGIApp:
@@ -60,13 +88,17 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
     service = Service(settings, store, reconciler, dispatcher, sio, receiver)
 
     def ready() -> dict[str, bool]:
-        return {"reconciler": reconciler.running, "dispatcher": dispatcher.running}
+        checks = {"reconciler": reconciler.running, "dispatcher": dispatcher.running}
+        if service.worker is not None:
+            checks["sync_worker"] = service.worker.is_running()
+        return checks
 
     context = api.Context(
         store=store,
         reconciler=reconciler,
         api_token=settings.api_token.reveal().encode() if settings.api_token else None,
         ready=ready,
+        worker=lambda: service.worker,
     )
 
     @contextlib.asynccontextmanager
@@ -84,7 +116,12 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
             )
             pruner.start()
             try:
-                yield
+                async with sync_worker(settings, store, reconciler) as worker:
+                    service.worker = worker
+                    try:
+                        yield
+                    finally:
+                        service.worker = None
             finally:
                 await pruner.stop()
                 await reconciler.stop()

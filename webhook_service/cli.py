@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit
@@ -24,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", help="interface to bind (default: HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: PORT or 3000)")
     commands.add_parser("migrate", help="apply database migrations and exit")
+    sync = commands.add_parser("sync", help="run the sync worker alone (no HTTP server)")
+    sync.add_argument("--once", action="store_true", help="one full cycle, then exit")
     args = parser.parse_args(argv)
 
     try:
@@ -35,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(settings, host=args.host, port=args.port)
+        if args.command == "sync":
+            return asyncio.run(_sync(settings, once=args.once))
         return asyncio.run(_migrate(settings))
     except ConfigError as exc:
         print(f"webhook-service: {exc}", file=sys.stderr)
@@ -71,6 +77,49 @@ async def _migrate(settings: Settings) -> int:
         await store.disconnect()
     print(f"applied {len(applied)} migration(s); schema version {version}")
     return 0
+
+
+async def _sync(settings: Settings, *, once: bool) -> int:
+    """The poller alone. Its events are stored; a running ``serve`` emits them (its
+    outbox sweep picks up events committed by any process)."""
+    import aiohttp
+
+    from webhook_service.app import github_configured
+    from webhook_service.github import GitHub
+    from webhook_service.reconciler import Reconciler
+    from webhook_service.sync import PRSyncWorker
+
+    if not github_configured(settings):
+        raise ConfigError("the sync worker needs GITHUB_TOKEN, or APP_ID and PRIVATE_KEY")
+    store = Store(settings.database_url.reveal())
+    await store.connect()
+    reconciler = Reconciler(store, task_branch_pattern=settings.task_branch_pattern)
+    try:
+        await store.migrate()
+        reconciler.start()
+        async with aiohttp.ClientSession() as session:
+            worker = PRSyncWorker(store, reconciler, GitHub(session, settings), settings)
+            if once:
+                stats = await worker.force_sync()
+                print(json.dumps(stats, indent=2))
+                return 0 if stats["error_count"] == 0 else 1
+            await worker.start()
+            try:
+                await _until_signalled()
+            finally:
+                await worker.stop()
+    finally:
+        await reconciler.stop()
+        await store.disconnect()
+    return 0
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
 
 
 def _secret_values(settings: Settings) -> list[str]:

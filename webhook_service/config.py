@@ -73,6 +73,8 @@ class Settings:
     sync_timeout: float = 30.0
     sync_retry_attempts: int = 3
     sync_retry_delay: float = 5.0
+    #: Repository webhooks whose failed deliveries the poller asks GitHub to redeliver.
+    hook_ids: tuple[tuple[str, int], ...] = ()
     # Real-time push and side effects.
     socketio_message_queue: Secret | None = None  # may carry a password
     worktree_root: Path | None = None
@@ -146,6 +148,7 @@ def load_settings(environ: Mapping[str, str], *, env_file: Path | None = Path(".
         sync_timeout=reader.number("SYNC_TIMEOUT", 30.0, low=0.1),
         sync_retry_attempts=reader.integer("SYNC_RETRY_ATTEMPTS", 3, low=0, high=20),
         sync_retry_delay=reader.number("SYNC_RETRY_DELAY", 5.0, low=0.0),
+        hook_ids=_hook_ids(reader.csv("HOOK_ID"), reader.csv("GITHUB_REPOSITORIES")),
         socketio_message_queue=reader.secret("SOCKETIO_MESSAGE_QUEUE"),
         worktree_root=Path(w) if (w := reader.text("WORKTREE_ROOT")) else None,
         ingest_batch_max=reader.integer("INGEST_BATCH_MAX", 64, low=1, high=1000),
@@ -171,6 +174,24 @@ def read_env_file(path: Path) -> dict[str, str]:
             value = value[1:-1]
         values[key.strip()] = value
     return values
+
+
+def _hook_ids(entries: list[str], repositories: list[str]) -> tuple[tuple[str, int], ...]:
+    """``owner/name:id`` entries, or one bare id when one repository is configured."""
+    hooks = []
+    for entry in entries:
+        repository, sep, hook_id = entry.rpartition(":")
+        if not sep:
+            if len(repositories) != 1:
+                raise ConfigError(
+                    "HOOK_ID: a bare hook id needs exactly one GITHUB_REPOSITORIES entry;"
+                    " write owner/name:id"
+                )
+            repository = repositories[0]
+        if not hook_id.isdigit():
+            raise ConfigError(f"HOOK_ID: {entry!r} is not owner/name:id")
+        hooks.append((_repository(repository), int(hook_id)))
+    return tuple(hooks)
 
 
 def _repository(name: str) -> str:

@@ -151,6 +151,8 @@ class Observation:
     snapshot: Snapshot
     source: Source
     delivery_id: str | None = None
+    #: A fresh answer to "GET the PR" asked because of an ambiguity: it settles it.
+    authoritative: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +242,8 @@ def decide(
         return _with_events(Outcome.CREATED, None, pr, task, observation, now)
 
     verdict = RULES[(stored.status, observed, freshness(snap.updated_at, stored.github_updated_at))]
+    if verdict is Verdict.REFETCH and observation.authoritative and observed is not None:
+        verdict = Verdict.TRANSITION  # the API's answer to the re-fetch wins
     newly_linked = stored.task_id is None and task is not None
     linked = _link(stored, task) if newly_linked and task is not None else stored
     if verdict is Verdict.TRANSITION:

@@ -123,4 +123,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             END $$""",
         ),
     ),
+    Migration(
+        2,
+        "sync worker: tracked repositories, monitored pull requests, redeliveries",
+        (
+            """CREATE TABLE tracked_repositories (
+                repository TEXT PRIMARY KEY,
+                source TEXT NOT NULL,
+                installation_id BIGINT,
+                added_at TIMESTAMPTZ NOT NULL
+            )""",
+            """CREATE TABLE monitored_pulls (
+                repository TEXT NOT NULL,
+                number INTEGER NOT NULL,
+                added_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (repository, number)
+            )""",
+            """CREATE TABLE redelivery_requests (
+                guid TEXT PRIMARY KEY,
+                hook TEXT NOT NULL,
+                delivery_id BIGINT NOT NULL,
+                requested_at TIMESTAMPTZ NOT NULL
+            )""",
+        ),
+    ),
 )

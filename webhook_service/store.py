@@ -475,6 +475,98 @@ class Store:
             )
         return {str(r["outcome"]): int(r["n"]) for r in rows}
 
+    # -- what the poller watches ----------------------------------------------
+
+    async def tracked_repositories(self) -> dict[str, int | None]:
+        """Repositories added by installations (or by hand): name -> installation id."""
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT repository, installation_id FROM tracked_repositories ORDER BY repository"
+            )
+        return {str(r["repository"]): r["installation_id"] for r in rows}
+
+    async def track_repositories(
+        self, repositories: Sequence[str], *, source: str, installation_id: int | None
+    ) -> None:
+        async with self.connection() as conn:
+            await conn.executemany(
+                "INSERT INTO tracked_repositories (repository, source, installation_id, added_at)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (repository) DO UPDATE"
+                " SET source = excluded.source, installation_id = excluded.installation_id",
+                [(r, source, installation_id, utcnow()) for r in repositories],
+            )
+
+    async def untrack_repositories(self, repositories: Sequence[str]) -> None:
+        async with self.connection() as conn:
+            await conn.executemany(
+                "DELETE FROM tracked_repositories WHERE repository = $1",
+                [(r,) for r in repositories],
+            )
+
+    async def monitored_pulls(self) -> list[PRKey]:
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT repository, number FROM monitored_pulls ORDER BY repository, number"
+            )
+        return [(str(r["repository"]), int(r["number"])) for r in rows]
+
+    async def monitor_pull(self, key: PRKey) -> None:
+        async with self.connection() as conn:
+            await conn.execute(
+                "INSERT INTO monitored_pulls (repository, number, added_at) VALUES ($1, $2, $3)"
+                " ON CONFLICT (repository, number) DO NOTHING",
+                key[0],
+                key[1],
+                utcnow(),
+            )
+
+    async def pending_refetches(self, limit: int) -> list[PRKey]:
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT repository, number FROM refetch_requests ORDER BY requested_at LIMIT $1",
+                limit,
+            )
+        return [(str(r["repository"]), int(r["number"])) for r in rows]
+
+    async def clear_refetch(self, key: PRKey, requested_before: datetime) -> None:
+        """Forget a re-fetch request, unless it was asked again meanwhile."""
+        async with self.connection() as conn:
+            await conn.execute(
+                "DELETE FROM refetch_requests"
+                " WHERE repository = $1 AND number = $2 AND requested_at <= $3",
+                key[0],
+                key[1],
+                requested_before,
+            )
+
+    async def delivery_outcomes(self, guids: Sequence[str]) -> dict[str, str]:
+        async with self.connection() as conn:
+            known, _ = await UnitOfWork(conn).load(guids, ())
+        return known
+
+    async def redeliveries_requested(self, guids: Sequence[str]) -> set[str]:
+        if not guids:
+            return set()
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT guid FROM redelivery_requests WHERE guid {self.dialect.member(1)}",
+                self.dialect.list_param(guids),
+            )
+        return {str(r["guid"]) for r in rows}
+
+    async def record_redelivery(self, guid: str, hook: str, delivery_id: int) -> bool:
+        """Remember that we asked GitHub to redeliver ``guid``; False if we already had."""
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                "INSERT INTO redelivery_requests (guid, hook, delivery_id, requested_at)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (guid) DO NOTHING RETURNING guid",
+                guid,
+                hook,
+                delivery_id,
+                utcnow(),
+            )
+        return bool(rows)
+
     # -- outbox ---------------------------------------------------------------
 
     @asynccontextmanager

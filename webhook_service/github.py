@@ -1,0 +1,376 @@
+"""GitHub REST access for the poller: gidgethub, plus what gidgethub leaves to us.
+
+- Credentials: a token, or a GitHub App (JWT -> installation tokens, cached until five
+  minutes before they expire). Every credential has its own ETag cache: GitHub's ETags
+  are per token, and gidgethub keys its cache by URL only.
+- Conditional requests: the cache keeps ETags, not bodies. The poller skips all work
+  on a 304, so a body is never needed again, and memory stays flat in the number of
+  PRs watched.
+- Rate limits (https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api):
+  ``x-ratelimit-*`` is read from every response, errors included; 403/429 with
+  ``retry-after`` waits that long, else until ``x-ratelimit-reset``, else backs off
+  exponentially. Under a reserve of the budget, requests are spread over the time
+  left until the reset instead of spending it.
+- 5xx answers and timeouts are retried with exponential backoff and jitter; other 4xx
+  are not (they are our fault, or GitHub saying no).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import aiohttp
+import gidgethub
+import gidgethub.aiohttp
+from gidgethub import sansio
+
+from webhook_service.config import Settings
+from webhook_service.payloads import parse_timestamp
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_TOKEN_MARGIN = 300.0  # renew installation tokens five minutes before they expire
+_MAX_RATE_WAIT = 3700.0  # never wait longer than one primary window (+ slack)
+
+
+class GitHubError(Exception):
+    """A GitHub API call failed; ``status`` is the HTTP status, if there was one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Stopped(Exception):
+    """The client was closed while waiting (for a rate limit or a retry)."""
+
+
+@dataclass(slots=True)
+class ApiStats:
+    calls: int = 0
+    not_modified: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    rate_limit_limit: int | None = None
+    rate_limit_remaining: int | None = None
+    rate_limit_reset: float | None = None  # epoch seconds
+    last_error: str | None = None
+
+
+class ETagCache(MutableMapping[str, tuple[Any, ...]]):
+    """gidgethub's cache protocol, keeping validators only (see the module docs)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[str | None, str | None, str | None]] = {}
+
+    def __getitem__(self, url: str) -> tuple[Any, ...]:
+        etag, last_modified, more = self._entries[url]
+        return etag, last_modified, None, more
+
+    def __setitem__(self, url: str, value: tuple[Any, ...]) -> None:
+        etag, last_modified, _data, more = value
+        self._entries[url] = (etag, last_modified, more)
+
+    def __delitem__(self, url: str) -> None:
+        del self._entries[url]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    status: int  # 200, or 304 (not modified: ``items`` is empty)
+    items: list[dict[str, Any]]
+    next_url: str | None
+
+
+class _API(gidgethub.aiohttp.GitHubAPI):
+    """gidgethub with our hooks for timeouts, rate limits and retries."""
+
+    def __init__(self, client: GitHub, **kwargs: Any) -> None:
+        super().__init__(client.session, "webhook-service", base_url=client.base_url, **kwargs)
+        self._client = client
+
+    async def _request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        async with asyncio.timeout(self._client.timeout):
+            status, response_headers, data = await super()._request(method, url, headers, body)
+        self._client.observe(status, response_headers)
+        return status, response_headers, data
+
+    async def sleep(self, seconds: float) -> None:
+        await self._client.sleep(seconds)
+
+    def forget(self, url: str) -> None:
+        """Drop the cached validators of ``url``: the next GET answers with a body."""
+        if self._cache is not None:
+            self._cache.pop(sansio.format_url(url, {}, base_url=self.base_url), None)
+
+    async def manage_rate_limit(self, *, method: str, url: str) -> None:
+        await self._client.pace()
+
+    async def handle_rate_limit_error(
+        self,
+        *,
+        method: str,
+        url: str,
+        exception: gidgethub.HTTPException,
+        attempt: int,
+    ) -> bool:
+        return await self._client.retry_after_error(exception, attempt)
+
+
+class GitHub:
+    """One client per process; it owns the aiohttp session it was given."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.session = session
+        self.base_url = settings.github_api_url
+        self.timeout = settings.sync_timeout
+        self._retries = settings.sync_retry_attempts
+        self._retry_delay = settings.sync_retry_delay
+        self._reserve = 0.10
+        self._clock = clock
+        self._stopping = asyncio.Event()
+        self._semaphore = asyncio.Semaphore(settings.sync_max_concurrency)
+        self.stats = ApiStats()
+        token = settings.github_token.reveal() if settings.github_token else None
+        self._token_api = _API(self, oauth_token=token, cache=ETagCache()) if token else None
+        self._app_api: _API | None = None
+        if settings.app_id and settings.private_key:
+            self._app_api = _API(
+                self, app_id=str(settings.app_id), private_key=settings.private_key.reveal()
+            )
+        self._installations: dict[int, tuple[_API, float]] = {}  # id -> (api, renew at)
+        self._installation_lock = asyncio.Lock()
+
+    @property
+    def configured(self) -> bool:
+        return self._token_api is not None or self._app_api is not None
+
+    @property
+    def is_app(self) -> bool:
+        return self._app_api is not None
+
+    def close(self) -> None:
+        """Interrupt waits; calls in flight end with :class:`Stopped`."""
+        self._stopping.set()
+
+    # -- hooks used by _API ------------------------------------------------------
+
+    def observe(self, status: int, headers: Mapping[str, str]) -> None:
+        self.stats.calls += 1
+        if status == 304:
+            self.stats.not_modified += 1
+        try:
+            limit = int(headers["x-ratelimit-limit"])
+            remaining = int(headers["x-ratelimit-remaining"])
+            reset = float(headers["x-ratelimit-reset"])
+        except (KeyError, ValueError):
+            return
+        self.stats.rate_limit_limit = limit
+        self.stats.rate_limit_remaining = remaining
+        self.stats.rate_limit_reset = reset
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        if self._stopping.is_set():
+            raise Stopped("the GitHub client was closed")
+
+    async def pace(self) -> None:
+        """Spread what is left of the budget over the time left, under the reserve."""
+        stats = self.stats
+        if stats.rate_limit_remaining is None or stats.rate_limit_reset is None:
+            return
+        left = stats.rate_limit_reset - self._clock()
+        if left <= 0:
+            return
+        if stats.rate_limit_remaining <= 0:
+            await self.sleep(min(left + 1, _MAX_RATE_WAIT))
+        elif stats.rate_limit_remaining < self._reserve * (stats.rate_limit_limit or 0):
+            await self.sleep(min(left / stats.rate_limit_remaining, 60.0))
+
+    async def retry_after_error(self, exc: gidgethub.HTTPException, attempt: int) -> bool:
+        """Whether (after waiting) to retry a request that failed with ``exc``."""
+        # (gh.rate_limit is stale after errors; _API._request has already read the
+        # rate-limit headers of this very response, and so do we here.)
+        status = exc.status_code
+        headers = getattr(exc, "headers", None) or {}
+        wait = self._rate_limit_wait(status, headers, exc, attempt)
+        if wait is not None:
+            if attempt > self._retries + 1 or wait > _MAX_RATE_WAIT:
+                return False
+            self.stats.rate_limited += 1
+            logger.warning("GitHub rate limit (%d); waiting %.1f s", status, wait)
+            await self.sleep(wait)
+            return True
+        if status >= 500 and attempt <= self._retries:
+            self.stats.retries += 1
+            await self.sleep(self.backoff(attempt))
+            return True
+        return False
+
+    def _rate_limit_wait(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        exc: gidgethub.HTTPException,
+        attempt: int,
+    ) -> float | None:
+        if status not in (403, 429):
+            return None
+        retry_after = headers.get("retry-after")
+        if retry_after is not None and retry_after.strip().isdigit():
+            return float(retry_after)
+        if headers.get("x-ratelimit-remaining") == "0" or isinstance(
+            exc, gidgethub.RateLimitExceeded
+        ):
+            reset = headers.get("x-ratelimit-reset")
+            if reset is not None and reset.strip().isdigit():
+                return max(float(reset) - self._clock(), 0.0) + 1.0
+        if status == 429 or "rate limit" in str(exc).lower():
+            return self.backoff(attempt)  # a secondary limit without retry-after
+        return None  # a 403 that is not about rate limits: permissions
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter."""
+        return random.uniform(0, self._retry_delay * 2 ** (attempt - 1))
+
+    # -- calls -------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[[], Awaitable[_T]]) -> _T:
+        """Run one API call under the concurrency limit, retrying timeouts."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._semaphore:
+                    return await fn()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                if attempt > self._retries:
+                    raise GitHubError(f"GitHub did not answer: {exc!r}") from exc
+                self.stats.retries += 1
+                await self.sleep(self.backoff(attempt))
+            except gidgethub.HTTPException as exc:
+                raise GitHubError(_describe(exc), exc.status_code) from exc
+            except gidgethub.GitHubException as exc:
+                raise GitHubError(str(exc)) from exc
+
+    async def api_for(self, installation_id: int | None) -> _API:
+        """The credential to use for a repository (its installation's, for an App)."""
+        if installation_id is None or self._app_api is None:
+            if self._token_api is None:
+                raise GitHubError("no GitHub credential for this repository")
+            return self._token_api
+        async with self._installation_lock:
+            cached = self._installations.get(installation_id)
+            if cached is not None and cached[1] > self._clock():
+                return cached[0]
+            app_api = self._app_api
+            answer = await self._call(
+                lambda: app_api.post(
+                    f"/app/installations/{installation_id}/access_tokens", data=b""
+                )
+            )
+            expires = parse_timestamp(answer["expires_at"]).timestamp()
+            # A new token means new ETags: the new credential gets a fresh cache.
+            api = _API(self, oauth_token=answer["token"], cache=ETagCache())
+            self._installations[installation_id] = (api, expires - _TOKEN_MARGIN)
+            return api
+
+    async def _conditional_get(self, api: _API, url: str) -> tuple[Any, str | None, int]:
+        """GET with the credential's ETag; the status tells a 304 from a 200.
+
+        (gidgethub's ``getitem`` hides a 304 behind the cached body, which our cache
+        does not keep, so this uses the request method underneath it.)
+        """
+        data, more, status = await self._call(
+            lambda: api._make_request("GET", url, {}, b"", sansio.accept_format())
+        )
+        return cast(Any, data), more, status
+
+    async def list_pulls_page(self, api: _API, url: str) -> Page:
+        data, more, status = await self._conditional_get(api, url)
+        if status == 304:
+            return Page(304, [], None)
+        return Page(status, list(data or []), more)
+
+    async def get_pull(
+        self, api: _API, repository: str, number: int, *, conditional: bool = True
+    ) -> dict[str, Any] | None:
+        """The PR (REST "get" shape, with ``merged``), or None when not modified."""
+        url = f"/repos/{repository}/pulls/{number}"
+        if not conditional:
+            api.forget(url)
+        data, _more, status = await self._conditional_get(api, url)
+        return None if status == 304 else dict(data)
+
+    async def installations(self) -> dict[int, list[str]]:
+        """Every installation of the App and the repositories it covers."""
+        if self._app_api is None:
+            return {}
+        app_api = self._app_api
+
+        async def listed() -> dict[int, list[str]]:
+            found: dict[int, list[str]] = {}
+            async for installation in app_api.getiter("/app/installations"):
+                installation_id = int(installation["id"])
+                api = await self.api_for(installation_id)
+                pages = api.getiter("/installation/repositories", iterable_key="repositories")
+                found[installation_id] = [str(repo["full_name"]) async for repo in pages]
+            return found
+
+        return await self._call(listed)
+
+    async def hook_deliveries(self, hook: HookRef, per_page: int = 100) -> list[dict[str, Any]]:
+        """Recent deliveries of a hook, newest first (one page)."""
+        api = self._hook_api(hook)
+        data = await self._call(lambda: api.getitem(f"{hook.path}/deliveries?per_page={per_page}"))
+        return list(data)
+
+    async def redeliver(self, hook: HookRef, delivery_id: int) -> None:
+        api = self._hook_api(hook)
+        await self._call(
+            lambda: api.post(f"{hook.path}/deliveries/{delivery_id}/attempts", data=b"")
+        )
+
+    def _hook_api(self, hook: HookRef) -> _API:
+        api = self._app_api if hook.app else self._token_api
+        if api is None:
+            raise GitHubError(f"no credential to read the deliveries of {hook.path}")
+        return api
+
+
+@dataclass(frozen=True, slots=True)
+class HookRef:
+    """A webhook whose deliveries we can list: the App's, or a repository's."""
+
+    path: str  # "/app/hook" or "/repos/{o}/{r}/hooks/{id}"
+    app: bool = False
+
+
+def _describe(exc: gidgethub.HTTPException) -> str:
+    message = " ".join(str(a) for a in exc.args if a) or "no message"
+    return f"GitHub answered {exc.status_code}: {message}"

@@ -1,0 +1,326 @@
+"""The sync worker: a low-frequency poller that catches every change webhooks missed.
+
+GitHub never retries a failed delivery; this worker is what makes the database right
+anyway (DESIGN.md §5). Each cycle:
+
+1. every tracked repository: ``GET /repos/{o}/{r}/pulls?state=all&sort=updated&
+   direction=desc&per_page=100`` with its ETag, walking pages only until
+   ``updated_at`` falls below the newest one seen by the last sweep. An idle
+   repository costs one request answered 304, which costs no rate limit;
+2. PRs monitored one by one outside those repositories: ``GET .../pulls/{n}`` with ETag;
+3. re-fetches the core asked for (ambiguous observations): the API's answer wins;
+4. failed-delivery recovery: deliveries of our hooks with no OK attempt that we never
+   applied are redelivered, once per GUID.
+
+Every observation goes through the same reconciler as the webhooks, with
+``sync_source: "worker"``. One repository failing never stops the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from webhook_service.config import Settings
+from webhook_service.core import Observation, Source
+from webhook_service.github import GitHub, GitHubError, HookRef, Stopped
+from webhook_service.payloads import PayloadError, snapshot_from_api
+from webhook_service.reconciler import Reconciler, Result, utcnow
+from webhook_service.store import PRKey, Store, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+_JITTER = 0.10  # the interval varies by ±10%, so replicas and cycles do not align
+_REDELIVERY_WINDOW = timedelta(days=3)  # GitHub redelivers deliveries up to 3 days old
+
+
+@dataclass(slots=True)
+class _Stats:
+    sync_count: int = 0
+    error_count: int = 0
+    last_sync_at: datetime | None = None
+    last_error: str | None = None
+    observations: int = 0
+    redeliveries: int = 0
+    first_sweep_done: bool = False
+
+
+class PRSyncWorker:
+    """``start``/``stop``/``force_sync``/``get_stats``/``is_running``, as in the original."""
+
+    def __init__(
+        self,
+        store: Store,
+        reconciler: Reconciler,
+        github: GitHub,
+        settings: Settings,
+    ) -> None:
+        self._store = store
+        self._reconciler = reconciler
+        self._github = github
+        self._settings = settings
+        self._hooks = _hooks(settings, github)
+        self._watermarks: dict[str, datetime] = {}  # repository -> newest updated_at seen
+        self._installation_of: dict[str, int | None] = {}
+        self._stats = _Stats()
+        self._cycle_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- the original design's API -----------------------------------------------
+
+    async def start(self) -> None:
+        """Start the loop; its first cycle is a full sweep of every repository."""
+        if self._task is None or self._task.done():
+            self._stopping.clear()
+            self._task = asyncio.create_task(self._loop(), name="pr-sync-worker")
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Let the cycle in flight finish (up to ``grace`` s), then stop."""
+        if self._task is None:
+            return
+        self._stopping.set()
+        self._wake.set()
+        grace = self._settings.sync_timeout if grace is None else grace
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), grace)
+        except TimeoutError:
+            self._github.close()  # interrupts rate-limit and retry waits
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Stopped):
+                await self._task
+        self._task = None
+
+    async def force_sync(self) -> dict[str, Any]:
+        """Run one cycle now (after the one in flight, if any); returns the stats."""
+        await self.sync_once()
+        return self.get_stats()
+
+    def is_running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def get_stats(self) -> dict[str, Any]:
+        api = self._github.stats
+        s = self._settings
+        return {
+            "running": self.is_running(),
+            "last_sync_at": _iso(self._stats.last_sync_at),
+            "sync_count": self._stats.sync_count,
+            "error_count": self._stats.error_count,
+            "config": {
+                "sync_interval": s.sync_interval,
+                "batch_size": s.sync_batch_size,
+                "max_concurrent_syncs": s.sync_max_concurrency,
+                "sync_timeout": s.sync_timeout,
+                "retry_attempts": s.sync_retry_attempts,
+                "retry_delay": s.sync_retry_delay,
+            },
+            "api_calls": api.calls,
+            "not_modified": api.not_modified,
+            "retries": api.retries,
+            "rate_limited": api.rate_limited,
+            "rate_limit_remaining": api.rate_limit_remaining,
+            "rate_limit_reset": api.rate_limit_reset,
+            "last_error": self._stats.last_error or api.last_error,
+            "observations": self._stats.observations,
+            "redeliveries_requested": self._stats.redeliveries,
+            "first_sweep_done": self._stats.first_sweep_done,
+        }
+
+    # -- cycles --------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.sync_once()
+            except Stopped:
+                return
+            except Exception:  # a cycle must never kill the worker
+                logger.exception("sync cycle failed")
+            interval = self._settings.sync_interval
+            delay = interval * random.uniform(1 - _JITTER, 1 + _JITTER)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def sync_once(self) -> None:
+        """One cycle over everything the worker watches."""
+        async with self._cycle_lock:
+            errors: list[str] = []
+            try:
+                repositories = await self._repositories()
+            except (StoreUnavailable, GitHubError) as exc:
+                errors.append(f"listing repositories: {exc}")
+                repositories = {}
+            outcomes = await asyncio.gather(
+                *(self._sync_repository(r) for r in repositories), return_exceptions=True
+            )
+            errors += _failures(list(repositories), outcomes)
+            errors += await self._sync_monitored(set(repositories))
+            errors += await self._refetch_requested()
+            if self._hooks:
+                errors += await self._recover_deliveries()
+            self._stats.sync_count += 1
+            self._stats.last_sync_at = utcnow()
+            self._stats.error_count += len(errors)
+            if errors:
+                self._stats.last_error = errors[-1]
+                for error in errors:
+                    logger.warning("sync: %s", error)
+            else:
+                self._stats.first_sweep_done = True
+
+    async def _repositories(self) -> dict[str, int | None]:
+        """Configured repositories and those of App installations."""
+        if self._github.is_app and not self._installation_of:
+            for installation_id, repos in (await self._github.installations()).items():
+                await self._store.track_repositories(
+                    repos, source="installation", installation_id=installation_id
+                )
+        tracked = await self._store.tracked_repositories()
+        for repo in self._settings.github_repositories:
+            tracked.setdefault(repo, None)
+        self._installation_of = tracked
+        return tracked
+
+    async def _sync_repository(self, repository: str) -> None:
+        api = await self._github.api_for(self._installation_of.get(repository))
+        url: str | None = (
+            f"/repos/{repository}/pulls?state=all&sort=updated&direction=desc&per_page=100"
+        )
+        watermark = self._watermarks.get(repository)
+        newest = watermark
+        while url is not None:
+            page = await self._github.list_pulls_page(api, url)
+            if page.status == 304:
+                break  # nothing changed since the last sweep
+            observations = []
+            reached_watermark = False
+            for item in page.items:
+                try:
+                    snapshot = snapshot_from_api(item, repository, merged_known=True)
+                except PayloadError as exc:
+                    logger.warning("skipping a malformed PR in %s: %s", repository, exc)
+                    continue
+                if watermark is not None and snapshot.updated_at < watermark:
+                    reached_watermark = True
+                    break
+                newest = max(newest or snapshot.updated_at, snapshot.updated_at)
+                observations.append(Observation(snapshot, Source.WORKER))
+            await self._apply(observations)
+            url = None if reached_watermark else page.next_url
+        if newest is not None:
+            self._watermarks[repository] = newest
+
+    async def _sync_monitored(self, covered: set[str]) -> list[str]:
+        """PRs monitored one by one, outside the repositories listed above."""
+        keys = [k for k in await self._store.monitored_pulls() if k[0] not in covered]
+        errors = []
+        size = self._settings.sync_batch_size
+        for start in range(0, len(keys), size):
+            batch = keys[start : start + size]
+            outcomes = await asyncio.gather(
+                *(self.sync_pull(k) for k in batch), return_exceptions=True
+            )
+            errors += _failures([f"{r}#{n}" for r, n in batch], outcomes)
+        return errors
+
+    async def sync_pull(self, key: PRKey, *, authoritative: bool = False) -> Result | None:
+        """Fetch one PR (conditionally, unless ``authoritative``) and apply it."""
+        repository, number = key
+        api = await self._github.api_for(self._installation_of.get(repository))
+        data = await self._github.get_pull(api, repository, number, conditional=not authoritative)
+        if data is None:
+            return None  # not modified
+        snapshot = snapshot_from_api(data, repository, merged_known=True)
+        observation = Observation(snapshot, Source.WORKER, authoritative=authoritative)
+        self._stats.observations += 1
+        return await self._reconciler.observe(observation)
+
+    async def _refetch_requested(self) -> list[str]:
+        """Settle ambiguous observations with a fresh answer from the API."""
+        started = utcnow()
+        keys = await self._store.pending_refetches(limit=self._settings.sync_batch_size * 5)
+        errors = []
+        for key in keys:
+            try:
+                await self.sync_pull(key, authoritative=True)
+            except GitHubError as exc:
+                if exc.status != 404:
+                    errors.append(f"re-fetching {key[0]}#{key[1]}: {exc}")
+                    continue
+            await self._store.clear_refetch(key, started)
+        return errors
+
+    async def _recover_deliveries(self) -> list[str]:
+        """Ask GitHub to redeliver what never reached us (GitHub's own recipe:
+        https://docs.github.com/en/webhooks/using-webhooks/handling-failed-webhook-deliveries)."""
+        errors = []
+        oldest = utcnow() - _REDELIVERY_WINDOW
+        for hook in self._hooks:
+            try:
+                deliveries = await self._github.hook_deliveries(hook)
+                failed = _failed_guids(deliveries, oldest)
+                known = await self._store.delivery_outcomes(list(failed))
+                asked = await self._store.redeliveries_requested(list(failed))
+                for guid, delivery_id in failed.items():
+                    if known.get(guid) in ("applied", "ignored") or guid in asked:
+                        continue
+                    if await self._store.record_redelivery(guid, hook.path, delivery_id):
+                        await self._github.redeliver(hook, delivery_id)
+                        self._stats.redeliveries += 1
+                        logger.info("asked GitHub to redeliver %s", guid, extra={"guid": guid})
+            except (GitHubError, StoreUnavailable) as exc:
+                errors.append(f"recovering deliveries of {hook.path}: {exc}")
+        return errors
+
+    async def _apply(self, observations: Sequence[Observation]) -> None:
+        # Submitted together, they are committed together (the reconciler batches).
+        self._stats.observations += len(observations)
+        await asyncio.gather(*(self._reconciler.observe(o) for o in observations))
+
+
+def _hooks(settings: Settings, github: GitHub) -> list[HookRef]:
+    hooks = [HookRef("/app/hook", app=True)] if github.is_app else []
+    hooks += [HookRef(f"/repos/{repo}/hooks/{hook_id}") for repo, hook_id in settings.hook_ids]
+    return hooks
+
+
+def _failed_guids(deliveries: Sequence[dict[str, Any]], oldest: datetime) -> dict[str, int]:
+    """GUID -> the newest attempt's id, for GUIDs with no successful attempt."""
+    ok: set[str] = set()
+    latest: dict[str, tuple[datetime, int]] = {}
+    for delivery in deliveries:
+        guid = str(delivery.get("guid"))
+        delivered = datetime.fromisoformat(str(delivery.get("delivered_at")))
+        if delivered < oldest:
+            continue
+        if 200 <= int(delivery.get("status_code") or 0) < 300:
+            ok.add(guid)
+        if guid not in latest or delivered > latest[guid][0]:
+            latest[guid] = (delivered, int(delivery["id"]))
+    return {guid: attempt for guid, (_, attempt) in latest.items() if guid not in ok}
+
+
+def _failures(labels: Sequence[str], outcomes: Sequence[object]) -> list[str]:
+    errors = []
+    for label, outcome in zip(labels, outcomes, strict=True):
+        if isinstance(outcome, Stopped):
+            raise outcome
+        if isinstance(outcome, (GitHubError, StoreUnavailable, PayloadError)):
+            errors.append(f"{label}: {outcome}")
+        elif isinstance(outcome, BaseException):
+            errors.append(f"{label}: unexpected {outcome!r}")
+            logger.error("sync of %s failed", label, exc_info=outcome)
+    return errors
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
