@@ -32,7 +32,7 @@ from tests.helpers import (
 )
 from webhook_service.app import Service
 from webhook_service.fixtures import RecordedDelivery, fixtures_root, iter_deliveries
-from webhook_service.payloads import PR_EVENTS
+from webhook_service.payloads import INSTALLATION_EVENTS, PR_EVENTS
 from webhook_service.signature import sign
 from webhook_service.store import DeliveryRecord
 
@@ -87,15 +87,16 @@ async def test_recorded_delivery_is_acknowledged_and_stored_as_received(
 ) -> None:
     document: dict[str, Any] = orjson.loads(recorded.body)
     is_pr = recorded.event in PR_EVENTS
+    acted_on = is_pr or recorded.event in INSTALLATION_EVENTS
     async with running_app(make_settings(database_url)) as (service, client):
         before = datetime.now(UTC)
         response = await client.post(PATH, content=recorded.body, headers=_resigned(recorded))
         after = datetime.now(UTC)
 
-        expected_code = 200 if is_pr or recorded.event == "ping" else 202
+        expected_code = 200 if acted_on or recorded.event == "ping" else 202
         assert response.status_code == expected_code, response.text
         assert response.json()["guid"] == recorded.guid
-        assert response.json()["status"] == ("applied" if is_pr else "ignored")
+        assert response.json()["status"] == ("applied" if acted_on else "ignored")
 
         stored = await service.store.get_delivery(recorded.guid)
         assert stored is not None
@@ -113,13 +114,17 @@ async def test_recorded_delivery_is_acknowledged_and_stored_as_received(
         assert before <= stored.received_at <= after
         assert stored.processed_at is not None
         assert stored.received_at <= stored.processed_at <= after
-        assert stored.outcome == ("applied" if is_pr else "ignored")
+        assert stored.outcome == ("applied" if acted_on else "ignored")
 
         pulls = (await client.get("/api/pulls", headers=AUTH)).json()["pulls"]
         events = await _events(client)
         if not is_pr:
             assert stored.pr_number is None
             assert (pulls, events) == ([], [])
+            if recorded.event in INSTALLATION_EVENTS:
+                added = document.get("repositories") or document.get("repositories_added")
+                tracked = await service.store.tracked_repositories()
+                assert tracked == {r["full_name"]: document["installation"]["id"] for r in added}
             return
         pr = document["pull_request"]
         status = (

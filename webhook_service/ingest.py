@@ -93,7 +93,7 @@ class WebhookReceiver:
             delivery=delivery,
             headers=dict(headers.items()),
             body=body,
-            ignored_reason=None if delivery.snapshot is not None else _ignored_reason(event),
+            ignored_reason=_ignored_reason(event),
         )
         log: dict[str, object] = {"guid": guid, "event": event, "repository": delivery.repository}
         if delivery.snapshot is not None:

@@ -35,6 +35,19 @@ class PayloadError(ValueError):
     """The body is not the JSON GitHub documents for this event (HTTP 400)."""
 
 
+#: Events that change which repositories a GitHub App installation covers.
+INSTALLATION_EVENTS = frozenset({"installation", "installation_repositories"})
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryChange:
+    """Repositories an installation gained or lost (the poller tracks them)."""
+
+    installation_id: int
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """A verified, parsed delivery: what the receiver stores and hands on."""
@@ -45,7 +58,8 @@ class Delivery:
     hook_id: int | None
     installation_id: int | None
     repository: str | None
-    snapshot: Snapshot | None  # set for PR_EVENTS
+    snapshot: Snapshot | None = None  # set for PR_EVENTS
+    repositories: RepositoryChange | None = None  # set for INSTALLATION_EVENTS
 
 
 def decode_body(body: bytes, content_type: str) -> dict[str, Any]:
@@ -93,7 +107,35 @@ def parse_delivery(
         # Only `pull_request` events (and the REST API) carry `merged`; review events
         # do not, so a close they report is unconfirmed (see Snapshot.status).
         snapshot = snapshot_from_api(pr, repository, merged_known=event == "pull_request")
-    return Delivery(guid, event, action, hook_id, installation_id, repository, snapshot)
+    change = None
+    if event in INSTALLATION_EVENTS and installation_id is not None:
+        change = _repository_change(event, action, installation_id, document)
+    return Delivery(guid, event, action, hook_id, installation_id, repository, snapshot, change)
+
+
+def _repository_change(
+    event: str, action: str | None, installation_id: int, document: Mapping[str, Any]
+) -> RepositoryChange | None:
+    """https://docs.github.com/en/webhooks/webhook-events-and-payloads#installation"""
+    if event == "installation":
+        repos = _names(document, "repositories")
+        if action in ("created", "new_permissions_accepted", "unsuspend"):
+            return RepositoryChange(installation_id, added=repos)
+        if action in ("deleted", "suspend"):
+            return RepositoryChange(installation_id, removed=repos)
+        return None
+    return RepositoryChange(
+        installation_id,
+        added=_names(document, "repositories_added"),
+        removed=_names(document, "repositories_removed"),
+    )
+
+
+def _names(document: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    items = document.get(key) or []
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise PayloadError(f"'{key}' is not a list of repositories")
+    return tuple(_req(item, "full_name", str) for item in items)
 
 
 def snapshot_from_api(pr: Mapping[str, Any], repository: str, *, merged_known: bool) -> Snapshot:

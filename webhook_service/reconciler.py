@@ -31,7 +31,7 @@ from webhook_service.core import (
     decide,
     decide_link,
 )
-from webhook_service.payloads import Delivery
+from webhook_service.payloads import Delivery, RepositoryChange
 from webhook_service.store import (
     Changes,
     Connection,
@@ -313,6 +313,7 @@ def _changes(
     refetch = {
         k for i, d in decisions.items() if FollowUp.REFETCH in d.follow_ups and (k := jobs[i].key)
     }
+    repositories = [c for j in jobs.values() if (c := _repository_change(j)) is not None]
     return Changes(
         deliveries=[
             _record(job, *_delivery_outcome(job, decisions.get(i)), now)
@@ -323,7 +324,12 @@ def _changes(
         tasks=[tasks[t] for t in sorted(changed_tasks)],
         events=[e for d in decisions.values() for e in d.events],
         refetch=sorted(refetch),
+        repositories=repositories,
     )
+
+
+def _repository_change(job: Job) -> RepositoryChange | None:
+    return job.delivery.repositories if job.delivery is not None else None
 
 
 def _split_duplicates(
@@ -347,7 +353,14 @@ def _split_duplicates(
 def _delivery_outcome(job: Job, decision: Decision | None) -> tuple[str, str | None]:
     if decision is not None:
         return DeliveryStatus.APPLIED, str(decision.outcome)
+    change = _repository_change(job)
+    if change is not None:
+        return DeliveryStatus.APPLIED, _describe_change(change)
     return DeliveryStatus.IGNORED, job.ignored_reason
+
+
+def _describe_change(change: RepositoryChange) -> str:
+    return f"tracked repositories +{len(change.added)} -{len(change.removed)}"
 
 
 def _record(job: Job, outcome: str, detail: str | None, now: datetime) -> DeliveryRecord:
@@ -373,7 +386,8 @@ def _record(job: Job, outcome: str, detail: str | None, now: datetime) -> Delive
 
 def _result(job: Job, decision: Decision | None, stored: Iterator[StoredEvent]) -> Result:
     if decision is None:
-        return Result(DeliveryStatus.IGNORED, detail=job.ignored_reason)
+        status, detail = _delivery_outcome(job, None)
+        return Result(status, detail=detail)
     events = tuple(next(stored) for _ in decision.events)
     return Result(
         DeliveryStatus.APPLIED,

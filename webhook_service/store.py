@@ -36,6 +36,7 @@ from webhook_service.core import (
     TaskStatus,
 )
 from webhook_service.migrations import MIGRATIONS
+from webhook_service.payloads import RepositoryChange
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class Changes:
     events: Sequence[EventDraft] = ()
     refetch: Sequence[PRKey] = ()
     refetch_reason: str = "ambiguous observation"
+    repositories: Sequence[RepositoryChange] = ()  # from installation webhooks
 
 
 @dataclass(frozen=True, slots=True)
@@ -723,6 +725,7 @@ class UnitOfWork:
         events = [
             (d.type, d.repository, d.task_id, orjson.dumps(d.payload).decode()) for d in drafts
         ]
+        await self._track(changes.repositories, now)
         if self._conn.is_pg:
             rows = await self._conn.fetch(
                 _PG_WRITE,
@@ -740,6 +743,20 @@ class UnitOfWork:
             StoredEvent(i, d.type, d.repository, d.task_id, d.payload, now)
             for i, d in zip(ids, drafts, strict=True)
         ]
+
+    async def _track(self, changes: Sequence[RepositoryChange], now: datetime) -> None:
+        """Installation webhooks add and remove the repositories the poller watches."""
+        for change in changes:
+            await self._conn.executemany(
+                "DELETE FROM tracked_repositories WHERE repository = $1",
+                [(r,) for r in change.removed],
+            )
+            await self._conn.executemany(
+                "INSERT INTO tracked_repositories (repository, source, installation_id, added_at)"
+                " VALUES ($1, 'installation', $2, $3) ON CONFLICT (repository) DO UPDATE"
+                " SET source = excluded.source, installation_id = excluded.installation_id",
+                [(r, change.installation_id, now) for r in change.added],
+            )
 
     async def _sqlite_write(
         self,
