@@ -344,11 +344,20 @@ class GitHub:
 
         return await self._call(listed)
 
-    async def hook_deliveries(self, hook: HookRef, per_page: int = 100) -> list[dict[str, Any]]:
-        """Recent deliveries of a hook, newest first (one page)."""
+    async def hook_deliveries(self, hook: HookRef, since: float) -> list[dict[str, Any]]:
+        """A hook's deliveries since ``since`` (epoch seconds), newest first, walking
+        GitHub's cursor pages only as far back as needed."""
         api = self._hook_api(hook)
-        data = await self._call(lambda: api.getitem(f"{hook.path}/deliveries?per_page={per_page}"))
-        return list(data)
+
+        async def walk() -> list[dict[str, Any]]:
+            found = []
+            async for delivery in api.getiter(f"{hook.path}/deliveries?per_page=100"):
+                if parse_timestamp(str(delivery["delivered_at"])).timestamp() < since:
+                    break
+                found.append(dict(delivery))
+            return found
+
+        return await self._call(walk)
 
     async def redeliver(self, hook: HookRef, delivery_id: int) -> None:
         api = self._hook_api(hook)

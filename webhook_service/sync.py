@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 _JITTER = 0.10  # the interval varies by ±10%, so replicas and cycles do not align
 _REDELIVERY_WINDOW = timedelta(days=3)  # GitHub redelivers deliveries up to 3 days old
+_RECOVERY_INTERVAL = 300.0  # look for failed deliveries at most every 5 minutes...
+_RECOVERY_OVERLAP = 600.0  # ...reading 10 minutes further back than the last look
 
 
 @dataclass(slots=True)
@@ -69,6 +71,7 @@ class PRSyncWorker:
         self._watermarks: dict[str, datetime] = {}  # repository -> newest updated_at seen
         self._installation_of: dict[str, int | None] = {}
         self._stats = _Stats()
+        self._recovered_until: float | None = None  # epoch of the last delivery recovery
         self._cycle_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -100,7 +103,7 @@ class PRSyncWorker:
 
     async def force_sync(self) -> dict[str, Any]:
         """Run one cycle now (after the one in flight, if any); returns the stats."""
-        await self.sync_once()
+        await self.sync_once(recover=True)
         return self.get_stats()
 
     def is_running(self) -> bool:
@@ -150,8 +153,12 @@ class PRSyncWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
-    async def sync_once(self) -> None:
-        """One cycle over everything the worker watches."""
+    async def sync_once(self, *, recover: bool = False) -> None:
+        """One cycle over everything the worker watches.
+
+        Failed-delivery recovery runs on the first cycle, when ``recover`` is set (a
+        forced sync), and otherwise every five minutes.
+        """
         async with self._cycle_lock:
             errors: list[str] = []
             try:
@@ -165,7 +172,7 @@ class PRSyncWorker:
             errors += _failures(list(repositories), outcomes)
             errors += await self._sync_monitored(set(repositories))
             errors += await self._refetch_requested()
-            if self._hooks:
+            if self._hooks and (recover or self._recovery_due()):
                 errors += await self._recover_deliveries()
             self._stats.sync_count += 1
             self._stats.last_sync_at = utcnow()
@@ -259,14 +266,22 @@ class PRSyncWorker:
             await self._store.clear_refetch(key, started)
         return errors
 
+    def _recovery_due(self) -> bool:
+        last = self._recovered_until
+        return last is None or utcnow().timestamp() - last >= _RECOVERY_INTERVAL
+
     async def _recover_deliveries(self) -> list[str]:
         """Ask GitHub to redeliver what never reached us (GitHub's own recipe:
         https://docs.github.com/en/webhooks/using-webhooks/handling-failed-webhook-deliveries)."""
         errors = []
-        oldest = utcnow() - _REDELIVERY_WINDOW
+        started = utcnow()
+        oldest = started - _REDELIVERY_WINDOW
+        since = oldest.timestamp()
+        if self._recovered_until is not None:
+            since = max(since, self._recovered_until - _RECOVERY_OVERLAP)
         for hook in self._hooks:
             try:
-                deliveries = await self._github.hook_deliveries(hook)
+                deliveries = await self._github.hook_deliveries(hook, since)
                 failed = _failed_guids(deliveries, oldest)
                 known = await self._store.delivery_outcomes(list(failed))
                 asked = await self._store.redeliveries_requested(list(failed))
@@ -279,6 +294,8 @@ class PRSyncWorker:
                         logger.info("asked GitHub to redeliver %s", guid, extra={"guid": guid})
             except (GitHubError, StoreUnavailable) as exc:
                 errors.append(f"recovering deliveries of {hook.path}: {exc}")
+        if not errors:
+            self._recovered_until = started.timestamp()
         return errors
 
     async def _apply(self, observations: Sequence[Observation]) -> None:
