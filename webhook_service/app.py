@@ -68,7 +68,8 @@ async def sync_worker(
         try:
             yield worker
         finally:
-            await worker.stop()
+            # Bounded, so that a SIGTERM still ends the process promptly.
+            await worker.stop(grace=min(settings.sync_timeout, 5.0))
 
 
 def create_app(settings: Settings) -> socketio.ASGIApp:

@@ -260,9 +260,11 @@ class PRSyncWorker:
             try:
                 await self.sync_pull(key, authoritative=True)
             except GitHubError as exc:
-                if exc.status != 404:
+                if exc.status != 404:  # a PR that is gone has nothing left to settle
                     errors.append(f"re-fetching {key[0]}#{key[1]}: {exc}")
                     continue
+            except PayloadError as exc:
+                errors.append(f"re-fetching {key[0]}#{key[1]}: unexpected answer: {exc}")
             await self._store.clear_refetch(key, started)
         return errors
 
