@@ -102,13 +102,14 @@ class _API(gidgethub.aiohttp.GitHubAPI):
     def __init__(self, client: GitHub, **kwargs: Any) -> None:
         super().__init__(client.session, "webhook-service", base_url=client.base_url, **kwargs)
         self._client = client
+        self.budget = ApiStats()  # this credential's rate limit (budgets are per credential)
 
     async def _request(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
     ) -> tuple[int, Mapping[str, str], bytes]:
         async with asyncio.timeout(self._client.timeout):
             status, response_headers, data = await super()._request(method, url, headers, body)
-        self._client.observe(status, response_headers)
+        self._client.observe(status, response_headers, self.budget)
         return status, response_headers, data
 
     async def sleep(self, seconds: float) -> None:
@@ -120,7 +121,7 @@ class _API(gidgethub.aiohttp.GitHubAPI):
             self._cache.pop(sansio.format_url(url, {}, base_url=self.base_url), None)
 
     async def manage_rate_limit(self, *, method: str, url: str) -> None:
-        await self._client.pace()
+        await self._client.pace(self.budget)
 
     async def handle_rate_limit_error(
         self,
@@ -177,7 +178,8 @@ class GitHub:
 
     # -- hooks used by _API ------------------------------------------------------
 
-    def observe(self, status: int, headers: Mapping[str, str]) -> None:
+    def observe(self, status: int, headers: Mapping[str, str], budget: ApiStats) -> None:
+        """Count an answer and read its rate-limit headers (errors included)."""
         self.stats.calls += 1
         if status == 304:
             self.stats.not_modified += 1
@@ -187,9 +189,10 @@ class GitHub:
             reset = float(headers["x-ratelimit-reset"])
         except (KeyError, ValueError):
             return
-        self.stats.rate_limit_limit = limit
-        self.stats.rate_limit_remaining = remaining
-        self.stats.rate_limit_reset = reset
+        for stats in (budget, self.stats):  # the credential's, and the latest overall
+            stats.rate_limit_limit = limit
+            stats.rate_limit_remaining = remaining
+            stats.rate_limit_reset = reset
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
@@ -199,9 +202,9 @@ class GitHub:
         if self._stopping.is_set():
             raise Stopped("the GitHub client was closed")
 
-    async def pace(self) -> None:
-        """Spread what is left of the budget over the time left, under the reserve."""
-        stats = self.stats
+    async def pace(self, stats: ApiStats) -> None:
+        """Spread what is left of a credential's budget over the time left, under
+        the reserve."""
         if stats.rate_limit_remaining is None or stats.rate_limit_reset is None:
             return
         left = stats.rate_limit_reset - self._clock()
