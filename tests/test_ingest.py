@@ -122,7 +122,7 @@ async def test_recorded_delivery_is_acknowledged_and_stored_as_received(
             assert stored.pr_number is None
             assert (pulls, events) == ([], [])
             if recorded.event in INSTALLATION_EVENTS:
-                added = document.get("repositories") or document.get("repositories_added")
+                added = document.get("repositories") or document.get("repositories_added") or []
                 tracked = await service.store.tracked_repositories()
                 assert tracked == {r["full_name"]: document["installation"]["id"] for r in added}
             return

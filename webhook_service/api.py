@@ -139,8 +139,8 @@ async def _track(ctx: Context, request: Request) -> Any:
     repository, number, task_id = _pr_target(data)
     if task_id is not None and await ctx.store.get_task(task_id) is None:
         raise APIError(404, f"task {task_id} does not exist")
+    await _fetch(worker, repository, number)  # first: a PR GitHub does not know is not kept
     await ctx.store.monitor_pull((repository, number))
-    await _fetch(worker, repository, number)
     if task_id is not None:
         await ctx.reconciler.link(repository, number, task_id, Source.MANUAL)
     return await _stored_pull(ctx, repository, number)

@@ -66,16 +66,28 @@ class ApiStats:
 
 
 class ETagCache(MutableMapping[str, tuple[Any, ...]]):
-    """gidgethub's cache protocol, keeping validators only (see the module docs)."""
+    """gidgethub's cache protocol, keeping validators only (see the module docs).
+
+    Only URLs registered with :meth:`watch` are conditional: gidgethub's ``getitem``
+    and ``getiter`` would hand a 304's missing body to their callers.
+    """
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[str | None, str | None, str | None]] = {}
+        self._watched: set[str] = set()
+
+    def watch(self, url: str) -> None:
+        self._watched.add(url)
 
     def __getitem__(self, url: str) -> tuple[Any, ...]:
+        if url not in self._watched:
+            raise KeyError(url)
         etag, last_modified, more = self._entries[url]
         return etag, last_modified, None, more
 
     def __setitem__(self, url: str, value: tuple[Any, ...]) -> None:
+        if url not in self._watched:
+            return
         etag, last_modified, _data, more = value
         self._entries[url] = (etag, last_modified, more)
 
@@ -107,7 +119,7 @@ class _API(gidgethub.aiohttp.GitHubAPI):
     async def _request(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
     ) -> tuple[int, Mapping[str, str], bytes]:
-        async with asyncio.timeout(self._client.timeout):
+        async with self._client.semaphore, asyncio.timeout(self._client.timeout):
             status, response_headers, data = await super()._request(method, url, headers, body)
         self._client.observe(status, response_headers, self.budget)
         return status, response_headers, data
@@ -119,6 +131,11 @@ class _API(gidgethub.aiohttp.GitHubAPI):
         """Drop the cached validators of ``url``: the next GET answers with a body."""
         if self._cache is not None:
             self._cache.pop(sansio.format_url(url, {}, base_url=self.base_url), None)
+
+    def watch(self, url: str) -> None:
+        """Make GETs of ``url`` conditional (see :class:`ETagCache`)."""
+        if isinstance(self._cache, ETagCache):
+            self._cache.watch(sansio.format_url(url, {}, base_url=self.base_url))
 
     async def manage_rate_limit(self, *, method: str, url: str) -> None:
         await self._client.pace(self.budget)
@@ -152,7 +169,8 @@ class GitHub:
         self._reserve = 0.10
         self._clock = clock
         self._stopping = asyncio.Event()
-        self._semaphore = asyncio.Semaphore(settings.sync_max_concurrency)
+        # Held per HTTP request (never across waits or nested calls).
+        self.semaphore = asyncio.Semaphore(settings.sync_max_concurrency)
         self.stats = ApiStats()
         token = settings.github_token.reveal() if settings.github_token else None
         self._token_api = _API(self, oauth_token=token, cache=ETagCache()) if token else None
@@ -264,13 +282,12 @@ class GitHub:
     # -- calls -------------------------------------------------------------------
 
     async def _call(self, fn: Callable[[], Awaitable[_T]]) -> _T:
-        """Run one API call under the concurrency limit, retrying timeouts."""
+        """Run one API call, retrying timeouts and connection errors."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                async with self._semaphore:
-                    return await fn()
+                return await fn()
             except (TimeoutError, aiohttp.ClientError) as exc:
                 if attempt > self._retries:
                     raise GitHubError(f"GitHub did not answer: {exc!r}") from exc
@@ -309,6 +326,7 @@ class GitHub:
         (gidgethub's ``getitem`` hides a 304 behind the cached body, which our cache
         does not keep, so this uses the request method underneath it.)
         """
+        api.watch(url)
         data, more, status = await self._call(
             lambda: api._make_request("GET", url, {}, b"", sansio.accept_format())
         )

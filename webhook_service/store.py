@@ -569,6 +569,10 @@ class Store:
             )
         return bool(rows)
 
+    async def forget_redelivery(self, guid: str) -> None:
+        async with self.connection() as conn:
+            await conn.execute("DELETE FROM redelivery_requests WHERE guid = $1", guid)
+
     # -- outbox ---------------------------------------------------------------
 
     @asynccontextmanager

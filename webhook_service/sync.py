@@ -141,15 +141,17 @@ class PRSyncWorker:
 
     async def _loop(self) -> None:
         while not self._stopping.is_set():
+            self._wake.clear()  # before the cycle: a stop() during it must not be lost
             try:
                 await self.sync_once()
             except Stopped:
                 return
             except Exception:  # a cycle must never kill the worker
                 logger.exception("sync cycle failed")
+            if self._stopping.is_set():
+                return
             interval = self._settings.sync_interval
             delay = interval * random.uniform(1 - _JITTER, 1 + _JITTER)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
@@ -199,9 +201,16 @@ class PRSyncWorker:
 
     async def _sync_repository(self, repository: str) -> None:
         api = await self._github.api_for(self._installation_of.get(repository))
-        url: str | None = (
-            f"/repos/{repository}/pulls?state=all&sort=updated&direction=desc&per_page=100"
-        )
+        first = f"/repos/{repository}/pulls?state=all&sort=updated&direction=desc&per_page=100"
+        try:
+            await self._walk(api, repository, first)
+        except BaseException:
+            # Page 1's ETag would answer 304 next time and hide the pages not walked.
+            api.forget(first)
+            raise
+
+    async def _walk(self, api: Any, repository: str, first: str) -> None:
+        url: str | None = first
         watermark = self._watermarks.get(repository)
         newest = watermark
         while url is not None:
@@ -290,10 +299,15 @@ class PRSyncWorker:
                 for guid, delivery_id in failed.items():
                     if known.get(guid) in ("applied", "ignored") or guid in asked:
                         continue
-                    if await self._store.record_redelivery(guid, hook.path, delivery_id):
+                    if not await self._store.record_redelivery(guid, hook.path, delivery_id):
+                        continue  # another replica asked already
+                    try:
                         await self._github.redeliver(hook, delivery_id)
-                        self._stats.redeliveries += 1
-                        logger.info("asked GitHub to redeliver %s", guid, extra={"guid": guid})
+                    except BaseException:
+                        await self._store.forget_redelivery(guid)  # ask again next time
+                        raise
+                    self._stats.redeliveries += 1
+                    logger.info("asked GitHub to redeliver %s", guid, extra={"guid": guid})
             except (GitHubError, StoreUnavailable) as exc:
                 errors.append(f"recovering deliveries of {hook.path}: {exc}")
         if not errors:
