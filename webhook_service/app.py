@@ -24,7 +24,7 @@ from webhook_service.config import Settings
 from webhook_service.github import GitHub
 from webhook_service.ingest import WebhookReceiver
 from webhook_service.outbox import Dispatcher
-from webhook_service.realtime import Broadcaster, create_server
+from webhook_service.realtime import Stream
 from webhook_service.reconciler import Reconciler, utcnow
 from webhook_service.store import Store, StoreUnavailable
 from webhook_service.sync import PRSyncWorker
@@ -42,7 +42,7 @@ class Service:
     store: Store
     reconciler: Reconciler
     dispatcher: Dispatcher
-    sio: socketio.AsyncServer
+    stream: Stream
     receiver: WebhookReceiver
     worker: PRSyncWorker | None = None  # set while running, when GitHub access is configured
 
@@ -75,8 +75,8 @@ async def sync_worker(
 def create_app(settings: Settings) -> socketio.ASGIApp:
     settings.check_secure()
     store = Store(settings.database_url.reveal())
-    sio = create_server(settings)
-    dispatcher = Dispatcher(store, Broadcaster(sio).emit)
+    stream = Stream(settings, store)
+    dispatcher = Dispatcher(store, stream.emit)
     reconciler = Reconciler(
         store,
         task_branch_pattern=settings.task_branch_pattern,
@@ -86,7 +86,7 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
     receiver = WebhookReceiver(
         reconciler, secrets=[s.reveal().encode() for s in settings.webhook_secrets]
     )
-    service = Service(settings, store, reconciler, dispatcher, sio, receiver)
+    service = Service(settings, store, reconciler, dispatcher, stream, receiver)
 
     def ready() -> dict[str, bool]:
         checks = {"reconciler": reconciler.running, "dispatcher": dispatcher.running}
@@ -127,6 +127,7 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
                 await pruner.stop()
                 await reconciler.stop()
                 await dispatcher.stop()
+                await stream.close()
         finally:
             await store.disconnect()
 
@@ -140,7 +141,7 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
     app.state.service = service
     # No on_startup/on_shutdown here: ASGIApp would then swallow the lifespan events
     # and Starlette's lifespan above would never run.
-    asgi = socketio.ASGIApp(sio, other_asgi_app=app)
+    asgi = socketio.ASGIApp(stream.sio, other_asgi_app=app)
     asgi.service = service
     return asgi
 

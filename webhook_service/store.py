@@ -463,6 +463,13 @@ class Store:
             )
         return [_event(r) for r in rows]
 
+    async def event_bounds(self) -> tuple[int | None, int]:
+        """The oldest stored event id (None when none is stored) and the newest."""
+        async with self.connection() as conn:
+            rows = await conn.fetch("SELECT MIN(id) AS oldest, MAX(id) AS newest FROM events")
+        oldest, newest = rows[0]["oldest"], rows[0]["newest"]
+        return (None if oldest is None else int(oldest)), int(newest or 0)
+
     async def get_delivery(self, guid: str) -> DeliveryRecord | None:
         async with self.connection() as conn:
             rows = await conn.fetch(

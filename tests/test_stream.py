@@ -1,0 +1,158 @@
+"""The Socket.IO stream: rooms, resume with ``since``, and the retention bound."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import socketio
+
+from tests.helpers import API_TOKEN, AUTH, make_settings, payload, post_delivery
+from tests.servers import uvicorn_server
+from webhook_service.app import Service
+from webhook_service.core import EventDraft
+from webhook_service.store import utcnow
+
+EVENTS = ("pr_status_change", "task_status_change", "resync_required")
+
+
+class Client:
+    """A socketio.AsyncClient that records what it receives, in order."""
+
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        self.arrived = asyncio.Event()
+        for name in EVENTS:
+            self.sio.on(name, self._recorder(name))
+
+    def _recorder(self, name: str) -> Any:
+        async def record(data: dict[str, Any]) -> None:
+            self.received.append((name, data))
+            self.arrived.set()
+
+        return record
+
+    @property
+    def ids(self) -> list[int]:
+        return [d["event_id"] for n, d in self.received if n != "resync_required"]
+
+    async def wait_for(self, count: int) -> None:
+        async with asyncio.timeout(15):
+            while len(self.received) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+@asynccontextmanager
+async def connected(url: str, **auth: Any) -> AsyncIterator[Client]:
+    client = Client()
+    await client.sio.connect(url, auth={"token": API_TOKEN, **auth}, transports=["websocket"])
+    try:
+        yield client
+    finally:
+        await client.sio.disconnect()
+
+
+async def _store_events(service: Service, count: int, repository: str = "o/r") -> list[int]:
+    drafts = [
+        EventDraft("pr_status_change", repository, None, {"type": "pr_status_change", "n": i})
+        for i in range(count)
+    ]
+    async with service.store.transaction() as uow:
+        stored = await uow.insert_events(drafts, utcnow())
+    service.dispatcher.notify(stored)
+    return [e.id for e in stored]
+
+
+def _document(repository: str, number: int, **fields: Any) -> dict[str, Any]:
+    document = payload("pull_request/opened", number=number, **fields)
+    document["repository"]["full_name"] = repository
+    return document
+
+
+async def test_subscribe_narrows_and_unsubscribe_widens(database_url: str) -> None:
+    async with (
+        uvicorn_server(make_settings(database_url)) as (_service, url),
+        connected(url) as client,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        ack = await client.sio.call("subscribe", {"repository": "o/a"}, timeout=5)
+        assert ack == {"ok": True, "subscriptions": ["repository:o/a"]}
+        await post_delivery(http, _document("o/b", 1))
+        await post_delivery(http, _document("o/a", 2))
+        await client.wait_for(1)
+        await asyncio.sleep(0.2)
+        assert [d["repository"] for _, d in client.received] == ["o/a"]
+
+        await client.sio.call("unsubscribe", {"repository": "o/a"}, timeout=5)
+        await post_delivery(http, _document("o/b", 3))
+        await client.wait_for(2)
+        assert [d["repository"] for _, d in client.received] == ["o/a", "o/b"]
+        bad = await client.sio.call("subscribe", {"nonsense": 1}, timeout=5)
+        assert bad["ok"] is False
+
+
+async def test_resume_sends_every_missed_event_then_live_without_gap_or_repeat(
+    database_url: str,
+) -> None:
+    async with uvicorn_server(make_settings(database_url)) as (service, url):
+        before = await _store_events(service, 1200)  # more than two replay pages
+        since = before[99]
+        async with httpx.AsyncClient(base_url=url) as http:
+            # Events keep being committed while the client is catching up.
+            async def keep_committing() -> None:
+                for i in range(40):
+                    await post_delivery(http, _document("o/r", 1000 + i))
+
+            committing = asyncio.create_task(keep_committing())
+            async with connected(url, since=since) as client:
+                await committing
+                newest = (await http.get("/api/events?since=0&limit=5000", headers=AUTH)).json()[
+                    "last_id"
+                ]
+                await client.wait_for(newest - since)
+                await asyncio.sleep(0.3)  # anything extra would show up now
+                assert client.ids == list(range(since + 1, newest + 1))
+                # ...and then it is live.
+                await post_delivery(http, _document("o/r", 5000))
+                await client.wait_for(newest - since + 1)
+                assert client.ids[-1] == newest + 1
+
+
+async def test_resume_from_a_pruned_position_asks_to_resync(database_url: str) -> None:
+    async with uvicorn_server(make_settings(database_url)) as (service, url):
+        ids = await _store_events(service, 5)
+        await asyncio.sleep(0.5)  # emitted and marked
+        await service.store.prune(utcnow() + timedelta(seconds=1))
+        later = await _store_events(service, 2)
+        async with connected(url, since=ids[1]) as client:
+            await client.wait_for(1)
+            name, data = client.received[0]
+            assert name == "resync_required"
+            assert data["oldest_event_id"] == later[0]
+            assert data["last_event_id"] == later[-1]
+            async with httpx.AsyncClient(base_url=url) as http:
+                await post_delivery(http, _document("o/r", 9))
+            await client.wait_for(2)
+            assert client.received[1][0] == "pr_status_change"
+
+
+async def test_resume_rejects_a_bad_since(database_url: str) -> None:
+    async with uvicorn_server(make_settings(database_url)) as (_service, url):
+        client = socketio.AsyncClient(reconnection=False)
+        errors: list[Any] = []
+        client.on("connect_error", errors.append)
+        try:
+            await client.connect(url, auth={"token": API_TOKEN, "since": "x"}, wait_timeout=5)
+        except socketio.exceptions.ConnectionError:
+            pass
+        else:
+            raise AssertionError("a non-numeric 'since' must be refused")
+        finally:
+            await client.disconnect()
+        assert errors and "since" in str(errors[0])
