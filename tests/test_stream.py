@@ -183,3 +183,19 @@ async def test_events_committed_but_never_emitted_reach_connected_clients(
                 break
             await asyncio.sleep(0.05)
         assert await service.store.unemitted_events(0, 10) == []
+
+
+async def test_stats_report_the_monitor_and_the_stream(database_url: str) -> None:
+    async with (
+        uvicorn_server(make_settings(database_url)) as (_service, url),
+        connected(url) as client,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        await post_delivery(http, _document("o/r", 1))
+        await client.wait_for(1)
+        monitor = (await http.get("/stats")).json()["monitor"]
+        assert monitor["deliveries_received"] == 1
+        assert monitor["jobs_applied"] == 1
+        assert monitor["events_emitted"] == 1
+        assert monitor["last_emitted_event_id"] == client.ids[-1]
+        assert monitor["socketio_clients"] == 1

@@ -44,6 +44,7 @@ class Context:
     api_token: bytes | None
     ready: Callable[[], dict[str, bool]]
     worker: Callable[[], PRSyncWorker | None] = lambda: None
+    monitor: Callable[[], dict[str, Any]] = dict
 
     def require_worker(self) -> PRSyncWorker:
         worker = self.worker()
@@ -122,7 +123,8 @@ def _readyz(ctx: Context) -> Handler:
 def _stats(ctx: Context) -> Handler:
     async def stats(request: Request) -> Response:
         worker = ctx.worker()
-        body = worker.get_stats() if worker is not None else {"running": False}
+        body: dict[str, Any] = worker.get_stats() if worker is not None else {"running": False}
+        body["monitor"] = ctx.monitor()  # the webhook side and the stream
         return _json(body)
 
     return stats

@@ -100,6 +100,15 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
         api_token=settings.api_token.reveal().encode() if settings.api_token else None,
         ready=ready,
         worker=lambda: service.worker,
+        monitor=lambda: {
+            "deliveries_received": receiver.received,
+            "batches_committed": reconciler.batches,
+            "jobs_applied": reconciler.jobs,
+            "events_emitted": dispatcher.emitted,
+            "last_emitted_event_id": dispatcher.last_emitted_id,
+            "outbox_backlog": dispatcher.backlog,
+            "socketio_clients": stream.connected,
+        },
     )
 
     @contextlib.asynccontextmanager
