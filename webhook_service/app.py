@@ -18,7 +18,7 @@ import socketio
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from webhook_service import api
+from webhook_service import api, dashboard
 from webhook_service.background import Periodic
 from webhook_service.config import Settings
 from webhook_service.github import GitHub
@@ -144,6 +144,7 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
         routes=[
             Route(settings.webhook_path, receiver.handle, methods=["POST"]),
             *api.routes(context),
+            *dashboard.routes(),
         ],
         lifespan=lifespan,
     )
