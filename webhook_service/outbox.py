@@ -43,6 +43,7 @@ class Dispatcher:
         self._lease = store.lease(relaxed=True)
         self._in_flight: set[int] = set()  # queued or emitted, not yet marked
         self._unmarked: list[int] = []  # emitted, waiting for the next mark
+        self._mark_lock = asyncio.Lock()
         self._marker = Periodic("outbox-marks", mark_interval, self._mark)
         self.emitted = 0
         self.last_emitted_id = 0
@@ -87,10 +88,13 @@ class Dispatcher:
         after = 0
         found = 0
         while True:
-            events = await self._store.unemitted_events(after, limit=1000)
+            # Under the mark lock: an event read as unmarked just before its mark
+            # commits is still in flight when notified, so it is not emitted twice.
+            async with self._mark_lock:
+                events = await self._store.unemitted_events(after, limit=1000)
+                self.notify(events)
             if not events:
                 return found
-            self.notify(events)
             found += len(events)
             after = events[-1].id
 
@@ -125,13 +129,14 @@ class Dispatcher:
 
     async def _mark(self) -> None:
         """Mark what was emitted since the last mark, in one statement."""
-        ids, self._unmarked = self._unmarked, []
-        if not ids:
-            return
-        try:
-            await self._store.mark_emitted(ids, self._clock(), lease=self._lease)
-        except StoreUnavailable as exc:
-            logger.warning("marking %d events emitted failed: %s", len(ids), exc)
-        finally:
-            # Marked, or left for the sweep to emit again.
-            self._in_flight.difference_update(ids)
+        async with self._mark_lock:
+            ids, self._unmarked = self._unmarked, []
+            if not ids:
+                return
+            try:
+                await self._store.mark_emitted(ids, self._clock(), lease=self._lease)
+            except StoreUnavailable as exc:
+                logger.warning("marking %d events emitted failed: %s", len(ids), exc)
+            finally:
+                # Marked, or left for the sweep to emit again.
+                self._in_flight.difference_update(ids)
