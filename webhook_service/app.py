@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from webhook_service import api, dashboard
 from webhook_service.background import Periodic
+from webhook_service.cleanup import CleanupRunner
 from webhook_service.config import Settings
 from webhook_service.github import GitHub
 from webhook_service.ingest import WebhookReceiver
@@ -44,6 +45,7 @@ class Service:
     dispatcher: Dispatcher
     stream: Stream
     receiver: WebhookReceiver
+    cleanup: CleanupRunner
     worker: PRSyncWorker | None = None  # set while running, when GitHub access is configured
 
 
@@ -82,11 +84,18 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
         task_branch_pattern=settings.task_branch_pattern,
         on_commit=dispatcher.notify,
         batch_max=settings.ingest_batch_max,
+        cleanup_on_merge=settings.cleanup_on_merge,
+    )
+    cleanup = CleanupRunner(
+        store,
+        root=settings.worktree_root,
+        delete_branch=settings.cleanup_delete_branch,
+        scan_interval=settings.sync_interval,
     )
     receiver = WebhookReceiver(
         reconciler, secrets=[s.reveal().encode() for s in settings.webhook_secrets]
     )
-    service = Service(settings, store, reconciler, dispatcher, stream, receiver)
+    service = Service(settings, store, reconciler, dispatcher, stream, receiver, cleanup)
 
     def ready() -> dict[str, bool]:
         checks = {"reconciler": reconciler.running, "dispatcher": dispatcher.running}
@@ -125,6 +134,8 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
                 "retention", PRUNE_INTERVAL, lambda: _prune(store, settings.retention_days)
             )
             pruner.start()
+            if settings.cleanup_on_merge:
+                cleanup.start()
             try:
                 async with sync_worker(settings, store, reconciler) as worker:
                     service.worker = worker
@@ -133,6 +144,7 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
                     finally:
                         service.worker = None
             finally:
+                await cleanup.stop()
                 await pruner.stop()
                 await reconciler.stop()
                 await dispatcher.stop()

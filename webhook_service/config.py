@@ -78,6 +78,8 @@ class Settings:
     # Real-time push and side effects.
     socketio_message_queue: Secret | None = None  # may carry a password
     worktree_root: Path | None = None
+    cleanup_on_merge: bool = True
+    cleanup_delete_branch: bool = False
     # Ingest tuning: how many concurrent deliveries one transaction may commit.
     ingest_batch_max: int = 64
 
@@ -151,6 +153,8 @@ def load_settings(environ: Mapping[str, str], *, env_file: Path | None = Path(".
         hook_ids=_hook_ids(reader.csv("HOOK_ID"), reader.csv("GITHUB_REPOSITORIES")),
         socketio_message_queue=reader.secret("SOCKETIO_MESSAGE_QUEUE"),
         worktree_root=Path(w) if (w := reader.text("WORKTREE_ROOT")) else None,
+        cleanup_on_merge=reader.boolean("CLEANUP_ON_MERGE", True),
+        cleanup_delete_branch=reader.boolean("CLEANUP_DELETE_BRANCH", False),
         ingest_batch_max=reader.integer("INGEST_BATCH_MAX", 64, low=1, high=1000),
     )
     if not settings.webhook_path.startswith("/"):

@@ -147,4 +147,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        3,
+        "worktree clean-up jobs",
+        (
+            """CREATE TABLE cleanup_jobs (
+                task_id TEXT PRIMARY KEY REFERENCES tasks (id) ON DELETE CASCADE,
+                worktree_path TEXT NOT NULL,
+                status TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                last_error TEXT,
+                next_attempt_at TIMESTAMPTZ NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL,
+                updated_at TIMESTAMPTZ NOT NULL
+            )""",
+            "CREATE INDEX cleanup_jobs_due ON cleanup_jobs (status, next_attempt_at)",
+        ),
+    ),
 )

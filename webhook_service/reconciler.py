@@ -107,6 +107,7 @@ class Reconciler:
         batch_max: int = 64,
         workers: int | None = None,
         clock: Clock = utcnow,
+        cleanup_on_merge: bool = False,
     ) -> None:
         self._store = store
         self._pattern = task_branch_pattern
@@ -114,6 +115,7 @@ class Reconciler:
         self._batch_max = batch_max
         self._workers = workers if workers is not None else (2 if store.is_postgres else 1)
         self._clock = clock
+        self._cleanup_on_merge = cleanup_on_merge
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self.batches = 0
@@ -171,6 +173,7 @@ class Reconciler:
                     pulls=[decision.pr] if decision.pr else [],
                     tasks=[decision.task] if decision.task else [],
                     events=decision.events,
+                    cleanups=_cleanups([decision]) if self._cleanup_on_merge else [],
                 ),
                 now,
             )
@@ -261,7 +264,8 @@ class Reconciler:
                 if decision.task is not None:
                     tasks[decision.task.id] = decision.task
 
-            stored = iter(await uow.write(_changes(pending, decisions, pulls, tasks, now), now))
+            changes = _changes(pending, decisions, pulls, tasks, now, self._cleanup_on_merge)
+            stored = iter(await uow.write(changes, now))
             for i, job in pending.items():
                 results[i] = _result(job, decisions.get(i), stored)
         return [results[i] for i in range(len(batch))], _all_events(results.values())
@@ -307,6 +311,7 @@ def _changes(
     pulls: Mapping[PRKey, PullRequest],
     tasks: Mapping[str, Task],
     now: datetime,
+    cleanup_on_merge: bool,
 ) -> Changes:
     changed_prs = {(d.pr.repository, d.pr.number) for d in decisions.values() if d.pr}
     changed_tasks = {d.task.id for d in decisions.values() if d.task}
@@ -325,6 +330,14 @@ def _changes(
         events=[e for d in decisions.values() for e in d.events],
         refetch=sorted(refetch),
         repositories=repositories,
+        cleanups=_cleanups(decisions.values()) if cleanup_on_merge else [],
+    )
+
+
+def _cleanups(decisions: Iterable[Decision]) -> list[str]:
+    """Tasks that became DONE: their worktrees are to be removed (a job each)."""
+    return sorted(
+        {d.task.id for d in decisions if d.task and FollowUp.CLEANUP_WORKTREE in d.follow_ups}
     )
 
 

@@ -111,6 +111,16 @@ class Changes:
     refetch: Sequence[PRKey] = ()
     refetch_reason: str = "ambiguous observation"
     repositories: Sequence[RepositoryChange] = ()  # from installation webhooks
+    cleanups: Sequence[str] = ()  # task ids whose worktree is to be removed
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupJob:
+    task_id: str
+    worktree_path: str
+    status: str  # pending | done | refused | failed
+    attempts: int
+    last_error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -580,6 +590,63 @@ class Store:
         async with self.connection() as conn:
             await conn.execute("DELETE FROM redelivery_requests WHERE guid = $1", guid)
 
+    # -- worktree clean-up jobs -------------------------------------------------
+
+    async def enqueue_cleanups(self, task_ids: Sequence[str]) -> None:
+        async with self.connection() as conn:
+            await conn.executemany(_ENQUEUE_CLEANUP, [(t, utcnow()) for t in task_ids])
+
+    async def due_cleanups(self, now: datetime, limit: int) -> list[CleanupJob]:
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT task_id, worktree_path, status, attempts, last_error FROM cleanup_jobs"
+                " WHERE status = 'pending' AND next_attempt_at <= $1"
+                " ORDER BY next_attempt_at LIMIT $2",
+                now,
+                limit,
+            )
+        return [_cleanup_job(r) for r in rows]
+
+    async def cleanup_jobs(self) -> list[CleanupJob]:
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT task_id, worktree_path, status, attempts, last_error FROM cleanup_jobs"
+                " ORDER BY created_at"
+            )
+        return [_cleanup_job(r) for r in rows]
+
+    async def finish_cleanup(
+        self,
+        task_id: str,
+        *,
+        status: str,
+        attempts: int,
+        error: str | None,
+        next_attempt_at: datetime,
+    ) -> None:
+        async with self.connection() as conn:
+            await conn.execute(
+                "UPDATE cleanup_jobs SET status = $2, attempts = $3, last_error = $4,"
+                " next_attempt_at = $5, updated_at = $6 WHERE task_id = $1",
+                task_id,
+                status,
+                attempts,
+                error,
+                next_attempt_at,
+                utcnow(),
+            )
+
+    async def done_tasks_with_worktrees(self) -> list[tuple[str, str]]:
+        """DONE tasks with a worktree path, except those with a job pending or refused."""
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT t.id, t.worktree_path FROM tasks t"
+                " LEFT JOIN cleanup_jobs j ON j.task_id = t.id"
+                " WHERE t.status = 'DONE' AND t.worktree_path IS NOT NULL"
+                " AND (j.status IS NULL OR j.status NOT IN ('pending', 'refused'))"
+            )
+        return [(str(r["id"]), str(r["worktree_path"])) for r in rows]
+
     # -- outbox ---------------------------------------------------------------
 
     @asynccontextmanager
@@ -737,6 +804,7 @@ class UnitOfWork:
             (d.type, d.repository, d.task_id, orjson.dumps(d.payload).decode()) for d in drafts
         ]
         await self._track(changes.repositories, now)
+        await self._conn.executemany(_ENQUEUE_CLEANUP, [(t, now) for t in changes.cleanups])
         if self._conn.is_pg:
             rows = await self._conn.fetch(
                 _PG_WRITE,
@@ -871,6 +939,14 @@ def _pull_row(p: PullRequest) -> tuple[Any, ...]:
     )
 
 
+_ENQUEUE_CLEANUP = (
+    "INSERT INTO cleanup_jobs (task_id, worktree_path, status, attempts, next_attempt_at,"
+    " created_at, updated_at) SELECT id, worktree_path, 'pending', 0, $2, $2, $2 FROM tasks"
+    " WHERE id = $1 AND worktree_path IS NOT NULL ON CONFLICT (task_id) DO UPDATE"
+    " SET worktree_path = excluded.worktree_path, status = 'pending', attempts = 0,"
+    " last_error = NULL, next_attempt_at = excluded.next_attempt_at,"
+    " updated_at = excluded.updated_at"
+)
 _DELIVERY_UPSERT = (
     " ON CONFLICT (guid) DO UPDATE SET headers = excluded.headers, body = excluded.body,"
     " received_at = excluded.received_at, processed_at = excluded.processed_at,"
@@ -980,6 +1056,16 @@ def _task_record(r: Mapping[str, Any]) -> TaskRecord:
         worktree_path=r["worktree_path"],
         created_at=_time(r["created_at"]),
         updated_at=_time(r["updated_at"]),
+    )
+
+
+def _cleanup_job(r: Mapping[str, Any]) -> CleanupJob:
+    return CleanupJob(
+        task_id=str(r["task_id"]),
+        worktree_path=str(r["worktree_path"]),
+        status=str(r["status"]),
+        attempts=int(r["attempts"]),
+        last_error=r["last_error"],
     )
 
 
