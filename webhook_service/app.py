@@ -24,6 +24,7 @@ from webhook_service.cleanup import CleanupRunner
 from webhook_service.config import Settings
 from webhook_service.github import GitHub
 from webhook_service.ingest import WebhookReceiver
+from webhook_service.metrics import Metrics, Parts
 from webhook_service.outbox import Dispatcher
 from webhook_service.realtime import Stream
 from webhook_service.reconciler import Reconciler, utcnow
@@ -92,10 +93,14 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
         delete_branch=settings.cleanup_delete_branch,
         scan_interval=settings.sync_interval,
     )
+    metrics = Metrics()
     receiver = WebhookReceiver(
-        reconciler, secrets=[s.reveal().encode() for s in settings.webhook_secrets]
+        reconciler,
+        secrets=[s.reveal().encode() for s in settings.webhook_secrets],
+        latency=metrics.ingest_latency.observe,
     )
     service = Service(settings, store, reconciler, dispatcher, stream, receiver, cleanup)
+    metrics.watch(Parts(receiver, reconciler, dispatcher, stream, cleanup, lambda: service.worker))
 
     def ready() -> dict[str, bool]:
         checks = {"reconciler": reconciler.running, "dispatcher": dispatcher.running}
@@ -157,6 +162,7 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
             Route(settings.webhook_path, receiver.handle, methods=["POST"]),
             *api.routes(context),
             *dashboard.routes(),
+            *metrics.routes(),
         ],
         lifespan=lifespan,
     )

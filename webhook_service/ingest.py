@@ -9,7 +9,9 @@ unavailable, 2xx otherwise (200 applied, duplicate or ping; 202 ignored).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -37,28 +39,39 @@ class WebhookReceiver:
         *,
         secrets: Sequence[bytes],
         max_body_bytes: int = MAX_BODY_BYTES,
+        latency: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self._reconciler = reconciler
         self._secrets = tuple(secrets)
         self._max_body = max_body_bytes
+        self._latency = latency
         self.received = 0
+        #: (event, outcome) -> count. The event is "-" for requests that were not
+        #: verified: an unsigned sender must not be able to invent label values.
+        self.outcomes: Counter[tuple[str, str]] = Counter()
 
     async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
         self.received += 1
+        response, event, outcome = await self._handle(request)
+        self.outcomes[(event, outcome)] += 1
+        self._latency(time.perf_counter() - started)
+        return response
+
+    async def _handle(self, request: Request) -> tuple[Response, str, str]:
         headers = request.headers
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self._max_body):
-            return (
-                _error(413, "body exceeds 25 MiB")
-                if length.isdigit()
-                else _error(400, "invalid Content-Length")
-            )
+            if length.isdigit():
+                return _error(413, "body exceeds 25 MiB"), "-", "rejected"
+            return _error(400, "invalid Content-Length"), "-", "rejected"
         content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if content_type not in _CONTENT_TYPES:
-            return _error(415, "Content-Type must be application/json or form-encoded")
+            message = "Content-Type must be application/json or form-encoded"
+            return _error(415, message), "-", "rejected"
         body = await self._read_body(request)
         if body is None:
-            return _error(413, "body exceeds 25 MiB")
+            return _error(413, "body exceeds 25 MiB"), "-", "rejected"
         if self._secrets:
             try:
                 verify(
@@ -68,13 +81,15 @@ class WebhookReceiver:
                     sha1="x-hub-signature" in headers,
                 )
             except SignatureError as exc:
-                return _error(401, str(exc))
+                return _error(401, str(exc)), "-", "unauthorized"
         event = headers.get("x-github-event", "").strip()
         guid = headers.get("x-github-delivery", "").strip()
         if not event or not guid:
-            return _error(400, "X-GitHub-Event and X-GitHub-Delivery headers are required")
+            message = "X-GitHub-Event and X-GitHub-Delivery headers are required"
+            return _error(400, message), "-", "rejected"
         if len(guid) > _MAX_GUID_LENGTH or len(event) > _MAX_GUID_LENGTH:
-            return _error(400, "X-GitHub-Event or X-GitHub-Delivery is too long")
+            message = "X-GitHub-Event or X-GitHub-Delivery is too long"
+            return _error(400, message), "-", "rejected"
         hook_id = headers.get("x-github-hook-id", "")
         try:
             delivery = parse_delivery(
@@ -84,7 +99,7 @@ class WebhookReceiver:
                 hook_id=int(hook_id) if hook_id.isdigit() and len(hook_id) < 19 else None,
             )
         except PayloadError as exc:
-            return _error(400, str(exc))
+            return _error(400, str(exc)), event, "rejected"
 
         job = Job(
             observation=Observation(delivery.snapshot, Source.MONITOR, guid)
@@ -102,15 +117,18 @@ class WebhookReceiver:
             result = await self._reconciler.submit(job)
         except StoreUnavailable as exc:
             logger.warning("database unavailable: %s", exc, extra=log)
-            return _error(503, "database unavailable; the delivery was not stored")
+            message = "database unavailable; the delivery was not stored"
+            return _error(503, message), event, "unavailable"
         if result.status == "failed":
-            return _error(500, "the delivery was stored but could not be applied")
+            message = "the delivery was stored but could not be applied"
+            return _error(500, message), event, "failed"
         logger.debug("delivery %s: %s", result.status, result.detail, extra=log)
         status = 202 if result.status == "ignored" and event != "ping" else 200
-        return JSONResponse(
+        response = JSONResponse(
             {"guid": guid, "status": result.status, "outcome": result.detail},
             status_code=status,
         )
+        return response, event, result.status
 
     async def _read_body(self, request: Request) -> bytes | None:
         """The body, or None as soon as it grows past the limit (never buffered whole)."""

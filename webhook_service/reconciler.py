@@ -16,6 +16,7 @@ import contextlib
 import logging
 import re
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -120,6 +121,9 @@ class Reconciler:
         self._tasks: list[asyncio.Task[None]] = []
         self.batches = 0
         self.jobs = 0
+        #: Committed results by the core's outcome ("transitioned", "stale", ...), or
+        #: the delivery's status where the core was not asked ("ignored", "duplicate").
+        self.outcomes: Counter[str] = Counter()
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -218,6 +222,7 @@ class Reconciler:
             return
         self.batches += 1
         self.jobs += len(batch)
+        self.outcomes.update(str(r.outcome or r.status) for r in results)
         if events:
             self._on_commit(events)
         for job, result in zip(batch, results, strict=True):
