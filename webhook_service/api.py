@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from webhook_service.core import PullRequest, Source, TaskStatus
+from webhook_service.core import InvalidTransition, PullRequest, Source, TaskStatus
 from webhook_service.github import GitHubError
 from webhook_service.payloads import PayloadError
 from webhook_service.reconciler import Reconciler, utcnow
@@ -73,6 +73,7 @@ def routes(ctx: Context) -> list[Route]:
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/readyz", _readyz(ctx), methods=["GET"]),
         Route("/stats", _stats(ctx), methods=["GET"]),
+        Route("/health", _health(ctx), methods=["GET"]),
         Route("/api/sync", guarded(_force_sync), methods=["POST"]),
         Route("/api/pulls/track", guarded(_track), methods=["POST"]),
         Route(
@@ -85,6 +86,7 @@ def routes(ctx: Context) -> list[Route]:
         Route("/api/tasks", guarded(_list_tasks), methods=["GET"]),
         Route("/api/tasks", guarded(_create_task, 201), methods=["POST"]),
         Route("/api/tasks/{task_id}", guarded(_get_task), methods=["GET"]),
+        Route("/api/tasks/{task_id}", guarded(_patch_task), methods=["PATCH"]),
         Route("/api/tasks/{task_id}/link", guarded(_link_task), methods=["POST"]),
         Route("/api/events", guarded(_events), methods=["GET"]),
     ]
@@ -128,6 +130,45 @@ def _stats(ctx: Context) -> Handler:
         return _json(body)
 
     return stats
+
+
+def _health(ctx: Context) -> Handler:
+    """The original design's health check: healthy while the sync worker runs."""
+
+    async def health(request: Request) -> Response:
+        worker = ctx.worker()
+        stats: dict[str, Any] = worker.get_stats() if worker is not None else {"running": False}
+        healthy = bool(stats["running"])
+        body = {
+            "service": "pr_sync_worker",
+            "status": "healthy" if healthy else "unhealthy",
+            "stats": stats,
+        }
+        return _json(body, 200 if healthy else 503)
+
+    return health
+
+
+async def _patch_task(ctx: Context, request: Request) -> Any:
+    """Change a task's status by hand: ``{"status": "IMPLEMENTING"}``."""
+    task_id = str(request.path_params["task_id"]).lower()
+    data = await _body(request)
+    status = data.get("status")
+    if (
+        set(data) != {"status"}
+        or not isinstance(status, str)
+        or status not in TaskStatus.__members__
+    ):
+        raise APIError(400, f"expected {{'status': one of {', '.join(TaskStatus)}}}")
+    try:
+        await ctx.reconciler.set_task_status(task_id, TaskStatus(status))
+    except LookupError as exc:
+        raise APIError(404, str(exc)) from None
+    except InvalidTransition as exc:
+        raise APIError(409, str(exc)) from None
+    task = await ctx.store.get_task(task_id)
+    assert task is not None
+    return task_json(task)
 
 
 async def _force_sync(ctx: Context, request: Request) -> Any:

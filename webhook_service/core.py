@@ -400,3 +400,51 @@ def _snapshot_of(pr: PullRequest) -> Snapshot:
         draft=pr.draft,
         title=pr.title,
     )
+
+
+#: Task status changes an operator may make by hand. PR-driven changes follow
+#: TASK_STATUS_FOR_PR instead; DONE is terminal either way.
+MANUAL_TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.TODO: frozenset(
+        {TaskStatus.IMPLEMENTING, TaskStatus.CODE_REVIEWING, TaskStatus.CANCELLED}
+    ),
+    TaskStatus.IMPLEMENTING: frozenset(
+        {TaskStatus.TODO, TaskStatus.CODE_REVIEWING, TaskStatus.CANCELLED}
+    ),
+    TaskStatus.CODE_REVIEWING: frozenset(
+        {TaskStatus.IMPLEMENTING, TaskStatus.DONE, TaskStatus.CANCELLED}
+    ),
+    TaskStatus.CANCELLED: frozenset({TaskStatus.TODO, TaskStatus.IMPLEMENTING}),
+    TaskStatus.DONE: frozenset(),
+}
+
+
+class InvalidTransition(ValueError):
+    """A task status change that MANUAL_TASK_TRANSITIONS does not allow."""
+
+
+def decide_task_status(task: Task, wanted: TaskStatus, *, now: datetime) -> Decision:
+    """An operator sets ``task``'s status; a ``task_status_change`` with pr_trigger false."""
+    if wanted is task.status:
+        return Decision(Outcome.UNCHANGED, None, None)
+    if wanted not in MANUAL_TASK_TRANSITIONS[task.status]:
+        allowed = ", ".join(sorted(MANUAL_TASK_TRANSITIONS[task.status])) or "none (terminal)"
+        raise InvalidTransition(f"a {task.status} task cannot become {wanted}; allowed: {allowed}")
+    changed = Task(task.id, wanted)
+    event = EventDraft(
+        type="task_status_change",
+        repository=None,
+        task_id=task.id,
+        payload={
+            "type": "task_status_change",
+            "task_id": task.id,
+            "old_status": task.status,
+            "new_status": wanted,
+            "pr_trigger": False,
+            "timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+    )
+    follow_ups = (
+        frozenset({FollowUp.CLEANUP_WORKTREE}) if wanted is TaskStatus.DONE else frozenset()
+    )
+    return Decision(Outcome.UPDATED, None, changed, (event,), follow_ups)

@@ -29,8 +29,10 @@ from webhook_service.core import (
     PullRequest,
     Source,
     Task,
+    TaskStatus,
     decide,
     decide_link,
+    decide_task_status,
 )
 from webhook_service.payloads import Delivery, RepositoryChange
 from webhook_service.store import (
@@ -175,6 +177,28 @@ class Reconciler:
             events = await uow.write(
                 Changes(
                     pulls=[decision.pr] if decision.pr else [],
+                    tasks=[decision.task] if decision.task else [],
+                    events=decision.events,
+                    cleanups=_cleanups([decision]) if self._cleanup_on_merge else [],
+                ),
+                now,
+            )
+        if events:
+            self._on_commit(events)
+        return Result(
+            DeliveryStatus.APPLIED, decision.outcome, str(decision.outcome), tuple(events)
+        )
+
+    async def set_task_status(self, task_id: str, status: TaskStatus) -> Result:
+        """An operator changes a task's status (``InvalidTransition`` if not allowed)."""
+        now = self._clock()
+        async with self._store.transaction() as uow:
+            task = (await uow.load_tasks([task_id])).get(task_id)
+            if task is None:
+                raise LookupError(f"task {task_id} does not exist")
+            decision = decide_task_status(task, status, now=now)
+            events = await uow.write(
+                Changes(
                     tasks=[decision.task] if decision.task else [],
                     events=decision.events,
                     cleanups=_cleanups([decision]) if self._cleanup_on_merge else [],
