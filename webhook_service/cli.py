@@ -28,6 +28,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("migrate", help="apply database migrations and exit")
     sync = commands.add_parser("sync", help="run the sync worker alone (no HTTP server)")
     sync.add_argument("--once", action="store_true", help="one full cycle, then exit")
+    track = commands.add_parser("track", help="monitor one PR (MonitorPR): OWNER/REPO#N")
+    track.add_argument("target", help="owner/repo#number")
+    track.add_argument("--task", help="link the PR to this task id")
+    track.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    tasks = commands.add_parser("tasks", help="list tasks")
+    tasks.add_argument("--status", help="only tasks with this status")
+    tasks.add_argument("--repository", help="only tasks of owner/name")
+    tasks.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    stats = commands.add_parser("stats", help="the running service's /stats")
+    stats.add_argument("--url", help="the service (default: http://HOST:PORT)")
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
 
     try:
@@ -41,6 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(settings, host=args.host, port=args.port)
         if args.command == "sync":
             return asyncio.run(_sync(settings, once=args.once))
+        if args.command == "track":
+            return asyncio.run(_track(settings, args.target, args.task, as_json=args.json))
+        if args.command == "tasks":
+            return asyncio.run(_tasks(settings, args.status, args.repository, as_json=args.json))
+        if args.command == "stats":
+            return _stats(settings, args.url, as_json=args.json)
         return asyncio.run(_migrate(settings))
     except ConfigError as exc:
         print(f"webhook-service: {exc}", file=sys.stderr)
@@ -112,6 +129,102 @@ async def _sync(settings: Settings, *, once: bool) -> int:
         await reconciler.stop()
         await store.disconnect()
     return 0
+
+
+async def _track(settings: Settings, target: str, task_id: str | None, *, as_json: bool) -> int:
+    """MonitorPR from the command line: fetch the PR now, link it, keep polling it."""
+    import aiohttp
+
+    from webhook_service.api import pull_json
+    from webhook_service.app import github_configured
+    from webhook_service.core import Source
+    from webhook_service.github import GitHub
+    from webhook_service.reconciler import Reconciler
+    from webhook_service.sync import PRSyncWorker
+
+    repository, sep, number = target.partition("#")
+    if not sep or not number.isdigit() or repository.count("/") != 1:
+        raise ConfigError(f"expected OWNER/REPO#NUMBER, got {target!r}")
+    if not github_configured(settings):
+        raise ConfigError("track needs GITHUB_TOKEN, or APP_ID and PRIVATE_KEY")
+    store = Store(settings.database_url.reveal())
+    await store.connect()
+    reconciler = Reconciler(store, task_branch_pattern=settings.task_branch_pattern)
+    try:
+        await store.migrate()
+        reconciler.start()
+        if task_id is not None and await store.get_task(task_id.lower()) is None:
+            raise ConfigError(f"task {task_id} does not exist")
+        async with aiohttp.ClientSession() as session:
+            worker = PRSyncWorker(store, reconciler, GitHub(session, settings), settings)
+            key = (repository, int(number))
+            await worker.sync_pull(key, authoritative=True)
+            await store.monitor_pull(key)
+        if task_id is not None:
+            await reconciler.link(repository, int(number), task_id.lower(), Source.MANUAL)
+        pr = await store.get_pull(repository, int(number))
+    finally:
+        await reconciler.stop()
+        await store.disconnect()
+    assert pr is not None
+    row = pull_json(pr)
+    columns = ["repository", "number", "status", "draft", "title", "task_id"]
+    print(json.dumps(row, indent=2) if as_json else _table([row], columns))
+    return 0
+
+
+async def _tasks(
+    settings: Settings, status: str | None, repository: str | None, *, as_json: bool
+) -> int:
+    from webhook_service.api import task_json
+
+    store = Store(settings.database_url.reveal())
+    await store.connect()
+    try:
+        await store.migrate()
+        rows = [task_json(t) for t in await store.list_tasks(status=status, repository=repository)]
+    finally:
+        await store.disconnect()
+    columns = ["id", "status", "title", "repository", "branch", "updated_at"]
+    print(json.dumps(rows, indent=2) if as_json else _table(rows, columns))
+    return 0
+
+
+def _stats(settings: Settings, url: str | None, *, as_json: bool) -> int:
+    import httpx
+
+    base = url or f"http://{settings.host}:{settings.port}"
+    try:
+        stats = httpx.get(f"{base.rstrip('/')}/stats", timeout=10).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        print(f"webhook-service: cannot read {base}/stats: {exc}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    flat = [
+        {"name": f"{prefix}{key}", "value": value}
+        for prefix, section in (
+            ("", stats),
+            ("config.", stats.get("config", {})),
+            ("monitor.", stats.get("monitor", {})),
+        )
+        for key, value in section.items()
+        if not isinstance(value, dict)
+    ]
+    print(_table(flat, ["name", "value"]))
+    return 0
+
+
+def _table(rows: Sequence[dict[str, object]], columns: Sequence[str]) -> str:
+    """A plain text table; an empty list says so."""
+    if not rows:
+        return "(none)"
+    cells = [[("" if row.get(c) is None else str(row.get(c))) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
 
 
 async def _until_signalled() -> None:

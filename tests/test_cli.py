@@ -1,0 +1,84 @@
+"""The command line: track, tasks and stats, as a user runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from tests.helpers import AUTH, make_settings, running_app
+from tests.servers import uvicorn_server
+from webhook_service.testing import FakeGitHub
+
+
+async def run(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "webhook_service",
+        *args,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_track_fetches_links_and_monitors_a_pr(database_url: str, tmp_path: Path) -> None:
+    async with FakeGitHub() as github:
+        github.add_token("tok")
+        github.add_pull("x/y", 5, title="Faster gears", head_ref="gears")
+        async with running_app(make_settings(database_url)) as (service, client):
+            task_id = (await client.post("/api/tasks", json={"title": "t"}, headers=AUTH)).json()[
+                "id"
+            ]
+            env = {
+                "DATABASE_URL": database_url,
+                "GITHUB_TOKEN": "tok",
+                "GITHUB_API_URL": github.url,
+            }
+            code, out, err = await run(
+                "track", "x/y#5", "--task", task_id, "--json", env=env, cwd=tmp_path
+            )
+            assert code == 0, err
+            pr = json.loads(out)
+            assert (pr["repository"], pr["number"], pr["status"]) == ("x/y", 5, "OPEN")
+            assert pr["task_id"] == task_id
+            assert await service.store.monitored_pulls() == [("x/y", 5)]
+            task = (await client.get(f"/api/tasks/{task_id}", headers=AUTH)).json()
+            assert task["status"] == "CODE_REVIEWING"
+
+            code, out, err = await run("tasks", env=env, cwd=tmp_path)
+            assert code == 0, err
+            header, row = out.splitlines()
+            assert header.split() == ["ID", "STATUS", "TITLE", "REPOSITORY", "BRANCH", "UPDATED_AT"]
+            assert row.startswith(f"{task_id}  CODE_REVIEWING")
+
+            code, _out, err = await run("track", "not-a-target", env=env, cwd=tmp_path)
+            assert code == 2 and "OWNER/REPO#NUMBER" in err
+
+
+async def test_stats_reads_the_running_service(database_url: str, tmp_path: Path) -> None:
+    async with uvicorn_server(make_settings(database_url)) as (_service, url):
+        code, out, err = await run(
+            "stats", "--url", url, env={"DATABASE_URL": database_url}, cwd=tmp_path
+        )
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["NAME", "VALUE"]
+    assert any(line.split() == ["running", "False"] for line in lines)
+    assert any(line.startswith("monitor.deliveries_received") for line in lines)
+
+
+async def test_stats_says_when_the_service_is_not_there(tmp_path: Path) -> None:
+    code, _out, err = await run(
+        "stats", "--url", "http://127.0.0.1:9", env={"DATABASE_URL": "sqlite:///x.db"}, cwd=tmp_path
+    )
+    assert code == 1
+    assert "cannot read http://127.0.0.1:9/stats" in err
