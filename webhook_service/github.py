@@ -22,9 +22,10 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
+from urllib.parse import quote
 
 import aiohttp
 import gidgethub
@@ -47,6 +48,20 @@ class GitHubError(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class GitHubValidationError(GitHubError):
+    """A 422 "Validation Failed": ``errors`` are the messages of GitHub's ``errors[]``
+    (a field error without a message reads ``"<field> <code>"``)."""
+
+    def __init__(self, message: str, status: int, errors: Sequence[str]) -> None:
+        super().__init__(message, status)
+        self.errors = tuple(errors)
+
+    @property
+    def pull_request_exists(self) -> bool:
+        """GitHub refused a second open pull request for the same head and base."""
+        return any("pull request already exists" in e.lower() for e in self.errors)
 
 
 class Stopped(Exception):
@@ -348,6 +363,54 @@ class GitHub:
         data, _more, status = await self._conditional_get(api, url)
         return None if status == 304 else dict(data)
 
+    async def create_pull(
+        self,
+        api: _API,
+        repository: str,
+        *,
+        title: str,
+        head: str,
+        base: str,
+        body: str | None = None,
+        draft: bool = False,
+    ) -> dict[str, Any]:
+        """``POST /repos/{o}/{r}/pulls``: the new PR (REST "get" shape).
+
+        A 422 raises :class:`GitHubValidationError`, with GitHub's ``errors[]`` messages
+        (e.g. "A pull request already exists for o:branch."). 5xx answers and timeouts
+        are retried like every call: a retry after a lost answer meets that 422, so a
+        caller that handles it never opens a second PR.
+        """
+        document: dict[str, Any] = {"title": title, "head": head, "base": base, "draft": draft}
+        if body is not None:
+            document["body"] = body
+
+        async def post() -> Any:
+            try:
+                return await api.post(f"/repos/{repository}/pulls", data=document)
+            except (gidgethub.InvalidField, gidgethub.ValidationError) as exc:
+                errors = _error_messages(exc.errors)
+                raise GitHubValidationError(_describe(exc), exc.status_code, errors) from exc
+
+        return dict(await self._call(post))
+
+    async def find_pull_by_head(
+        self, api: _API, repository: str, owner: str, branch: str
+    ) -> dict[str, Any] | None:
+        """The PR whose head is ``owner:branch``, any state (list-item shape): the open
+        one if there is one, else the newest; None when there is none.
+
+        Not conditional (the URL is not watched): the answer is always fresh.
+        """
+        head = quote(f"{owner}:{branch}", safe=":/")
+        url = f"/repos/{repository}/pulls?state=all&head={head}&per_page=100"
+        items = await self._call(lambda: api.getitem(url))
+        pulls = [dict(item) for item in items or []]
+        for pull in pulls:
+            if pull.get("state") == "open":
+                return pull
+        return pulls[0] if pulls else None  # newest created first (GitHub's default)
+
     async def installations(self) -> dict[int, list[str]]:
         """Every installation of the App and the repositories it covers."""
         if self._app_api is None:
@@ -399,6 +462,21 @@ class HookRef:
 
     path: str  # "/app/hook" or "/repos/{o}/{r}/hooks/{id}"
     app: bool = False
+
+
+def _error_messages(errors: Any) -> list[str]:
+    """The text of a 422's ``errors``: strings, or objects with a message or a field."""
+    if isinstance(errors, str):
+        return [errors]
+    messages = []
+    for error in errors if isinstance(errors, list) else []:
+        if isinstance(error, str):
+            messages.append(error)
+        elif isinstance(error, Mapping):
+            message = error.get("message")
+            fallback = f"{error.get('field', error.get('resource', '?'))} {error.get('code', '')}"
+            messages.append(str(message) if message else fallback.strip())
+    return messages
 
 
 def _describe(exc: gidgethub.HTTPException) -> str:

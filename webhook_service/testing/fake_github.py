@@ -1,9 +1,10 @@
 """A fake GitHub REST API: a real aiohttp server on 127.0.0.1, for tests and benchmarks.
 
-It imitates the parts of https://docs.github.com/en/rest that the poller and the
-failed-delivery recovery use, with GitHub's semantics rather than canned answers:
-token and GitHub App (JWT) authentication, installation access tokens that expire,
-pull-request list/get with GitHub's sorting and ``Link`` pagination, conditional
+It imitates the parts of https://docs.github.com/en/rest that the poller, the
+failed-delivery recovery and the PR creator use, with GitHub's semantics rather than
+canned answers: token and GitHub App (JWT) authentication, installation access tokens
+that expire, pull-request list/get with GitHub's sorting, filters and ``Link``
+pagination, pull-request creation with GitHub's validation errors, conditional
 requests (``ETag`` → 304, free of charge), a primary rate limit per credential, injected
 secondary rate limits, errors and delays, and webhook deliveries that can be listed and
 really redelivered to a hook URL. JSON shapes come from ``testing/rest/`` (GitHub's
@@ -57,6 +58,7 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _API = "https://api.github.com"  # the examples' API host; rendered JSON uses the fake's URL
 _DOCS = "https://docs.github.com/rest"
 _RATE_DOCS = "https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api"
+_CREATE_PULL_DOCS = "https://docs.github.com/rest/pulls/pulls#create-a-pull-request"
 _APP = "jwt"  # RequestRecord.token of requests made with an App JWT
 _PERMISSIONS = {"metadata": "read", "pull_requests": "read"}
 _SECONDARY = (
@@ -80,6 +82,7 @@ class RequestRecord:
     token: str | None = None  # the token; "jwt" for an App JWT; None if not authenticated
     conditional: bool = False  # If-None-Match was sent
     rate_cost: int = 0  # taken from the primary rate limit: 0 or 1
+    body: bytes = b""  # the request body, as sent
 
 
 @dataclass
@@ -188,6 +191,8 @@ class _Fault:
     status: int = 500
     seconds: float = 0.0
     retry_after: int | None = None
+    method: str | None = None  # None: any method
+    handled: bool = False  # "fail": the request takes effect, then its answer is lost
 
 
 @dataclass
@@ -355,6 +360,7 @@ class FakeGitHub:
             ("POST", "/app/hook/deliveries/{delivery_id}/attempts", self._redeliver, "jwt"),
             ("GET", "/installation/repositories", self._list_installation_repos, "token"),
             ("GET", repo + "/pulls", self._list_pulls, "token"),
+            ("POST", repo + "/pulls", self._create_pull, "token"),
             ("GET", repo + "/pulls/{number}", self._get_pull, "token"),
             ("GET", hook, self._list_deliveries, "token"),
             ("GET", hook + "/{delivery_id}", self._get_delivery, "token"),
@@ -452,6 +458,10 @@ class FakeGitHub:
             budget.used, budget.reset = budget.limit, reset
 
     # -- pull requests -------------------------------------------------------------------
+
+    def add_repository(self, full_name: str) -> None:
+        """Create a repository ("owner/name") without pull requests (idempotent)."""
+        self._repo(full_name)
 
     def _repo(self, full_name: str) -> _Repo:
         owner, _, name = full_name.partition("/")
@@ -667,9 +677,23 @@ class FakeGitHub:
 
     # -- fault injection: each rule applies to the next ``count`` requests under a prefix --
 
-    def fail_next(self, count: int, status: int = 500, path_prefix: str = "") -> None:
-        """Answer the next ``count`` requests with ``status`` (before authentication)."""
-        self._faults["fail"].append(_Fault(count, path_prefix, status=status))
+    def fail_next(
+        self,
+        count: int,
+        status: int = 500,
+        path_prefix: str = "",
+        *,
+        method: str | None = None,
+        handled: bool = False,
+    ) -> None:
+        """Answer the next ``count`` requests with ``status`` (before authentication).
+
+        ``method`` limits the rule to one HTTP method. ``handled=True`` lets each request
+        take effect first and then replaces its answer with ``status``: a response lost
+        on GitHub's side (e.g. a 502 for a pull request that was created).
+        """
+        fault = _Fault(count, path_prefix, status=status, method=method, handled=handled)
+        self._faults["fail"].append(fault)
 
     def delay_next(self, count: int, seconds: float, path_prefix: str = "") -> None:
         """Hold the next ``count`` requests for ``seconds`` before handling them."""
@@ -688,8 +712,10 @@ class FakeGitHub:
         fault = _Fault(count, path_prefix, status=status, retry_after=retry_after)
         self._faults["secondary"].append(fault)
 
-    def _take(self, kind: str, path: str) -> _Fault | None:
+    def _take(self, kind: str, path: str, method: str | None = None) -> _Fault | None:
         for fault in self._faults[kind]:
+            if fault.method is not None and fault.method.upper() != method:
+                continue
             if path.startswith(fault.path_prefix):
                 fault.remaining -= 1
                 if fault.remaining <= 0:
@@ -839,16 +865,25 @@ class FakeGitHub:
         """Every request: faults, routing, authentication, rate limits, conditional GETs."""
         record = RequestRecord(request.method, request.path, dict(request.query))
         record.conditional = "If-None-Match" in request.headers
+        if request.can_read_body:
+            record.body = await request.read()  # read once, kept for the handler too
         self.requests.append(record)
         response = await self._dispatch(request, record)
         record.status = response.status
         return response
 
     async def _dispatch(self, request: web.Request, record: RequestRecord) -> web.Response:
-        if delay := self._take("delay", request.path):
+        if delay := self._take("delay", request.path, request.method):
             await asyncio.sleep(delay.seconds)
-        if fail := self._take("fail", request.path):
+        fail = self._take("fail", request.path, request.method)
+        if fail is not None and not fail.handled:
             return _error(fail.status, HTTPStatus(fail.status).phrase)
+        response = await self._handle(request, record)
+        if fail is not None:  # handled: it took effect (and cost), but the answer is lost
+            return _error(fail.status, HTTPStatus(fail.status).phrase)
+        return response
+
+    async def _handle(self, request: web.Request, record: RequestRecord) -> web.Response:
         route = request.match_info.route
         if request.match_info.http_exception is not None or route.resource is None:
             return _error(404, "Not Found")
@@ -862,7 +897,7 @@ class FakeGitHub:
         if budget.remaining == 0:
             who = credential.who
             response = _error(403, f"API rate limit exceeded for {who}.", docs=_RATE_DOCS)
-        elif secondary := self._take("secondary", request.path):
+        elif secondary := self._take("secondary", request.path, request.method):
             response = _error(secondary.status, _SECONDARY, docs=_RATE_DOCS)
             if secondary.retry_after is not None:
                 response.headers["Retry-After"] = str(secondary.retry_after)
@@ -1032,6 +1067,17 @@ class FakeGitHub:
                 error = {"resource": "PullRequest", "field": name, "code": "invalid"}
                 raise _ApiError(422, "Validation Failed", errors=[error])
         pulls = [pull for pull in self._pulls[repo.key].values() if state in ("all", pull.state)]
+        # head: "user:ref-name" (the head repository's owner); GitHub silently ignores a
+        # value without the "user:" part. base: the base branch's name.
+        head_owner, colon, head_ref = query.get("head", "").partition(":")
+        if colon:
+            pulls = [
+                pull
+                for pull in pulls
+                if pull.repo.owner.lower() == head_owner.lower() and pull.head_ref == head_ref
+            ]
+        if "base" in query:
+            pulls = [pull for pull in pulls if pull.base_ref == query["base"]]
         if sort == "updated":
             pulls.sort(key=lambda pull: (pull.updated_at, pull.number))
         else:
@@ -1040,6 +1086,48 @@ class FakeGitHub:
             pulls.reverse()
         page, link = self._paginate(request, pulls)
         return _json([self._render_pull(pull, simple=True) for pull in page], link=link)
+
+    async def _create_pull(self, request: web.Request, credential: _Credential) -> web.Response:
+        # Docs "Create a pull request": title, head ("branch" or "owner:branch"), base,
+        # body, draft; 201 with the pull request and a Location header. One open pull
+        # request per head and base: another is a 422 (code "custom"). Not imitated:
+        # forks (head's owner must be the repository's), branches (any name is taken to
+        # exist, with commits), ``issue`` (title is required), maintainer_can_modify.
+        repo = self._access(request, credential)
+        data = await _json_body(request)
+        for name, kind in _CREATE_FIELDS.items():
+            if data.get(name) is not None and not isinstance(data[name], kind[0]):
+                raise _ApiError(
+                    422,
+                    f"Invalid request.\n\nFor 'properties/{name}', "
+                    f"{orjson.dumps(data[name]).decode()} is not {kind[1]}.",
+                    docs=_CREATE_PULL_DOCS,
+                )
+        for name in ("head", "base", "title"):
+            if not data.get(name):
+                error = {"resource": "PullRequest", "code": "missing_field", "field": name}
+                raise _ApiError(422, "Validation Failed", errors=[error], docs=_CREATE_PULL_DOCS)
+        owner, colon, ref = str(data["head"]).rpartition(":")
+        if (colon and owner.lower() != repo.owner.lower()) or not ref:
+            error = {"resource": "PullRequest", "field": "head", "code": "invalid"}
+            raise _ApiError(422, "Validation Failed", errors=[error], docs=_CREATE_PULL_DOCS)
+        base = str(data["base"])
+        if ref == base:
+            raise _validation_failed(f"No commits between {base} and {ref}")
+        for pull in self._pulls[repo.key].values():
+            if pull.state == "open" and pull.head_ref == ref and pull.base_ref == base:
+                raise _validation_failed(f"A pull request already exists for {repo.owner}:{ref}.")
+        created = self.add_pull(
+            repo.full_name,
+            title=str(data["title"]),
+            head_ref=ref,
+            base_ref=base,
+            body=data.get("body"),
+            draft=bool(data.get("draft")),
+        )
+        response = _json(created, 201)
+        response.headers["Location"] = str(created["url"])
+        return response
 
     async def _get_pull(self, request: web.Request, credential: _Credential) -> web.Response:
         repo, number = self._access(request, credential), request.match_info["number"]
@@ -1092,6 +1180,33 @@ class FakeGitHub:
             raise _ApiError(404, "Not Found (FakeGitHub: call configure_hook first)")
         await self._send(original)
         return _json({}, 202)
+
+
+# "Create a pull request" body parameters: JSON type, and its name in GitHub's messages.
+_CREATE_FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "title": (str, "a string"),
+    "head": (str, "a string"),
+    "base": (str, "a string"),
+    "body": (str, "a string"),
+    "draft": (bool, "a boolean"),
+    "maintainer_can_modify": (bool, "a boolean"),
+    "issue": (int, "an integer"),
+}
+
+
+def _validation_failed(message: str) -> _ApiError:
+    error = {"resource": "PullRequest", "code": "custom", "message": message}
+    return _ApiError(422, "Validation Failed", errors=[error], docs=_CREATE_PULL_DOCS)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise _ApiError(400, "Problems parsing JSON") from None
+    if not isinstance(data, dict):
+        raise _ApiError(400, "Problems parsing JSON")
+    return data
 
 
 def _close(pull: _Pull, *, merged: bool, at: int) -> None:
