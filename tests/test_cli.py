@@ -82,3 +82,46 @@ async def test_stats_says_when_the_service_is_not_there(tmp_path: Path) -> None:
     )
     assert code == 1
     assert "cannot read http://127.0.0.1:9/stats" in err
+
+
+async def test_create_pr_over_the_api_and_the_command_line(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with FakeGitHub() as github:
+        github.add_token("tok")
+        github.add_repository("x/y")
+        settings = make_settings(
+            database_url, GITHUB_TOKEN="tok", GITHUB_API_URL=github.url, GITHUB_REPOSITORIES="x/y"
+        )
+        async with running_app(settings) as (_service, client):
+            tasks = []
+            for branch in ("feature-a", "feature-b"):
+                body = {"title": f"Do {branch}", "repository": "x/y", "branch": branch}
+                response = await client.post("/api/tasks", json=body, headers=AUTH)
+                tasks.append(response.json()["id"])
+
+            path = f"/api/tasks/{tasks[0]}/pull-request"
+            first = await client.post(path, json={"draft": True}, headers=AUTH)
+            assert first.status_code == 200, first.text
+            assert first.json()["created"] is True
+            pr = first.json()["pull_request"]
+            assert (pr["repository"], pr["task_id"], pr["draft"]) == ("x/y", tasks[0], True)
+            again = await client.post(path, headers=AUTH)
+            assert again.json()["created"] is False
+            assert again.json()["pull_request"]["number"] == pr["number"]
+            bad = await client.post(path, json={"draft": "yes"}, headers=AUTH)
+            assert bad.status_code == 400
+
+            env = {
+                "DATABASE_URL": database_url,
+                "GITHUB_TOKEN": "tok",
+                "GITHUB_API_URL": github.url,
+            }
+            code, out, err = await run("create-pr", tasks[1], "--json", env=env, cwd=tmp_path)
+            assert code == 0, err
+            result = json.loads(out)
+            assert result["created"] is True
+            assert result["pull_request"]["task_id"] == tasks[1]
+            task = (await client.get(f"/api/tasks/{tasks[1]}", headers=AUTH)).json()
+            assert task["status"] == "CODE_REVIEWING"
+        assert len(github.pulls("x/y")) == 2

@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from webhook_service.core import InvalidTransition, PullRequest, Source, TaskStatus
+from webhook_service.creator import CreateError, create_pull_request
 from webhook_service.github import GitHubError
 from webhook_service.payloads import PayloadError
 from webhook_service.reconciler import Reconciler, utcnow
@@ -88,6 +89,7 @@ def routes(ctx: Context) -> list[Route]:
         Route("/api/tasks/{task_id}", guarded(_get_task), methods=["GET"]),
         Route("/api/tasks/{task_id}", guarded(_patch_task), methods=["PATCH"]),
         Route("/api/tasks/{task_id}/link", guarded(_link_task), methods=["POST"]),
+        Route("/api/tasks/{task_id}/pull-request", guarded(_create_pr), methods=["POST"]),
         Route("/api/events", guarded(_events), methods=["GET"]),
     ]
 
@@ -307,6 +309,38 @@ async def _link_task(ctx: Context, request: Request) -> Any:
     except LookupError as exc:
         raise APIError(404, str(exc)) from None
     return {"outcome": result.detail, "event_ids": [e.id for e in result.events]}
+
+
+async def _create_pr(ctx: Context, request: Request) -> Any:
+    """Open the task's PR, or link the open one of its branch; never a second one.
+
+    Body (every field optional): ``{"title", "body", "base", "draft"}``.
+    Answers ``{"created": bool, "pull_request": {...}}``.
+    """
+    worker = ctx.require_worker()
+    data = await _body(request) if await request.body() else {}
+    texts: dict[str, str | None] = {}
+    for name in ("title", "body", "base"):
+        value = data.get(name)
+        if value is not None and not isinstance(value, str):
+            raise APIError(400, f"'{name}' must be a string")
+        texts[name] = value
+    draft = data.get("draft", False)
+    if not isinstance(draft, bool):
+        raise APIError(400, "'draft' must be a boolean")
+    try:
+        return await create_pull_request(
+            store=ctx.store,
+            reconciler=ctx.reconciler,
+            github=worker.github,
+            task_id=str(request.path_params["task_id"]).lower(),
+            title=texts["title"],
+            body=texts["body"],
+            base=texts["base"],
+            draft=draft,
+        )
+    except CreateError as exc:
+        raise APIError(exc.status, str(exc)) from None
 
 
 async def _events(ctx: Context, request: Request) -> Any:

@@ -36,6 +36,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     tasks.add_argument("--status", help="only tasks with this status")
     tasks.add_argument("--repository", help="only tasks of owner/name")
     tasks.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    create_pr = commands.add_parser(
+        "create-pr", help="open the PR of a task's branch (or link its open one)"
+    )
+    create_pr.add_argument("task_id", metavar="TASK_ID")
+    create_pr.add_argument("--title", help="the PR's title (default: the task's)")
+    create_pr.add_argument("--body", help="the PR's description")
+    create_pr.add_argument("--base", help="the branch to merge into (default: main)")
+    create_pr.add_argument("--draft", action="store_true", help="open it as a draft")
+    create_pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
     stats = commands.add_parser("stats", help="the running service's /stats")
     stats.add_argument("--url", help="the service (default: http://HOST:PORT)")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -54,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_sync(settings, once=args.once))
         if args.command == "track":
             return asyncio.run(_track(settings, args.target, args.task, as_json=args.json))
+        if args.command == "create-pr":
+            return asyncio.run(_create_pr(settings, args))
         if args.command == "tasks":
             return asyncio.run(_tasks(settings, args.status, args.repository, as_json=args.json))
         if args.command == "stats":
@@ -170,6 +181,49 @@ async def _track(settings: Settings, target: str, task_id: str | None, *, as_jso
     row = pull_json(pr)
     columns = ["repository", "number", "status", "draft", "title", "task_id"]
     print(json.dumps(row, indent=2) if as_json else _table([row], columns))
+    return 0
+
+
+async def _create_pr(settings: Settings, args: argparse.Namespace) -> int:
+    """The PR creator from the command line. Its events are stored; a running ``serve``
+    emits them (its outbox sweep picks up events committed by any process)."""
+    import aiohttp
+
+    from webhook_service.app import github_configured
+    from webhook_service.creator import CreateError, create_pull_request
+    from webhook_service.github import GitHub
+    from webhook_service.reconciler import Reconciler
+
+    if not github_configured(settings):
+        raise ConfigError("create-pr needs GITHUB_TOKEN, or APP_ID and PRIVATE_KEY")
+    store = Store(settings.database_url.reveal())
+    await store.connect()
+    reconciler = Reconciler(store, task_branch_pattern=settings.task_branch_pattern)
+    try:
+        await store.migrate()
+        reconciler.start()
+        async with aiohttp.ClientSession() as session:
+            result = await create_pull_request(
+                store=store,
+                reconciler=reconciler,
+                github=GitHub(session, settings),
+                task_id=args.task_id.lower(),
+                title=args.title,
+                body=args.body,
+                base=args.base,
+                draft=args.draft,
+            )
+    except CreateError as exc:
+        print(f"webhook-service: create-pr: {exc} (HTTP {exc.status})", file=sys.stderr)
+        return 1
+    finally:
+        await reconciler.stop()
+        await store.disconnect()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        row = {"created": result["created"], **result["pull_request"]}
+        print(_table([row], ["created", "repository", "number", "status", "url", "task_id"]))
     return 0
 
 

@@ -106,6 +106,11 @@ class PRSyncWorker:
         await self.sync_once(recover=True)
         return self.get_stats()
 
+    @property
+    def github(self) -> GitHub:
+        """The GitHub client this worker polls with (the PR creator uses it too)."""
+        return self._github
+
     def is_running(self) -> bool:
         return self._task is not None and not self._task.done()
 
