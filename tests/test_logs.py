@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
@@ -175,3 +177,27 @@ def test_secret_in_extra_field_is_replaced(
     err = capsys.readouterr().err
     assert "request" in err
     assert SECRET not in err
+
+
+async def test_delivery_and_pr_lines_carry_guid_repository_and_number(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.helpers import make_settings, payload, post_delivery, running_app
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        logs.configure("DEBUG", "json", [])
+        async with running_app(make_settings(f"sqlite:///{tmp_path / 'l.db'}")) as (_s, client):
+            await post_delivery(client, payload("pull_request/opened"), guid="guid-1")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    lines = [
+        json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")
+    ]
+    about = [line for line in lines if line.get("guid") == "guid-1"]
+    assert about, "the delivery was logged"
+    for line in about:
+        assert (line["repository"], line["pr"]) == ("Codertocat/Hello-World", 2)
+    assert any(line["message"] == "pr_status_change: None -> OPEN" for line in about)

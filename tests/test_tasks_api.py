@@ -85,8 +85,19 @@ async def test_health_check_is_healthy_while_the_worker_runs(database_url: str) 
             GITHUB_API_URL=github.url,
             GITHUB_REPOSITORIES="o/r",
         )
-        async with running_app(settings) as (_service, client):
+        async with running_app(settings) as (service, client):
+            assert service.worker is not None
+            await service.worker.force_sync()
             response = await client.get("/health")
+            metrics = (await client.get("/metrics")).text
+    for name in (
+        "webhook_sync_cycles_total",
+        "webhook_sync_errors_total 0.0",
+        "webhook_github_api_calls_total",
+        "webhook_github_not_modified_total",
+        "webhook_github_rate_limit_remaining",
+    ):
+        assert name in metrics
     assert response.status_code == 200
     body = response.json()
     assert (body["service"], body["status"]) == ("pr_sync_worker", "healthy")

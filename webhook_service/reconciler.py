@@ -250,6 +250,7 @@ class Reconciler:
         if events:
             self._on_commit(events)
         for job, result in zip(batch, results, strict=True):
+            _log_change(job, result)
             _settle(job, result)
 
     async def _record_failure(self, job: Job) -> None:
@@ -372,6 +373,28 @@ def _cleanups(decisions: Iterable[Decision]) -> list[str]:
 
 def _repository_change(job: Job) -> RepositoryChange | None:
     return job.delivery.repositories if job.delivery is not None else None
+
+
+def _log_change(job: Job, result: Result) -> None:
+    """One line per PR status change, carrying the GUID, repository and PR number."""
+    if not result.events or job.observation is None:
+        return
+    snap = job.observation.snapshot
+    for event in result.events:
+        payload = event.payload
+        logger.info(
+            "%s: %s -> %s",
+            event.type,
+            payload.get("old_status"),
+            payload.get("new_status"),
+            extra={
+                "guid": job.observation.delivery_id,
+                "repository": snap.repository,
+                "pr": snap.number,
+                "source": str(job.observation.source),
+                "event_id": event.id,
+            },
+        )
 
 
 def _split_duplicates(

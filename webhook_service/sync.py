@@ -228,7 +228,11 @@ class PRSyncWorker:
                 try:
                     snapshot = snapshot_from_api(item, repository, merged_known=True)
                 except PayloadError as exc:
-                    logger.warning("skipping a malformed PR in %s: %s", repository, exc)
+                    logger.warning(
+                        "skipping a malformed PR: %s",
+                        exc,
+                        extra={"repository": repository, "pr": item.get("number")},
+                    )
                     continue
                 if watermark is not None and snapshot.updated_at < watermark:
                     reached_watermark = True
