@@ -8,12 +8,18 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from webhook_service import logs
 from webhook_service.config import ConfigError, Settings, load_settings
 from webhook_service.store import Store, StoreUnavailable
+
+if TYPE_CHECKING:
+    from webhook_service.github import GitHub
+    from webhook_service.reconciler import Reconciler
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,76 +113,83 @@ async def _migrate(settings: Settings) -> int:
     return 0
 
 
-async def _sync(settings: Settings, *, once: bool) -> int:
-    """The poller alone. Its events are stored; a running ``serve`` emits them (its
-    outbox sweep picks up events committed by any process)."""
+@asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[Store]:
+    """The store, connected and migrated, for one command."""
+    store = Store(settings.database_url.reveal())
+    await store.connect()
+    try:
+        await store.migrate()
+        yield store
+    finally:
+        await store.disconnect()
+
+
+@asynccontextmanager
+async def _github_work(
+    settings: Settings, command: str
+) -> AsyncIterator[tuple[Store, Reconciler, GitHub]]:
+    """What a command that talks to GitHub and changes state needs. Its events are
+    stored; a running ``serve`` emits them (its outbox sweep picks up events committed
+    by any process), and runs the clean-up jobs it records."""
     import aiohttp
 
     from webhook_service.app import github_configured
     from webhook_service.github import GitHub
     from webhook_service.reconciler import Reconciler
-    from webhook_service.sync import PRSyncWorker
 
     if not github_configured(settings):
-        raise ConfigError("the sync worker needs GITHUB_TOKEN, or APP_ID and PRIVATE_KEY")
-    store = Store(settings.database_url.reveal())
-    await store.connect()
-    reconciler = Reconciler(store, task_branch_pattern=settings.task_branch_pattern)
-    try:
-        await store.migrate()
+        raise ConfigError(f"{command} needs GITHUB_TOKEN, or APP_ID and PRIVATE_KEY")
+    async with _database(settings) as store:
+        reconciler = Reconciler(
+            store,
+            task_branch_pattern=settings.task_branch_pattern,
+            cleanup_on_merge=settings.cleanup_on_merge,
+        )
         reconciler.start()
-        async with aiohttp.ClientSession() as session:
-            worker = PRSyncWorker(store, reconciler, GitHub(session, settings), settings)
-            if once:
-                stats = await worker.force_sync()
-                print(json.dumps(stats, indent=2))
-                return 0 if stats["error_count"] == 0 else 1
-            await worker.start()
-            try:
-                await _until_signalled()
-            finally:
-                await worker.stop()
-    finally:
-        await reconciler.stop()
-        await store.disconnect()
+        try:
+            async with aiohttp.ClientSession() as session:
+                yield store, reconciler, GitHub(session, settings)
+        finally:
+            await reconciler.stop()
+
+
+async def _sync(settings: Settings, *, once: bool) -> int:
+    """The poller alone."""
+    from webhook_service.sync import PRSyncWorker
+
+    async with _github_work(settings, "the sync worker") as (store, reconciler, github):
+        worker = PRSyncWorker(store, reconciler, github, settings)
+        if once:
+            stats = await worker.force_sync()
+            print(json.dumps(stats, indent=2))
+            return 0 if stats["error_count"] == 0 else 1
+        await worker.start()
+        try:
+            await _until_signalled()
+        finally:
+            await worker.stop()
     return 0
 
 
 async def _track(settings: Settings, target: str, task_id: str | None, *, as_json: bool) -> int:
     """MonitorPR from the command line: fetch the PR now, link it, keep polling it."""
-    import aiohttp
-
     from webhook_service.api import pull_json
-    from webhook_service.app import github_configured
     from webhook_service.core import Source
-    from webhook_service.github import GitHub
-    from webhook_service.reconciler import Reconciler
     from webhook_service.sync import PRSyncWorker
 
     repository, sep, number = target.partition("#")
     if not sep or not number.isdigit() or repository.count("/") != 1:
         raise ConfigError(f"expected OWNER/REPO#NUMBER, got {target!r}")
-    if not github_configured(settings):
-        raise ConfigError("track needs GITHUB_TOKEN, or APP_ID and PRIVATE_KEY")
-    store = Store(settings.database_url.reveal())
-    await store.connect()
-    reconciler = Reconciler(store, task_branch_pattern=settings.task_branch_pattern)
-    try:
-        await store.migrate()
-        reconciler.start()
+    key = (repository, int(number))
+    async with _github_work(settings, "track") as (store, reconciler, github):
         if task_id is not None and await store.get_task(task_id.lower()) is None:
             raise ConfigError(f"task {task_id} does not exist")
-        async with aiohttp.ClientSession() as session:
-            worker = PRSyncWorker(store, reconciler, GitHub(session, settings), settings)
-            key = (repository, int(number))
-            await worker.sync_pull(key, authoritative=True)
-            await store.monitor_pull(key)
+        await PRSyncWorker(store, reconciler, github, settings).sync_pull(key, authoritative=True)
+        await store.monitor_pull(key)
         if task_id is not None:
-            await reconciler.link(repository, int(number), task_id.lower(), Source.MANUAL)
-        pr = await store.get_pull(repository, int(number))
-    finally:
-        await reconciler.stop()
-        await store.disconnect()
+            await reconciler.link(repository, key[1], task_id.lower(), Source.MANUAL)
+        pr = await store.get_pull(*key)
     assert pr is not None
     row = pull_json(pr)
     columns = ["repository", "number", "status", "draft", "title", "task_id"]
@@ -185,28 +198,15 @@ async def _track(settings: Settings, target: str, task_id: str | None, *, as_jso
 
 
 async def _create_pr(settings: Settings, args: argparse.Namespace) -> int:
-    """The PR creator from the command line. Its events are stored; a running ``serve``
-    emits them (its outbox sweep picks up events committed by any process)."""
-    import aiohttp
-
-    from webhook_service.app import github_configured
+    """The PR creator from the command line."""
     from webhook_service.creator import CreateError, create_pull_request
-    from webhook_service.github import GitHub
-    from webhook_service.reconciler import Reconciler
 
-    if not github_configured(settings):
-        raise ConfigError("create-pr needs GITHUB_TOKEN, or APP_ID and PRIVATE_KEY")
-    store = Store(settings.database_url.reveal())
-    await store.connect()
-    reconciler = Reconciler(store, task_branch_pattern=settings.task_branch_pattern)
     try:
-        await store.migrate()
-        reconciler.start()
-        async with aiohttp.ClientSession() as session:
+        async with _github_work(settings, "create-pr") as (store, reconciler, github):
             result = await create_pull_request(
                 store=store,
                 reconciler=reconciler,
-                github=GitHub(session, settings),
+                github=github,
                 task_id=args.task_id.lower(),
                 title=args.title,
                 body=args.body,
@@ -216,9 +216,6 @@ async def _create_pr(settings: Settings, args: argparse.Namespace) -> int:
     except CreateError as exc:
         print(f"webhook-service: create-pr: {exc} (HTTP {exc.status})", file=sys.stderr)
         return 1
-    finally:
-        await reconciler.stop()
-        await store.disconnect()
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -232,13 +229,9 @@ async def _tasks(
 ) -> int:
     from webhook_service.api import task_json
 
-    store = Store(settings.database_url.reveal())
-    await store.connect()
-    try:
-        await store.migrate()
-        rows = [task_json(t) for t in await store.list_tasks(status=status, repository=repository)]
-    finally:
-        await store.disconnect()
+    async with _database(settings) as store:
+        tasks = await store.list_tasks(status=status, repository=repository)
+    rows = [task_json(t) for t in tasks]
     columns = ["id", "status", "title", "repository", "branch", "updated_at"]
     print(json.dumps(rows, indent=2) if as_json else _table(rows, columns))
     return 0

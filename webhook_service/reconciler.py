@@ -44,6 +44,7 @@ from webhook_service.store import (
     Store,
     StoredEvent,
     StoreUnavailable,
+    UnitOfWork,
 )
 
 logger = logging.getLogger(__name__)
@@ -174,20 +175,8 @@ class Reconciler:
             if task is None:
                 raise LookupError(f"task {task_id} does not exist")
             decision = decide_link(pr, task, now=now, source=source)
-            events = await uow.write(
-                Changes(
-                    pulls=[decision.pr] if decision.pr else [],
-                    tasks=[decision.task] if decision.task else [],
-                    events=decision.events,
-                    cleanups=_cleanups([decision]) if self._cleanup_on_merge else [],
-                ),
-                now,
-            )
-        if events:
-            self._on_commit(events)
-        return Result(
-            DeliveryStatus.APPLIED, decision.outcome, str(decision.outcome), tuple(events)
-        )
+            events = await self._write_one(uow, decision, now)
+        return self._committed(decision, events)
 
     async def set_task_status(self, task_id: str, status: TaskStatus) -> Result:
         """An operator changes a task's status (``InvalidTransition`` if not allowed)."""
@@ -197,14 +186,24 @@ class Reconciler:
             if task is None:
                 raise LookupError(f"task {task_id} does not exist")
             decision = decide_task_status(task, status, now=now)
-            events = await uow.write(
-                Changes(
-                    tasks=[decision.task] if decision.task else [],
-                    events=decision.events,
-                    cleanups=_cleanups([decision]) if self._cleanup_on_merge else [],
-                ),
-                now,
-            )
+            events = await self._write_one(uow, decision, now)
+        return self._committed(decision, events)
+
+    async def _write_one(
+        self, uow: UnitOfWork, decision: Decision, now: datetime
+    ) -> list[StoredEvent]:
+        """Write one operator decision (outside the batch loop: its own transaction)."""
+        return await uow.write(
+            Changes(
+                pulls=[decision.pr] if decision.pr else [],
+                tasks=[decision.task] if decision.task else [],
+                events=decision.events,
+                cleanups=_cleanups([decision]) if self._cleanup_on_merge else [],
+            ),
+            now,
+        )
+
+    def _committed(self, decision: Decision, events: list[StoredEvent]) -> Result:
         if events:
             self._on_commit(events)
         return Result(
