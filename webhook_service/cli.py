@@ -51,6 +51,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     create_pr.add_argument("--base", help="the branch to merge into (default: main)")
     create_pr.add_argument("--draft", action="store_true", help="open it as a draft")
     create_pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    replay = commands.add_parser("replay", help="send recorded deliveries (fixtures) again")
+    replay.add_argument("paths", nargs="+", metavar="PATH", help="files, directories, globs")
+    replay.add_argument("--url", help="the receiver (default: http://HOST:PORT/WEBHOOK_PATH)")
+    replay.add_argument("--secret", help="sign for this secret (default: WEBHOOK_SECRET)")
+    replay.add_argument(
+        "--offline", action="store_true", help="apply into DATABASE_URL directly, no HTTP"
+    )
+    replay.add_argument("--rate", type=float, help="deliveries per second at most")
+    replay.add_argument("--new-guid", action="store_true", help="give each a fresh GUID")
+    replay.add_argument("--order", choices=["name", "updated_at"], default="name")
     stats = commands.add_parser("stats", help="the running service's /stats")
     stats.add_argument("--url", help="the service (default: http://HOST:PORT)")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -73,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_create_pr(settings, args))
         if args.command == "tasks":
             return asyncio.run(_tasks(settings, args.status, args.repository, as_json=args.json))
+        if args.command == "replay":
+            return asyncio.run(_replay(settings, args))
         if args.command == "stats":
             return _stats(settings, args.url, as_json=args.json)
         return asyncio.run(_migrate(settings))
@@ -235,6 +247,64 @@ async def _tasks(
     columns = ["id", "status", "title", "repository", "branch", "updated_at"]
     print(json.dumps(rows, indent=2) if as_json else _table(rows, columns))
     return 0
+
+
+async def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    """Replay recorded deliveries; exits non-zero if any was bad or refused."""
+    from webhook_service.reconciler import Reconciler
+    from webhook_service.replay import collect, replay_http, replay_offline
+
+    deliveries, bad = collect(args.paths, args.order)
+    progress = _Progress(len(deliveries))
+    if args.offline:
+        async with _database(settings) as store:
+            reconciler = Reconciler(store, task_branch_pattern=settings.task_branch_pattern)
+            reconciler.start()
+            try:
+                summary = await replay_offline(
+                    deliveries, reconciler, new_guid=args.new_guid, progress=progress
+                )
+            finally:
+                await reconciler.stop()
+    else:
+        secret = args.secret or (
+            settings.webhook_secrets[0].reveal() if settings.webhook_secrets else None
+        )
+        if secret is None:
+            raise ConfigError("replay over HTTP needs --secret or WEBHOOK_SECRET")
+        url = args.url or f"http://{settings.host}:{settings.port}{settings.webhook_path}"
+        summary = await replay_http(
+            deliveries,
+            url=url,
+            secret=secret,
+            rate=args.rate,
+            new_guid=args.new_guid,
+            progress=progress,
+        )
+    progress.finish()
+    summary.bad[:0] = bad
+    for line in summary.lines():
+        print(line)
+    return 0 if summary.ok else 1
+
+
+class _Progress:
+    """A one-line progress bar on stderr for long runs (only on a terminal)."""
+
+    def __init__(self, total: int) -> None:
+        self._total = total
+        self._shown = sys.stderr.isatty() and total >= 20
+
+    def __call__(self, done: int) -> None:
+        if self._shown:
+            width = 30
+            filled = width * done // max(self._total, 1)
+            bar = "#" * filled + "." * (width - filled)
+            print(f"\r[{bar}] {done}/{self._total}", end="", file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        if self._shown:
+            print(file=sys.stderr)
 
 
 def _stats(settings: Settings, url: str | None, *, as_json: bool) -> int:

@@ -1,0 +1,121 @@
+"""Replaying recorded deliveries over HTTP and offline, with bad fixtures and a
+refusing target."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from tests.helpers import AUTH, SECRET, make_settings, running_app
+from tests.servers import free_port, uvicorn_server
+from webhook_service.fixtures import fixtures_root
+from webhook_service.reconciler import Reconciler
+from webhook_service.replay import collect, replay_http, replay_offline
+from webhook_service.store import Store
+
+PR_FIXTURES = [
+    str(fixtures_root() / "pull_request" / name)
+    for name in ("opened.json", "closed.merged.json", "labeled.json")
+]
+
+
+async def test_replay_over_http_applies_and_counts(database_url: str) -> None:
+    deliveries, bad = collect([*PR_FIXTURES, str(fixtures_root() / "ping")])
+    assert bad == []
+    async with uvicorn_server(make_settings(database_url)) as (service, url):
+        summary = await replay_http(deliveries, url=f"{url}/webhooks/github", secret=SECRET)
+        again = await replay_http(deliveries, url=f"{url}/webhooks/github", secret=SECRET)
+        pr = await service.store.get_pull("Codertocat/Hello-World", 2)
+    assert (summary.sent, summary.applied, summary.ignored, summary.rejected) == (6, 3, 3, [])
+    assert again.duplicate == 6  # same GUIDs: nothing changes
+    assert pr is not None and pr.status == "MERGED"
+
+
+async def test_replay_offline_applies_with_source_replay(database_url: str) -> None:
+    deliveries, _ = collect(PR_FIXTURES, order="updated_at")
+    store = Store(database_url)
+    await store.connect()
+    await store.migrate()
+    reconciler = Reconciler(
+        store, task_branch_pattern=make_settings(database_url).task_branch_pattern
+    )
+    reconciler.start()
+    try:
+        summary = await replay_offline(deliveries, reconciler)
+        fresh = await replay_offline(deliveries, reconciler, new_guid=True)
+        pr = await store.get_pull("Codertocat/Hello-World", 2)
+        events = [e.message() for e in await store.events_since(0, 100)]
+    finally:
+        await reconciler.stop()
+        await store.disconnect()
+    assert (summary.applied, summary.rejected) == (3, [])
+    assert fresh.applied == 3  # new GUIDs: applied again, changing nothing
+    assert pr is not None and (pr.status, pr.last_source) == ("MERGED", "replay")
+    assert [(e["old_status"], e["new_status"], e["sync_source"]) for e in events] == [
+        (None, "OPEN", "replay"),
+        ("OPEN", "MERGED", "replay"),
+    ]
+
+
+async def test_bad_fixtures_are_reported_and_skipped(tmp_path: Path) -> None:
+    shutil.copy(PR_FIXTURES[0], tmp_path / "good.json")
+    shutil.copy(PR_FIXTURES[0].replace(".json", ".headers"), tmp_path / "good.headers")
+    (tmp_path / "no-headers.json").write_text("{}")
+    (tmp_path / "bad-headers.json").write_text("{}")
+    (tmp_path / "bad-headers.headers").write_text("this is not a header line\n")
+    deliveries, bad = collect([str(tmp_path), str(tmp_path / "missing.json")])
+    assert [d.path.name for d in deliveries] == ["good.json"]
+    reasons = dict(bad)
+    assert set(reasons) == {
+        str(tmp_path / "no-headers.json"),
+        str(tmp_path / "bad-headers.json"),
+        str(tmp_path / "missing.json"),
+    }
+    assert reasons[str(tmp_path / "missing.json")] == "no such file or directory"
+
+
+async def test_a_refusing_or_absent_target_is_reported(database_url: str) -> None:
+    deliveries, _ = collect(PR_FIXTURES[:1])
+    async with uvicorn_server(make_settings(database_url)) as (_service, url):
+        wrong = await replay_http(deliveries, url=f"{url}/webhooks/github", secret="not it")
+    assert wrong.rejected and "HTTP 401" in wrong.rejected[0][1]
+    absent = await replay_http(
+        deliveries,
+        url=f"http://127.0.0.1:{free_port()}/webhooks/github",
+        secret=SECRET,
+        retries=2,
+        retry_delay=0.01,
+    )
+    assert absent.sent == 0
+    assert "ConnectError" in absent.rejected[0][1] and "after 2 retries" in absent.rejected[0][1]
+
+
+async def test_replay_command_exits_non_zero_on_bad_fixtures(
+    database_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "broken.json").write_text("{")
+    async with running_app(make_settings(database_url)) as (_service, client):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "webhook_service",
+            "replay",
+            "--offline",
+            PR_FIXTURES[0],
+            str(tmp_path / "broken.json"),
+            env={"PATH": os.environ.get("PATH", ""), "DATABASE_URL": database_url},
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(60):
+            out, err = await process.communicate()
+        pulls = (await client.get("/api/pulls", headers=AUTH)).json()["pulls"]
+    assert process.returncode == 1, err.decode()
+    text = out.decode()
+    assert "applied 1" in text and "bad fixtures 1" in text
+    assert "broken.json" in text
+    assert [p["last_source"] for p in pulls] == ["replay"]
