@@ -13,7 +13,7 @@ from tests.helpers import AUTH, SECRET, make_settings, running_app
 from tests.servers import free_port, uvicorn_server
 from webhook_service.fixtures import fixtures_root
 from webhook_service.reconciler import Reconciler
-from webhook_service.replay import collect, replay_http, replay_offline
+from webhook_service.replay import collect, record, redeliver, replay_http, replay_offline
 from webhook_service.store import Store
 
 PR_FIXTURES = [
@@ -119,3 +119,49 @@ async def test_replay_command_exits_non_zero_on_bad_fixtures(
     assert "applied 1" in text and "bad fixtures 1" in text
     assert "broken.json" in text
     assert [p["last_source"] for p in pulls] == ["replay"]
+
+
+async def test_recorded_then_replayed_gives_the_same_stored_state(
+    database_url: str, tmp_path: Path
+) -> None:
+    deliveries, _ = collect(PR_FIXTURES)
+    async with uvicorn_server(make_settings(database_url)) as (service, url):
+        await replay_http(deliveries, url=f"{url}/webhooks/github", secret=SECRET)
+        original = await service.store.get_pull("Codertocat/Hello-World", 2)
+        written = await record(service.store, tmp_path / "out", event="pull_request")
+    assert len(written) == 3
+    for path in written:
+        headers = path.with_suffix(".headers").read_text()
+        assert "X-GitHub-Event: pull_request" in headers
+        assert "Signature" not in headers  # made anew at replay
+    recorded = {p.name: p.read_bytes() for p in written}
+    assert sorted(recorded.values()) == sorted(d.body for d in deliveries)  # byte-exact
+
+    other = f"sqlite:///{tmp_path / 'replayed.db'}"
+    again, bad = collect([str(tmp_path / "out")])
+    assert bad == []
+    async with uvicorn_server(make_settings(other)) as (service, url):
+        summary = await replay_http(again, url=f"{url}/webhooks/github", secret=SECRET)
+        replayed = await service.store.get_pull("Codertocat/Hello-World", 2)
+    assert (summary.applied, summary.rejected) == (3, [])
+    assert original is not None and replayed is not None
+    assert (replayed.status, replayed.title, replayed.github_updated_at) == (
+        original.status,
+        original.title,
+        original.github_updated_at,
+    )
+
+
+async def test_redeliver_runs_stored_deliveries_through_the_core_again(
+    database_url: str,
+) -> None:
+    deliveries, _ = collect(PR_FIXTURES[:1])
+    async with uvicorn_server(make_settings(database_url)) as (service, url):
+        await replay_http(deliveries, url=f"{url}/webhooks/github", secret=SECRET)
+        report = await redeliver(
+            service.store, service.reconciler, [deliveries[0].guid, "no-such-guid"]
+        )
+    assert [(r.guid, r.outcome, r.events) for r in report] == [
+        (deliveries[0].guid, "unchanged", 0),
+        ("no-such-guid", "not stored", 0),
+    ]

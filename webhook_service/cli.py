@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -61,6 +62,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay.add_argument("--rate", type=float, help="deliveries per second at most")
     replay.add_argument("--new-guid", action="store_true", help="give each a fresh GUID")
     replay.add_argument("--order", choices=["name", "updated_at"], default="name")
+    record = commands.add_parser("record", help="write stored deliveries out as fixtures")
+    record.add_argument("--since", help="received at or after this ISO 8601 time")
+    record.add_argument("--event", help="only this event (e.g. pull_request)")
+    record.add_argument("--repository", help="only deliveries about owner/name")
+    record.add_argument("--out", required=True, help="the directory to write to")
+    redeliver = commands.add_parser(
+        "redeliver", help="run stored deliveries through the core again"
+    )
+    redeliver.add_argument("guids", nargs="+", metavar="GUID")
     stats = commands.add_parser("stats", help="the running service's /stats")
     stats.add_argument("--url", help="the service (default: http://HOST:PORT)")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -85,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_tasks(settings, args.status, args.repository, as_json=args.json))
         if args.command == "replay":
             return asyncio.run(_replay(settings, args))
+        if args.command == "record":
+            return asyncio.run(_record(settings, args))
+        if args.command == "redeliver":
+            return asyncio.run(_redeliver(settings, args.guids))
         if args.command == "stats":
             return _stats(settings, args.url, as_json=args.json)
         return asyncio.run(_migrate(settings))
@@ -286,6 +300,45 @@ async def _replay(settings: Settings, args: argparse.Namespace) -> int:
     for line in summary.lines():
         print(line)
     return 0 if summary.ok else 1
+
+
+async def _record(settings: Settings, args: argparse.Namespace) -> int:
+    from webhook_service.payloads import PayloadError, parse_timestamp
+    from webhook_service.replay import record
+
+    try:
+        since = parse_timestamp(args.since) if args.since else None
+    except PayloadError as exc:
+        raise ConfigError(f"--since: {exc}") from None
+    async with _database(settings) as store:
+        written = await record(
+            store, Path(args.out), since=since, event=args.event, repository=args.repository
+        )
+    for path in written:
+        print(path)
+    print(f"recorded {len(written)} deliveries in {args.out}", file=sys.stderr)
+    return 0
+
+
+async def _redeliver(settings: Settings, guids: Sequence[str]) -> int:
+    from webhook_service.reconciler import Reconciler
+    from webhook_service.replay import redeliver
+
+    async with _database(settings) as store:
+        reconciler = Reconciler(
+            store,
+            task_branch_pattern=settings.task_branch_pattern,
+            cleanup_on_merge=settings.cleanup_on_merge,
+        )
+        reconciler.start()
+        try:
+            report = await redeliver(store, reconciler, guids)
+        finally:
+            await reconciler.stop()
+    rows = [{"guid": r.guid, "outcome": r.outcome, "events": r.events} for r in report]
+    print(_table(rows, ["guid", "outcome", "events"]))
+    known = {"created", "transitioned", "updated", "unchanged", "stale", "terminal", "ambiguous"}
+    return 0 if all(r.outcome in known for r in report) else 1
 
 
 class _Progress:

@@ -1,4 +1,5 @@
-"""Replaying recorded deliveries: to a running service over HTTP, or offline.
+"""Replaying recorded deliveries (to a running service over HTTP, or offline), recording
+stored deliveries as fixtures, and re-running stored deliveries through the core.
 
 Over HTTP a delivery is sent as GitHub would send it: the raw body bytes, every
 recorded header, and a fresh ``X-Hub-Signature-256`` for the target's secret. Offline
@@ -14,16 +15,23 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 
 from webhook_service.core import Observation, Source
-from webhook_service.fixtures import BODY_SUFFIX, FixtureError, RecordedDelivery, load_delivery
+from webhook_service.fixtures import (
+    BODY_SUFFIX,
+    FixtureError,
+    RecordedDelivery,
+    load_delivery,
+    write_delivery,
+)
 from webhook_service.payloads import PayloadError, decode_body, parse_delivery
 from webhook_service.reconciler import Job, Reconciler
 from webhook_service.signature import sign
-from webhook_service.store import StoreUnavailable
+from webhook_service.store import Store, StoreUnavailable
 
 #: Headers never replayed as recorded: the signature is made anew for the target.
 _DROPPED = {"x-hub-signature", "x-hub-signature-256", "content-length", "host"}
@@ -221,3 +229,72 @@ async def replay_offline(
             summary.count(result.status)
         progress(done)
     return summary
+
+
+# -- recording and redelivering stored deliveries ------------------------------------
+
+#: Never written to a fixture: signatures (made anew at replay) and credentials.
+_SCRUBBED = _DROPPED | {"authorization", "cookie", "proxy-authorization"}
+
+
+def canonical_header(name: str) -> str:
+    """``x-github-hook-id`` -> ``X-GitHub-Hook-ID`` (stored names are lower case)."""
+    special = {"github": "GitHub", "id": "ID", "www": "WWW"}
+    return "-".join(special.get(part, part.capitalize()) for part in name.lower().split("-"))
+
+
+async def record(store: Store, out: Path, **filters: Any) -> list[Path]:
+    """Write stored deliveries out as fixtures (body byte-exact, headers scrubbed)."""
+    written = []
+    stored = await store.list_deliveries(**filters)
+    width = len(str(len(stored)))
+    for index, delivery in enumerate(stored, start=1):
+        headers = {
+            canonical_header(k): v
+            for k, v in delivery.headers.items()
+            if k.lower() not in _SCRUBBED
+        }
+        directory = out / _safe(delivery.event)
+        # Numbered in the order received, so that replaying the directory keeps it.
+        name = f"{index:0{width}d}-{_safe(delivery.guid)}"
+        written.append(write_delivery(directory, name, headers, delivery.body))
+    return written
+
+
+def _safe(name: str) -> str:
+    """A file-name-safe version of a GUID or event name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"
+
+
+@dataclass(frozen=True, slots=True)
+class Redelivered:
+    guid: str
+    outcome: str  # the core's outcome, or why it could not be re-run
+    events: int
+
+
+async def redeliver(
+    store: Store, reconciler: Reconciler, guids: Sequence[str]
+) -> list[Redelivered]:
+    """Run stored deliveries through the core again (after a bug fix, say) and say what
+    changed. They are observations now: the GUIDs are already recorded."""
+    stored = {d.guid: d for d in await store.list_deliveries(guids=guids)}
+    report = []
+    for guid in guids:
+        delivery = stored.get(guid)
+        if delivery is None:
+            report.append(Redelivered(guid, "not stored", 0))
+            continue
+        content_type = str(delivery.headers.get("content-type", "application/json"))
+        try:
+            document = decode_body(delivery.body, content_type.split(";")[0].strip().lower())
+            parsed = parse_delivery(guid, delivery.event, document)
+        except PayloadError as exc:
+            report.append(Redelivered(guid, f"unreadable: {exc}", 0))
+            continue
+        if parsed.snapshot is None:
+            report.append(Redelivered(guid, f"event {delivery.event!r} is not acted on", 0))
+            continue
+        result = await reconciler.observe(Observation(parsed.snapshot, Source.REPLAY, guid))
+        report.append(Redelivered(guid, str(result.outcome or result.status), len(result.events)))
+    return report

@@ -487,6 +487,32 @@ class Store:
             )
         return _delivery(rows[0]) if rows else None
 
+    async def list_deliveries(
+        self,
+        *,
+        since: datetime | None = None,
+        event: str | None = None,
+        repository: str | None = None,
+        guids: Sequence[str] = (),
+        limit: int = 10_000,
+    ) -> list[DeliveryRecord]:
+        """Stored deliveries, oldest first, filtered by any of the arguments."""
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries"
+                " WHERE ($1::timestamptz IS NULL OR received_at >= $1)"
+                " AND ($2::text IS NULL OR event = $2) AND ($3::text IS NULL OR repository = $3)"
+                f" AND ($4::int = 0 OR guid {self.dialect.member(5)})"
+                " ORDER BY received_at, guid LIMIT $6",
+                since,
+                event,
+                repository,
+                len(guids),
+                self.dialect.list_param(guids),
+                limit,
+            )
+        return [_delivery(r) for r in rows]
+
     async def count_deliveries(self) -> dict[str, int]:
         async with self.connection() as conn:
             rows = await conn.fetch(
