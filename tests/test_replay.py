@@ -165,3 +165,37 @@ async def test_redeliver_runs_stored_deliveries_through_the_core_again(
         (deliveries[0].guid, "unchanged", 0),
         ("no-such-guid", "not stored", 0),
     ]
+
+
+async def test_5xx_answers_are_retried_until_the_target_accepts() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    answers = [503, 502, 200]
+    seen: list[str] = []
+
+    async def receiver(request: web.Request) -> web.Response:
+        seen.append(request.headers["X-Hub-Signature-256"])
+        status = answers.pop(0)
+        return web.json_response({"status": "applied"} if status == 200 else {}, status=status)
+
+    app = web.Application()
+    app.router.add_post("/hook", receiver)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        deliveries, _ = collect(PR_FIXTURES[:1])
+        summary = await replay_http(
+            deliveries, url=str(server.make_url("/hook")), secret=SECRET, retry_delay=0.01
+        )
+    finally:
+        await server.close()
+    assert (summary.sent, summary.applied, summary.rejected) == (3, 1, [])
+    assert len(set(seen)) == 1  # the same signed delivery each time
+
+
+async def test_unknown_formats_are_bad_fixtures(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    deliveries, bad = collect([str(tmp_path / "notes.txt")])
+    assert deliveries == []
+    assert bad and "expected a .json or .headers file" in bad[0][1]
