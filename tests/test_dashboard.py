@@ -27,7 +27,7 @@ from tests.helpers import API_TOKEN, AUTH, make_settings, payload, post_delivery
 from tests.servers import uvicorn_server
 from webhook_service import dashboard
 from webhook_service.app import create_app
-from webhook_service.reconciler import utcnow
+from webhook_service.store import utcnow
 
 CHROMIUM = Path(os.environ.get("DASHBOARD_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [

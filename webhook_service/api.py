@@ -24,8 +24,8 @@ from webhook_service.core import InvalidTransition, PullRequest, Source, TaskSta
 from webhook_service.creator import CreateError, create_pull_request
 from webhook_service.github import GitHubError
 from webhook_service.payloads import PayloadError
-from webhook_service.reconciler import Reconciler, utcnow
-from webhook_service.store import Store, StoreUnavailable, TaskRecord
+from webhook_service.reconciler import Reconciler
+from webhook_service.store import Store, StoreUnavailable, TaskRecord, utcnow
 from webhook_service.sync import PRSyncWorker
 
 Handler = Callable[[Request], Awaitable[Response]]

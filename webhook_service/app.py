@@ -27,8 +27,8 @@ from webhook_service.ingest import WebhookReceiver
 from webhook_service.metrics import Metrics, Parts
 from webhook_service.outbox import Dispatcher
 from webhook_service.realtime import Stream
-from webhook_service.reconciler import Reconciler, utcnow
-from webhook_service.store import Store, StoreUnavailable
+from webhook_service.reconciler import Reconciler
+from webhook_service.store import Store, StoreUnavailable, utcnow
 from webhook_service.sync import PRSyncWorker
 
 logger = logging.getLogger(__name__)

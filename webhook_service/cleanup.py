@@ -16,8 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from webhook_service.background import Periodic
-from webhook_service.reconciler import utcnow
-from webhook_service.store import CleanupJob, Store, StoreUnavailable
+from webhook_service.store import CleanupJob, Store, StoreUnavailable, utcnow
 from webhook_service.worktrees import CleanupError, cleanup_worktree, worktree_exists
 
 logger = logging.getLogger(__name__)

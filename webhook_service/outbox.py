@@ -15,8 +15,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from webhook_service.background import Periodic
-from webhook_service.reconciler import Clock, utcnow
-from webhook_service.store import Store, StoredEvent, StoreUnavailable
+from webhook_service.reconciler import Clock
+from webhook_service.store import Store, StoredEvent, StoreUnavailable, utcnow
 
 logger = logging.getLogger(__name__)
 

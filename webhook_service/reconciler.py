@@ -19,7 +19,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from webhook_service.core import (
     Decision,
@@ -45,15 +45,12 @@ from webhook_service.store import (
     StoredEvent,
     StoreUnavailable,
     UnitOfWork,
+    utcnow,
 )
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class DeliveryStatus:
@@ -308,9 +305,7 @@ class Reconciler:
     ) -> Decision:
         snap = observation.snapshot
         stored = pulls.get((snap.repository, snap.number))
-        task_id = stored.task_id if stored is not None else None
-        if task_id is None:
-            task_id = self.task_for_branch(snap.head_ref)
+        task_id = self._task_id(observation, pulls)
         task = tasks.get(task_id) if task_id is not None else None
         return decide(stored, task, observation, now=now, new_pr_id=str(uuid.uuid4()))
 
@@ -319,19 +314,22 @@ class Reconciler:
         return match.group("task_id").lower() if match else None
 
     def _task_ids(self, jobs: Mapping[int, Job], pulls: Mapping[PRKey, PullRequest]) -> list[str]:
-        ids: set[str] = set()
-        for job in jobs.values():
-            if job.observation is None:
-                continue
-            stored = pulls.get(
-                (job.observation.snapshot.repository, job.observation.snapshot.number)
-            )
-            task_id = stored.task_id if stored is not None else None
-            if task_id is None:
-                task_id = self.task_for_branch(job.observation.snapshot.head_ref)
-            if task_id is not None:
-                ids.add(task_id)
+        ids = {
+            task_id
+            for job in jobs.values()
+            if job.observation is not None
+            and (task_id := self._task_id(job.observation, pulls)) is not None
+        }
         return sorted(ids)
+
+    def _task_id(self, observation: Observation, pulls: Mapping[PRKey, PullRequest]) -> str | None:
+        """The task an observation concerns: the stored PR's, else the one its head
+        branch names (TASK_BRANCH_PATTERN)."""
+        snap = observation.snapshot
+        stored = pulls.get((snap.repository, snap.number))
+        if stored is not None and stored.task_id is not None:
+            return stored.task_id
+        return self.task_for_branch(snap.head_ref)
 
 
 def _changes(

@@ -31,8 +31,8 @@ from webhook_service.config import Settings
 from webhook_service.core import Observation, Source
 from webhook_service.github import GitHub, GitHubError, HookRef, Stopped
 from webhook_service.payloads import PayloadError, snapshot_from_api
-from webhook_service.reconciler import Reconciler, Result, utcnow
-from webhook_service.store import PRKey, Store, StoreUnavailable
+from webhook_service.reconciler import Reconciler, Result
+from webhook_service.store import PRKey, Store, StoreUnavailable, utcnow
 
 logger = logging.getLogger(__name__)
 
