@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from webhook_service.core import Observation, Source
+from webhook_service.core import Source
 from webhook_service.payloads import PayloadError, decode_body, parse_delivery
 from webhook_service.reconciler import Job, Reconciler
 from webhook_service.signature import SignatureError, verify
@@ -101,15 +101,7 @@ class WebhookReceiver:
         except PayloadError as exc:
             return _error(400, str(exc)), event, "rejected"
 
-        job = Job(
-            observation=Observation(delivery.snapshot, Source.MONITOR, guid)
-            if delivery.snapshot is not None
-            else None,
-            delivery=delivery,
-            headers=dict(headers.items()),
-            body=body,
-            ignored_reason=_ignored_reason(event),
-        )
+        job = Job.for_delivery(delivery, source=Source.MONITOR, headers=headers, body=body)
         log: dict[str, object] = {"guid": guid, "event": event, "repository": delivery.repository}
         if delivery.snapshot is not None:
             log["pr"] = delivery.snapshot.number
@@ -143,10 +135,6 @@ class WebhookReceiver:
         except ClientDisconnect:
             return b""
         return b"".join(chunks)
-
-
-def _ignored_reason(event: str) -> str:
-    return "ping" if event == "ping" else f"event {event!r} is not acted on"
 
 
 def _error(status: int, message: str) -> JSONResponse:

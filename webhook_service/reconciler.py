@@ -84,6 +84,22 @@ class Job:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
+    @classmethod
+    def for_delivery(
+        cls, delivery: Delivery, *, source: Source, headers: Mapping[str, str], body: bytes
+    ) -> Job:
+        """The job for a verified, parsed delivery (the receiver's, or a replayed one)."""
+        snapshot = delivery.snapshot
+        return cls(
+            observation=Observation(snapshot, source, delivery.guid) if snapshot else None,
+            delivery=delivery,
+            headers=dict(headers.items()),
+            body=body,
+            ignored_reason=(
+                "ping" if delivery.event == "ping" else f"event {delivery.event!r} is not acted on"
+            ),
+        )
+
     @property
     def key(self) -> PRKey | None:
         if self.observation is None:

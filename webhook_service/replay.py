@@ -209,13 +209,11 @@ async def replay_offline(
         except PayloadError as exc:
             summary.rejected.append((name, str(exc)))
             continue
-        snapshot = parsed.snapshot
-        job = Job(
-            observation=Observation(snapshot, Source.REPLAY, guid) if snapshot else None,
-            delivery=parsed,
+        job = Job.for_delivery(
+            parsed,
+            source=Source.REPLAY,
             headers=_recorded_headers(delivery) | {"X-GitHub-Delivery": guid},
             body=delivery.body,
-            ignored_reason=f"event {delivery.event!r} is not acted on",
         )
         try:
             result = await reconciler.submit(job)
