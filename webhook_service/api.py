@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from webhook_service.core import InvalidTransition, PullRequest, Source, TaskStatus
+from webhook_service.core import InvalidTransition, PullRequest, Source, TaskStatus, timestamp
 from webhook_service.creator import CreateError, create_pull_request
 from webhook_service.github import GitHubError
 from webhook_service.payloads import PayloadError
@@ -387,7 +387,7 @@ def task_json(task: TaskRecord) -> dict[str, Any]:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if value is None else timestamp(value)
 
 
 def _is_uuid(value: str) -> bool:

@@ -211,6 +211,11 @@ class Decision:
     follow_ups: frozenset[FollowUp] = frozenset()
 
 
+def timestamp(value: datetime) -> str:
+    """The UTC timestamp format of events and the API: ``2026-11-26T10:30:00Z``."""
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def freshness(observed: datetime, stored: datetime) -> Freshness:
     if observed > stored:
         return Freshness.NEWER
@@ -329,7 +334,7 @@ def _with_events(
     change or when the link is new. A task otherwise keeps a status set by hand.
     """
     events: list[EventDraft] = []
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = timestamp(now)
     if pr.status != old_status:
         events.append(
             EventDraft(
@@ -441,7 +446,7 @@ def decide_task_status(task: Task, wanted: TaskStatus, *, now: datetime) -> Deci
             "old_status": task.status,
             "new_status": wanted,
             "pr_trigger": False,
-            "timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "timestamp": timestamp(now),
         },
     )
     follow_ups = (

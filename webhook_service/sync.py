@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from webhook_service.config import Settings
-from webhook_service.core import Observation, Source
+from webhook_service.core import Observation, Source, timestamp
 from webhook_service.github import GitHub, GitHubError, HookRef, Stopped
 from webhook_service.payloads import PayloadError, snapshot_from_api
 from webhook_service.reconciler import Reconciler, Result
@@ -365,4 +365,4 @@ def _failures(labels: Sequence[str], outcomes: Sequence[object]) -> list[str]:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if value is None else timestamp(value)
