@@ -28,7 +28,7 @@ from webhook_service.metrics import Metrics, Parts
 from webhook_service.outbox import Dispatcher
 from webhook_service.realtime import Stream
 from webhook_service.reconciler import Reconciler
-from webhook_service.store import Store, StoreUnavailable, utcnow
+from webhook_service.store import Leadership, Store, StoreUnavailable, utcnow
 from webhook_service.sync import PRSyncWorker
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,13 @@ async def sync_worker(
         yield None
         return
     async with aiohttp.ClientSession() as session:
-        worker = PRSyncWorker(store, reconciler, GitHub(session, settings), settings)
+        worker = PRSyncWorker(
+            store,
+            reconciler,
+            GitHub(session, settings),
+            settings,
+            leadership=Leadership(store),  # one replica polls; another takes over
+        )
         await worker.start()
         try:
             yield worker

@@ -68,7 +68,7 @@ class CleanupRunner:
         """Carry out every job that is due; returns how many were attempted."""
         async with self._lock:
             try:
-                jobs = await self._store.due_cleanups(utcnow(), limit=20)
+                jobs = await self._store.claim_cleanups(utcnow(), limit=20)
             except StoreUnavailable as exc:
                 logger.warning("clean-up jobs unavailable: %s", exc)
                 return 0

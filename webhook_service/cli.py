@@ -182,10 +182,14 @@ async def _github_work(
 
 async def _sync(settings: Settings, *, once: bool) -> int:
     """The poller alone."""
+    from webhook_service.store import Leadership
     from webhook_service.sync import PRSyncWorker
 
     async with _github_work(settings, "the sync worker") as (store, reconciler, github):
-        worker = PRSyncWorker(store, reconciler, github, settings)
+        # A forced cycle runs here and now; a running poller polls only while it
+        # leads, as a `serve` replica's would.
+        leadership = None if once else Leadership(store)
+        worker = PRSyncWorker(store, reconciler, github, settings, leadership=leadership)
         if once:
             stats = await worker.force_sync()
             print(json.dumps(stats, indent=2))

@@ -120,6 +120,11 @@ class _Collector(Collector):
             ("webhook_github_rate_limited", "rate_limited", "Waits for a GitHub rate limit."),
         ):
             yield CounterMetricFamily(name, help_text, value=stats[key])
+        yield GaugeMetricFamily(
+            "webhook_sync_leader",
+            "1 while this replica is the one that polls GitHub.",
+            value=int(stats["leader"]),
+        )
         if stats["rate_limit_remaining"] is not None:
             yield GaugeMetricFamily(
                 "webhook_github_rate_limit_remaining",

@@ -164,4 +164,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX cleanup_jobs_due ON cleanup_jobs (status, next_attempt_at)",
         ),
     ),
+    Migration(
+        4,
+        "replicas: outbox claims",
+        (
+            # Which replica's dispatcher is emitting an event, and until when; a claim
+            # that runs out (its replica died) can be taken by another.
+            "ALTER TABLE events ADD COLUMN claimed_by TEXT",
+            "ALTER TABLE events ADD COLUMN claimed_until TIMESTAMPTZ",
+        ),
+    ),
 )

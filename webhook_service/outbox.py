@@ -5,6 +5,11 @@ path), and from the events table, for rows committed but never marked emitted (a
 between commit and emit, or an emit that failed). Either way an event is emitted
 from its stored row, in id order, then marked emitted. Delivery is at-least-once:
 clients drop repeats by ``event_id``.
+
+Across replicas, each event is emitted by one dispatcher: a fresh event belongs to
+the replica that committed it, and a sweep only takes events it has claimed
+(``Store.claim_unemitted_events``): those whose writer never marked them, once fresh,
+and those whose claim ran out because the claiming replica died.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
 from webhook_service.background import Periodic
@@ -32,8 +40,11 @@ class Dispatcher:
         sweep_interval: float = 5.0,
         mark_interval: float = 0.1,
         clock: Clock = utcnow,
+        claimer: str | None = None,
     ) -> None:
         self._store = store
+        #: This dispatcher's name in the events it claims (unique per process).
+        self.claimer = claimer or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._emit = emit
         self._clock = clock
         self._queue: asyncio.Queue[StoredEvent] = asyncio.Queue()
@@ -84,14 +95,16 @@ class Dispatcher:
         return self._queue.qsize()
 
     async def sweep(self) -> int:
-        """Queue every stored event not marked emitted; returns how many."""
+        """Claim and queue every stored event left unemitted; returns how many."""
         after = 0
         found = 0
         while True:
             # Under the mark lock: an event read as unmarked just before its mark
             # commits is still in flight when notified, so it is not emitted twice.
             async with self._mark_lock:
-                events = await self._store.unemitted_events(after, limit=1000)
+                events = await self._store.claim_unemitted_events(
+                    self.claimer, self._clock(), limit=1000, after=after
+                )
                 self.notify(events)
             if not events:
                 return found

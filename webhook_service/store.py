@@ -12,14 +12,16 @@ Nothing else in the package imports ``databases``, ``asyncpg`` or ``aiosqlite``.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import logging
+import os
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -63,6 +65,13 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 # one. Group commit keeps that one writer busy with whole batches.
 _WRITER_LOCK = 0x57_48_53_45_56_54  # "WHSEVT"
 _MIGRATION_LOCK = _WRITER_LOCK + 1
+_POLLER_LOCK = _WRITER_LOCK + 2  # held by the one replica that runs the sync worker
+
+#: How long a claim (an outbox event being emitted, a clean-up job being run) keeps
+#: other replicas off; after that, the work of a replica that died is taken over.
+CLAIM_LEASE = timedelta(seconds=30)
+#: Events this young are left to the dispatcher of the replica that committed them.
+FRESH_EVENT = timedelta(seconds=2)
 
 
 class StoreUnavailable(Exception):
@@ -151,6 +160,9 @@ class _Dialect:
 
     name = "postgresql"
     _placeholder = re.compile(r"\$(\d+)")
+    #: Appended to a claiming sub-select: rows another transaction is claiming are
+    #: passed over instead of waited for. SQLite has one writer, so nothing to skip.
+    skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def sql(self, statement: str) -> str:
         return statement
@@ -175,6 +187,7 @@ class _Dialect:
 
 class _SQLiteDialect(_Dialect):
     name = "sqlite"
+    skip_locked = ""
 
     _cast = re.compile(r"::\w+(\[\])?")
 
@@ -622,16 +635,24 @@ class Store:
         async with self.connection() as conn:
             await conn.executemany(_ENQUEUE_CLEANUP, [(t, utcnow()) for t in task_ids])
 
-    async def due_cleanups(self, now: datetime, limit: int) -> list[CleanupJob]:
+    async def claim_cleanups(
+        self, now: datetime, limit: int, *, lease: timedelta = CLAIM_LEASE
+    ) -> list[CleanupJob]:
+        """Take up to ``limit`` due clean-up jobs for ``lease``: another replica skips
+        them until then (the job's next attempt is moved past the lease), and takes
+        them over if this one dies before finishing them."""
         async with self.connection() as conn:
             rows = await conn.fetch(
-                "SELECT task_id, worktree_path, status, attempts, last_error FROM cleanup_jobs"
+                "UPDATE cleanup_jobs SET next_attempt_at = $3 WHERE task_id IN ("
+                " SELECT task_id FROM cleanup_jobs"
                 " WHERE status = 'pending' AND next_attempt_at <= $1"
-                " ORDER BY next_attempt_at LIMIT $2",
+                f" ORDER BY next_attempt_at LIMIT $2{self.dialect.skip_locked})"
+                " RETURNING task_id, worktree_path, status, attempts, last_error",
                 now,
                 limit,
+                now + lease,
             )
-        return [_cleanup_job(r) for r in rows]
+        return sorted((_cleanup_job(r) for r in rows), key=lambda job: job.task_id)
 
     async def cleanup_jobs(self) -> list[CleanupJob]:
         async with self.connection() as conn:
@@ -703,6 +724,43 @@ class Store:
             )
         return [_event(r) for r in rows]
 
+    async def claim_unemitted_events(
+        self,
+        claimer: str,
+        now: datetime,
+        limit: int,
+        *,
+        after: int = 0,
+        fresh: timedelta = FRESH_EVENT,
+        lease: timedelta = CLAIM_LEASE,
+        conn_lease: ConnectionLease | None = None,
+    ) -> list[StoredEvent]:
+        """Claim unemitted events for ``claimer``'s dispatcher, in id order.
+
+        Events younger than ``fresh`` belong to the replica that committed them (its
+        dispatcher was told at commit). Older ones are claimable unless another
+        claimer's claim still runs; a claim lasts ``lease``, so the events of a replica
+        that died are taken over once it has run out. Rows another replica is claiming
+        at this moment are skipped (``FOR UPDATE SKIP LOCKED``), so each event is
+        claimed by one dispatcher at a time.
+        """
+        async with self._on(conn_lease) as conn:
+            rows = await conn.fetch(
+                f"UPDATE events SET claimed_by = $1, claimed_until = $2 WHERE id IN ("
+                " SELECT id FROM events WHERE emitted_at IS NULL AND id > $3"
+                " AND created_at <= $4"
+                " AND (claimed_until IS NULL OR claimed_until < $5 OR claimed_by = $1)"
+                f" ORDER BY id LIMIT $6{self.dialect.skip_locked})"
+                f" RETURNING {_EVENT_COLUMNS}",
+                claimer,
+                now + lease,
+                after,
+                now - fresh,
+                now,
+                limit,
+            )
+        return sorted((_event(r) for r in rows), key=lambda event: event.id)
+
     async def mark_emitted(
         self, ids: Sequence[int], at: datetime, *, lease: ConnectionLease | None = None
     ) -> None:
@@ -728,6 +786,70 @@ class Store:
                 before,
             )
         return len(deliveries), len(events)
+
+
+_LEADERSHIP_ERRORS: tuple[type[BaseException], ...] = (StoreUnavailable, *UNAVAILABLE_ERRORS)
+
+
+class Leadership:
+    """The right to run a once-per-deployment job (the sync worker) among replicas.
+
+    PostgreSQL: a session advisory lock (``_POLLER_LOCK``) on a connection this
+    object keeps; it is released when that connection ends, so a replica that dies
+    (or loses the database) gives it up at once, and another takes it the next time
+    it asks. SQLite: an exclusive ``flock`` on a file beside the database, released
+    by the kernel when the process dies.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._lease = ConnectionLease(store)
+        self._fd: int | None = None
+        self.held = False
+
+    async def hold(self) -> bool:
+        """Whether this process leads now, taking the lead if it is free."""
+        if not self._store.is_postgres:
+            self.held = self._flock()
+            return self.held
+        try:
+            conn = await self._lease.get()
+            if self.held:
+                await conn.fetchval("SELECT 1")  # the session (and so the lock) lives
+            else:
+                self.held = bool(
+                    await conn.fetchval("SELECT pg_try_advisory_lock($1)", _POLLER_LOCK)
+                )
+        except _LEADERSHIP_ERRORS as exc:
+            if self.held:
+                logger.warning("lost the sync worker's lock with the database: %s", exc)
+            self.held = False
+            await self._lease.drop()
+        return self.held
+
+    async def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the file releases the flock
+            self._fd = None
+        elif self.held:
+            with contextlib.suppress(*_LEADERSHIP_ERRORS):
+                conn = await self._lease.get()
+                await conn.fetchval("SELECT pg_advisory_unlock($1)", _POLLER_LOCK)
+        self.held = False
+        await self._lease.drop()
+
+    def _flock(self) -> bool:
+        if self._fd is not None:
+            return True
+        path = f"{urlsplit(self._store.url).path[1:]}.leader"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
 
 
 class ConnectionLease:

@@ -32,7 +32,7 @@ from webhook_service.core import Observation, Source, timestamp
 from webhook_service.github import GitHub, GitHubError, HookRef, Stopped
 from webhook_service.payloads import PayloadError, snapshot_from_api
 from webhook_service.reconciler import Reconciler, Result
-from webhook_service.store import PRKey, Store, StoreUnavailable, utcnow
+from webhook_service.store import Leadership, PRKey, Store, StoreUnavailable, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +62,12 @@ class PRSyncWorker:
         reconciler: Reconciler,
         github: GitHub,
         settings: Settings,
+        *,
+        leadership: Leadership | None = None,
     ) -> None:
         self._store = store
+        # With several replicas, only the one holding the lead polls (None: always).
+        self._leadership = leadership
         self._reconciler = reconciler
         self._github = github
         self._settings = settings
@@ -100,6 +104,8 @@ class PRSyncWorker:
             with contextlib.suppress(asyncio.CancelledError, Stopped):
                 await self._task
         self._task = None
+        if self._leadership is not None:
+            await self._leadership.release()  # another replica takes over at once
 
     async def force_sync(self) -> dict[str, Any]:
         """Run one cycle now (after the one in flight, if any); returns the stats."""
@@ -114,11 +120,16 @@ class PRSyncWorker:
     def is_running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    def is_leader(self) -> bool:
+        """Whether this replica is the one that polls."""
+        return self._leadership is None or self._leadership.held
+
     def get_stats(self) -> dict[str, Any]:
         api = self._github.stats
         s = self._settings
         return {
             "running": self.is_running(),
+            "leader": self.is_leader(),
             "last_sync_at": _iso(self._stats.last_sync_at),
             "sync_count": self._stats.sync_count,
             "error_count": self._stats.error_count,
@@ -147,18 +158,33 @@ class PRSyncWorker:
     async def _loop(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()  # before the cycle: a stop() during it must not be lost
-            try:
-                await self.sync_once()
-            except Stopped:
-                return
-            except Exception:  # a cycle must never kill the worker
-                logger.exception("sync cycle failed")
+            leading = await self._lead()
+            if leading:
+                try:
+                    await self.sync_once()
+                except Stopped:
+                    return
+                except Exception:  # a cycle must never kill the worker
+                    logger.exception("sync cycle failed")
             if self._stopping.is_set():
                 return
-            interval = self._settings.sync_interval
+            # A follower asks for the lead twice per interval, so that it takes over
+            # within one interval of the leader's death.
+            interval = self._settings.sync_interval * (1.0 if leading else 0.5)
             delay = interval * random.uniform(1 - _JITTER, 1 + _JITTER)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def _lead(self) -> bool:
+        if self._leadership is None:
+            return True
+        was = self._leadership.held
+        leading = await self._leadership.hold()
+        if leading != was:
+            logger.info(
+                "this replica %s the sync worker's lead", "took" if leading else "lost"
+            )
+        return leading
 
     async def sync_once(self, *, recover: bool = False) -> None:
         """One cycle over everything the worker watches.
