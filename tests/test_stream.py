@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -13,49 +11,10 @@ import socketio
 
 from tests.helpers import API_TOKEN, AUTH, make_settings, payload, post_delivery
 from tests.servers import uvicorn_server
+from tests.sockets import connected
 from webhook_service.app import Service
 from webhook_service.core import EventDraft
 from webhook_service.store import utcnow
-
-EVENTS = ("pr_status_change", "task_status_change", "resync_required")
-
-
-class Client:
-    """A socketio.AsyncClient that records what it receives, in order."""
-
-    def __init__(self) -> None:
-        self.sio = socketio.AsyncClient(reconnection=False)
-        self.received: list[tuple[str, dict[str, Any]]] = []
-        self.arrived = asyncio.Event()
-        for name in EVENTS:
-            self.sio.on(name, self._recorder(name))
-
-    def _recorder(self, name: str) -> Any:
-        async def record(data: dict[str, Any]) -> None:
-            self.received.append((name, data))
-            self.arrived.set()
-
-        return record
-
-    @property
-    def ids(self) -> list[int]:
-        return [d["event_id"] for n, d in self.received if n != "resync_required"]
-
-    async def wait_for(self, count: int) -> None:
-        async with asyncio.timeout(15):
-            while len(self.received) < count:
-                self.arrived.clear()
-                await self.arrived.wait()
-
-
-@asynccontextmanager
-async def connected(url: str, **auth: Any) -> AsyncIterator[Client]:
-    client = Client()
-    await client.sio.connect(url, auth={"token": API_TOKEN, **auth}, transports=["websocket"])
-    try:
-        yield client
-    finally:
-        await client.sio.disconnect()
 
 
 async def _store_events(service: Service, count: int, repository: str = "o/r") -> list[int]:

@@ -1,0 +1,176 @@
+"""Two ``serve`` processes on one PostgreSQL and one Redis (DESIGN.md §11): one stream
+across replicas, one poller among them, and a replica's death taken over by the other."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests._postgres import create_database, drop_database
+from tests._redis import redis_url
+from tests.helpers import API_TOKEN, AUTH, SECRET, payload, post_delivery
+from tests.servers import ServerProcess
+from tests.sockets import connected
+from webhook_service.store import FRESH_EVENT, Store
+from webhook_service.testing import FakeGitHub
+
+TOKEN = "ghp_replicas"
+REPO = "octo/replicas"
+SYNC_INTERVAL = 1.0
+SWEEP_INTERVAL = 5.0  # the outbox dispatcher's
+
+
+@pytest.fixture
+async def pg_url(postgres_base_url: str) -> AsyncIterator[str]:
+    url = await create_database(postgres_base_url)
+    try:
+        yield url
+    finally:
+        await drop_database(url)
+
+
+@pytest.fixture
+def message_queue(tmp_path: Path) -> Iterator[str]:
+    with redis_url(tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+async def gh() -> AsyncIterator[FakeGitHub]:
+    async with FakeGitHub() as fake:
+        fake.add_token(TOKEN)
+        fake.add_repository(REPO)
+        fake.add_pull(REPO, 1, head_ref="feature/one")
+        yield fake
+
+
+def _env(database_url: str, message_queue: str, gh: FakeGitHub) -> dict[str, str]:
+    return {
+        "DATABASE_URL": database_url,
+        "SOCKETIO_MESSAGE_QUEUE": message_queue,
+        "WEBHOOK_SECRET": SECRET,
+        "API_TOKEN": API_TOKEN,
+        "GITHUB_TOKEN": TOKEN,
+        "GITHUB_API_URL": gh.url,
+        "GITHUB_REPOSITORIES": REPO,
+        "SYNC_INTERVAL": str(SYNC_INTERVAL),
+        "LOG_LEVEL": "INFO",
+    }
+
+
+@asynccontextmanager
+async def replicas(env: dict[str, str], tmp_path: Path, n: int = 2) -> AsyncIterator[
+    list[ServerProcess]
+]:
+    servers = [ServerProcess(env, tmp_path / f"replica-{i}.log") for i in range(n)]
+    try:
+        # Started from a thread: the fake GitHub they poll runs in this event loop.
+        await asyncio.gather(*(asyncio.to_thread(s.start) for s in servers))
+        yield servers
+    finally:
+        await asyncio.gather(*(asyncio.to_thread(s.stop) for s in servers))
+
+
+async def _stats(client: httpx.AsyncClient, server: ServerProcess) -> dict[str, Any]:
+    response = await client.get(f"{server.url}/stats")
+    response.raise_for_status()
+    stats: dict[str, Any] = response.json()
+    return stats
+
+
+def _opened(number: int) -> dict[str, Any]:
+    document = payload("pull_request/opened", number=number)
+    document["repository"]["full_name"] = REPO
+    return document
+
+
+async def _event_ids(database_url: str) -> list[int]:
+    store = Store(database_url)
+    await store.connect()
+    try:
+        return [e.id for e in await store.events_since(0, 100_000)]
+    finally:
+        await store.disconnect()
+
+
+async def test_a_client_of_one_replica_gets_each_event_of_the_other_once_and_one_replica_polls(
+    pg_url: str, message_queue: str, gh: FakeGitHub, tmp_path: Path
+) -> None:
+    async with (
+        replicas(_env(pg_url, message_queue, gh), tmp_path) as (a, b),
+        connected(a.url) as on_a,
+        connected(b.url) as on_b,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        before = set(await _event_ids(pg_url))  # the poller's first sweep may have made some
+        # Deliveries posted to B (and some to A): one first-sighting event each,
+        # emitted by the replica that stored it, through Redis to both.
+        async with httpx.AsyncClient(base_url=b.url, timeout=10) as to_b:
+            for number in range(10, 40):
+                response = await post_delivery(to_b, _opened(number))
+                assert response.status_code == 200, response.text
+        async with httpx.AsyncClient(base_url=a.url, timeout=10) as to_a:
+            for number in range(40, 50):
+                assert (await post_delivery(to_a, _opened(number))).status_code == 200
+        expected = [i for i in await _event_ids(pg_url) if i not in before]
+        assert len(expected) == 40
+        for client in (on_a, on_b):
+            await client.wait_until(lambda ids: set(expected) <= set(ids))
+        # Long enough for every outbox sweep that could emit an event again.
+        await asyncio.sleep(FRESH_EVENT.total_seconds() + SWEEP_INTERVAL + 0.5)
+        for client in (on_a, on_b):
+            got = [i for i in client.ids if i not in before]
+            assert sorted(got) == expected, "every event, each exactly once"
+
+        stats = [await _stats(http, s) for s in (a, b)]
+        leaders = [s for s in stats if s["leader"]]
+        assert len(leaders) == 1, f"exactly one replica leads: {stats}"
+        follower = next(s for s in stats if not s["leader"])
+        assert follower["sync_count"] == 0 and follower["api_calls"] == 0
+        assert leaders[0]["sync_count"] >= 3
+        listed = [r for r in gh.requests if r.path == f"/repos/{REPO}/pulls"]
+        assert len(listed) <= leaders[0]["sync_count"] + 1, "one poller's worth of requests"
+
+
+async def test_the_other_replica_takes_over_polling_within_one_interval_of_a_kill(
+    pg_url: str, message_queue: str, gh: FakeGitHub, tmp_path: Path
+) -> None:
+    async with (
+        replicas(_env(pg_url, message_queue, gh), tmp_path) as servers,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        stats = [await _stats(http, s) for s in servers]
+        for _ in range(100):
+            if any(s["leader"] for s in stats):
+                break
+            await asyncio.sleep(0.1)
+            stats = [await _stats(http, s) for s in servers]
+        leader, follower = (
+            (servers[0], servers[1]) if stats[0]["leader"] else (servers[1], servers[0])
+        )
+        await asyncio.to_thread(leader.kill)
+        killed_at = time.monotonic()
+        while not (await _stats(http, follower))["leader"]:
+            assert time.monotonic() - killed_at < SYNC_INTERVAL * 1.5, "no takeover"
+            await asyncio.sleep(0.02)
+        took_over = time.monotonic() - killed_at
+        # ...and it polls: a change on GitHub reaches the database through it.
+        gh.update_pull(REPO, 1, state="closed")
+        async with AsyncExitStack() as stack:
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(base_url=follower.url, headers=AUTH, timeout=10)
+            )
+            for _ in range(100):
+                pull = (await client.get(f"/api/pulls/{REPO}/1")).json()
+                if pull.get("status") == "CLOSED":
+                    break
+                await asyncio.sleep(0.05)
+            assert pull.get("status") == "CLOSED", pull
+    assert took_over < SYNC_INTERVAL
