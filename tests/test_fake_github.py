@@ -331,6 +331,37 @@ async def test_fail_next_and_delay_next(gh: FakeGitHub, http: aiohttp.ClientSess
     assert time.monotonic() - started < 1.0
 
 
+async def test_fault_periods(gh: FakeGitHub, http: aiohttp.ClientSession) -> None:
+    """``*_for``: every request under the prefix during a period, however many."""
+    gh.add_pull(REPO)
+    url = f"{gh.url}/repos/{REPO}/pulls"
+    started = time.monotonic()
+    gh.fail_for(0.3, 503, path_prefix=f"/repos/{REPO}/")
+    gh.secondary_limit_for(0.3, status=429, retry_after=3, after=0.3)
+    gh.delay_for(0.3, delay=0.2, after=0.6)
+    assert (await _get(http, f"{gh.url}/repos/octo-org/other/pulls"))[0] == 404  # prefix
+    assert [(await _get(http, url))[0] for _ in range(5)] == [503] * 5
+    await asyncio.sleep(max(0.0, started + 0.35 - time.monotonic()))
+    status, body, response = await _get(http, url)
+    assert (status, response.headers["Retry-After"]) == (429, "3")
+    assert "secondary rate limit" in body["message"]
+    assert (await _get(http, url))[0] == 429
+    await asyncio.sleep(max(0.0, started + 0.65 - time.monotonic()))
+    before = time.monotonic()
+    assert (await _get(http, url))[0] == 200
+    assert time.monotonic() - before >= 0.2  # held
+    await asyncio.sleep(max(0.0, started + 0.95 - time.monotonic()))
+    before = time.monotonic()
+    assert (await _get(http, url))[0] == 200  # every period is over
+    assert time.monotonic() - before < 0.2
+    times = [r.received_at for r in gh.requests]
+    assert times == sorted(times) and started <= times[0] and times[-1] <= time.monotonic()
+    with pytest.raises(ValueError, match="403 or 429"):
+        gh.secondary_limit_for(1.0, status=500)
+    with pytest.raises(ValueError, match="seconds > 0"):
+        gh.fail_for(0.0)
+
+
 def _other_key() -> str:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(

@@ -78,6 +78,7 @@ class ApiStats:
     rate_limit_remaining: int | None = None
     rate_limit_reset: float | None = None  # epoch seconds
     last_error: str | None = None
+    hold_until: float = 0.0  # epoch seconds: no request before (a rate-limit wait)
 
 
 class ETagCache(MutableMapping[str, tuple[Any, ...]]):
@@ -163,7 +164,7 @@ class _API(gidgethub.aiohttp.GitHubAPI):
         exception: gidgethub.HTTPException,
         attempt: int,
     ) -> bool:
-        return await self._client.retry_after_error(exception, attempt)
+        return await self._client.retry_after_error(exception, attempt, self.budget)
 
 
 class GitHub:
@@ -238,6 +239,9 @@ class GitHub:
     async def pace(self, stats: ApiStats) -> None:
         """Spread what is left of a credential's budget over the time left, under
         the reserve."""
+        hold = stats.hold_until - self._clock()
+        if hold > 0:  # a rate-limit wait outlives the call that gave up on it
+            await self.sleep(min(hold, _MAX_RATE_WAIT))
         if stats.rate_limit_remaining is None or stats.rate_limit_reset is None:
             return
         left = stats.rate_limit_reset - self._clock()
@@ -248,14 +252,24 @@ class GitHub:
         elif stats.rate_limit_remaining < self._reserve * (stats.rate_limit_limit or 0):
             await self.sleep(min(left / stats.rate_limit_remaining, 60.0))
 
-    async def retry_after_error(self, exc: gidgethub.HTTPException, attempt: int) -> bool:
-        """Whether (after waiting) to retry a request that failed with ``exc``."""
+    async def retry_after_error(
+        self, exc: gidgethub.HTTPException, attempt: int, budget: ApiStats | None = None
+    ) -> bool:
+        """Whether (after waiting) to retry a request that failed with ``exc``.
+
+        A rate-limit wait also holds the credential's (``budget``'s) next requests, the
+        next cycle's included, when the retries have run out: GitHub asks for no request
+        before ``retry-after`` (or the reset), not for one fewer retry.
+        """
         # (gh.rate_limit is stale after errors; _API._request has already read the
         # rate-limit headers of this very response, and so do we here.)
         status = exc.status_code
         headers = getattr(exc, "headers", None) or {}
         wait = self._rate_limit_wait(status, headers, exc, attempt)
         if wait is not None:
+            if budget is not None:
+                hold = self._clock() + min(wait, _MAX_RATE_WAIT)
+                budget.hold_until = max(budget.hold_until, hold)
             if attempt > self._retries + 1 or wait > _MAX_RATE_WAIT:
                 return False
             self.stats.rate_limited += 1

@@ -6,9 +6,10 @@ canned answers: token and GitHub App (JWT) authentication, installation access t
 that expire, pull-request list/get with GitHub's sorting, filters and ``Link``
 pagination, pull-request creation with GitHub's validation errors, conditional
 requests (``ETag`` → 304, free of charge), a primary rate limit per credential, injected
-secondary rate limits, errors and delays, and webhook deliveries that can be listed and
-really redelivered to a hook URL. JSON shapes come from ``testing/rest/`` (GitHub's
-own REST examples): the stored values replace the example's, field by field.
+secondary rate limits, errors and delays (for the next requests, or for a period), and
+webhook deliveries that can be listed and really redelivered to a hook URL. JSON shapes
+come from ``testing/rest/`` (GitHub's own REST examples): the stored values replace the
+example's, field by field.
 
 Time: pull-request and delivery timestamps come from an internal clock with GitHub's
 one-second resolution. It follows the wall clock but moves at least one second per
@@ -83,6 +84,7 @@ class RequestRecord:
     conditional: bool = False  # If-None-Match was sent
     rate_cost: int = 0  # taken from the primary rate limit: 0 or 1
     body: bytes = b""  # the request body, as sent
+    received_at: float = field(default_factory=time.monotonic)  # time.monotonic() on arrival
 
 
 @dataclass
@@ -186,13 +188,15 @@ class _Budget:
 
 @dataclass
 class _Fault:
-    remaining: int
+    remaining: int | None  # None: every matching request from ``starts`` until ``ends``
     path_prefix: str
     status: int = 500
     seconds: float = 0.0
     retry_after: int | None = None
     method: str | None = None  # None: any method
     handled: bool = False  # "fail": the request takes effect, then its answer is lost
+    starts: float = -math.inf  # time.monotonic() bounds of a fault period
+    ends: float = math.inf
 
 
 @dataclass
@@ -675,7 +679,8 @@ class FakeGitHub:
             "suspended_at": None,
         }
 
-    # -- fault injection: each rule applies to the next ``count`` requests under a prefix --
+    # -- fault injection: the next ``count`` requests under a prefix, or (``*_for``) -------
+    # -- every request under a prefix during a period --------------------------------------
 
     def fail_next(
         self,
@@ -712,14 +717,65 @@ class FakeGitHub:
         fault = _Fault(count, path_prefix, status=status, retry_after=retry_after)
         self._faults["secondary"].append(fault)
 
+    def fail_for(
+        self,
+        seconds: float,
+        status: int = 500,
+        path_prefix: str = "",
+        *,
+        after: float = 0.0,
+        method: str | None = None,
+    ) -> None:
+        """An outage: answer every request under ``path_prefix`` with ``status`` (before
+        authentication) for ``seconds``, starting ``after`` seconds from now."""
+        starts, ends = _period(seconds, after)
+        fault = _Fault(None, path_prefix, status=status, method=method, starts=starts, ends=ends)
+        self._faults["fail"].append(fault)
+
+    def delay_for(
+        self, seconds: float, path_prefix: str = "", *, delay: float, after: float = 0.0
+    ) -> None:
+        """Hold every request under ``path_prefix`` that arrives during ``seconds`` (starting
+        ``after`` seconds from now) for ``delay`` seconds before handling it: with a delay
+        longer than the client's timeout, GitHub hangs for that period."""
+        starts, ends = _period(seconds, after)
+        fault = _Fault(None, path_prefix, seconds=delay, starts=starts, ends=ends)
+        self._faults["delay"].append(fault)
+
+    def secondary_limit_for(
+        self,
+        seconds: float,
+        status: int = 403,
+        retry_after: int | None = 1,
+        path_prefix: str = "",
+        *,
+        after: float = 0.0,
+    ) -> None:
+        """Refuse every authenticated request under ``path_prefix`` with a secondary rate
+        limit (see :meth:`secondary_limit_next`) for ``seconds``, starting ``after``
+        seconds from now."""
+        if status not in (403, 429):
+            raise ValueError("GitHub answers a secondary rate limit with 403 or 429")
+        starts, ends = _period(seconds, after)
+        fault = _Fault(
+            None, path_prefix, status=status, retry_after=retry_after, starts=starts, ends=ends
+        )
+        self._faults["secondary"].append(fault)
+
     def _take(self, kind: str, path: str, method: str | None = None) -> _Fault | None:
-        for fault in self._faults[kind]:
+        now = time.monotonic()
+        faults = self._faults[kind]
+        faults[:] = [fault for fault in faults if fault.ends > now]  # periods that are over
+        for fault in faults:
+            if fault.starts > now:
+                continue  # a period that has not begun
             if fault.method is not None and fault.method.upper() != method:
                 continue
             if path.startswith(fault.path_prefix):
-                fault.remaining -= 1
-                if fault.remaining <= 0:
-                    self._faults[kind].remove(fault)
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        faults.remove(fault)
                 return fault
         return None
 
@@ -1192,6 +1248,14 @@ _CREATE_FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "maintainer_can_modify": (bool, "a boolean"),
     "issue": (int, "an integer"),
 }
+
+
+def _period(seconds: float, after: float) -> tuple[float, float]:
+    """The time.monotonic() bounds of a fault period of ``seconds`` starting in ``after``."""
+    if seconds <= 0 or after < 0:
+        raise ValueError("a fault period needs seconds > 0 and after >= 0")
+    starts = time.monotonic() + after
+    return starts, starts + seconds
 
 
 def _validation_failed(message: str) -> _ApiError:
