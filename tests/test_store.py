@@ -120,3 +120,19 @@ def test_serve_refuses_to_start_without_secrets(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "WEBHOOK_SECRET and API_TOKEN must be set" in result.stderr
+
+
+async def test_replicas_starting_at_once_migrate_once(database_url: str) -> None:
+    """Several processes migrating one new database at the same moment: each waits
+    for the others, and every migration is applied exactly once."""
+    stores = [Store(database_url) for _ in range(4)]
+    for s in stores:
+        await s.connect()
+    try:
+        results = await asyncio.gather(*(s.migrate() for s in stores))
+        applied = sorted(v for versions in results for v in versions)
+        assert applied == [m.version for m in MIGRATIONS]
+        assert await stores[0].schema_version() == MIGRATIONS[-1].version
+    finally:
+        for s in stores:
+            await s.disconnect()

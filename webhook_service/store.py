@@ -382,13 +382,16 @@ class Store:
         """Apply every migration not applied yet; returns the versions applied."""
         applied: list[int] = []
         async with self.connection() as conn:
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
-            if conn.is_pg:  # several replicas may start at once
+            # Several replicas may start at once. The lock comes first: two concurrent
+            # CREATE TABLE IF NOT EXISTS can both go ahead, and one then fails on
+            # PostgreSQL's catalog (duplicate key in pg_type).
+            if conn.is_pg:
                 await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
             try:
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+                )
                 done = {
                     r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")
                 }
@@ -396,6 +399,13 @@ class Store:
                     if migration.version in done:
                         continue
                     async with self.unit_of_work(conn):
+                        # Asked again inside the write transaction: on SQLite another
+                        # process may have applied it since (it has no advisory lock).
+                        if await conn.fetchval(
+                            "SELECT count(*) FROM schema_migrations WHERE version = $1",
+                            migration.version,
+                        ):
+                            continue
                         for statement in migration.statements(self.dialect.name):
                             await conn.raw.execute(statement)
                         await conn.execute(
