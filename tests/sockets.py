@@ -21,8 +21,15 @@ class Client:
         self.sio = socketio.AsyncClient(reconnection=False)
         self.received: list[tuple[str, dict[str, Any]]] = []
         self.arrived = asyncio.Event()
+        self.batches: list[list[int]] = []  # the ids of each ``events`` batch received
         for name in EVENTS:
             self.sio.on(name, self._recorder(name))
+        self.sio.on("events", self._record_batch)
+
+    async def _record_batch(self, batch: list[dict[str, Any]]) -> None:
+        self.batches.append([data["event_id"] for data in batch])
+        self.received += [(data["type"], data) for data in batch]
+        self.arrived.set()
 
     def _recorder(self, name: str) -> Any:
         async def record(data: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests._load import WebhookLoad
 from tests._postgres import create_database, drop_database
 from tests._redis import redis_url
 from tests.helpers import API_TOKEN, AUTH, SECRET, payload, post_delivery
@@ -55,6 +57,8 @@ def _env(database_url: str, message_queue: str, gh: FakeGitHub) -> dict[str, str
     return {
         "DATABASE_URL": database_url,
         "SOCKETIO_MESSAGE_QUEUE": message_queue,
+        # Its own channel: other runs may share the machine's Redis at the same time.
+        "SOCKETIO_CHANNEL": f"test-{uuid.uuid4().hex}",
         "WEBHOOK_SECRET": SECRET,
         "API_TOKEN": API_TOKEN,
         "GITHUB_TOKEN": TOKEN,
@@ -66,9 +70,9 @@ def _env(database_url: str, message_queue: str, gh: FakeGitHub) -> dict[str, str
 
 
 @asynccontextmanager
-async def replicas(env: dict[str, str], tmp_path: Path, n: int = 2) -> AsyncIterator[
-    list[ServerProcess]
-]:
+async def replicas(
+    env: dict[str, str], tmp_path: Path, n: int = 2
+) -> AsyncIterator[list[ServerProcess]]:
     servers = [ServerProcess(env, tmp_path / f"replica-{i}.log") for i in range(n)]
     try:
         # Started from a thread: the fake GitHub they poll runs in this event loop.
@@ -174,3 +178,44 @@ async def test_the_other_replica_takes_over_polling_within_one_interval_of_a_kil
                 await asyncio.sleep(0.05)
             assert pull.get("status") == "CLOSED", pull
     assert took_over < SYNC_INTERVAL
+
+
+async def test_a_replica_killed_under_load_loses_nothing_and_the_other_finishes_its_work(
+    pg_url: str, message_queue: str, gh: FakeGitHub, tmp_path: Path
+) -> None:
+    """SIGKILL one replica while both take deliveries: every acknowledged delivery is
+    stored and applied, and the events the dead one committed but never emitted (or
+    never marked) are emitted by the survivor: its client ends with every event."""
+    async with (
+        replicas(_env(pg_url, message_queue, gh), tmp_path) as (a, b),
+        connected(b.url) as on_b,
+    ):
+        before = set(await _event_ids(pg_url))
+        async with (
+            WebhookLoad(a.url, concurrency=8) as on_a,
+            WebhookLoad(b.url, concurrency=8) as to_b,
+        ):
+            assert await on_a.wait_for_acks(150, within=30), "replica A took no load"
+            await asyncio.to_thread(a.kill)  # requests in flight on A die with it
+            killed = time.monotonic()
+            assert await to_b.wait_for_acks(150, since=killed, within=30)
+        acked = on_a.acked() + to_b.acked()
+        assert any(x.status is None for x in on_a.attempts), "the kill landed mid-load"
+
+        store = Store(pg_url)
+        await store.connect()
+        try:
+            for attempt in acked:
+                delivery = await store.get_delivery(attempt.guid)
+                assert delivery is not None, f"acknowledged {attempt.describe()} was lost"
+                assert delivery.outcome == "applied", attempt.describe()
+            expected = {i for i in await _event_ids(pg_url) if i not in before}
+            # The survivor's sweep takes A's leftovers once they are no longer fresh.
+            await on_b.wait_until(lambda ids: expected <= set(ids))
+            for _ in range(50):  # ...and marks them emitted
+                if not await store.unemitted_events(0, 10):
+                    break
+                await asyncio.sleep(0.1)
+            assert await store.unemitted_events(0, 10) == []
+        finally:
+            await store.disconnect()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 import socketio
 
 from tests.helpers import API_TOKEN, AUTH, make_settings, payload, post_delivery
@@ -34,10 +36,11 @@ def _document(repository: str, number: int, **fields: Any) -> dict[str, Any]:
     return document
 
 
-async def test_subscribe_narrows_and_unsubscribe_widens(database_url: str) -> None:
+@pytest.mark.parametrize("batch", [False, True], ids=["per-event", "batch"])
+async def test_subscribe_narrows_and_unsubscribe_widens(database_url: str, batch: bool) -> None:
     async with (
         uvicorn_server(make_settings(database_url)) as (_service, url),
-        connected(url) as client,
+        connected(url, batch=batch) as client,
         httpx.AsyncClient(base_url=url) as http,
     ):
         ack = await client.sio.call("subscribe", {"repository": "o/a"}, timeout=5)
@@ -56,8 +59,9 @@ async def test_subscribe_narrows_and_unsubscribe_widens(database_url: str) -> No
         assert bad["ok"] is False
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["per-event", "batch"])
 async def test_resume_sends_every_missed_event_then_live_without_gap_or_repeat(
-    database_url: str,
+    database_url: str, batch: bool
 ) -> None:
     async with uvicorn_server(make_settings(database_url)) as (service, url):
         before = await _store_events(service, 1200)  # more than two replay pages
@@ -69,7 +73,7 @@ async def test_resume_sends_every_missed_event_then_live_without_gap_or_repeat(
                     await post_delivery(http, _document("o/r", 1000 + i))
 
             committing = asyncio.create_task(keep_committing())
-            async with connected(url, since=since) as client:
+            async with connected(url, since=since, batch=batch) as client:
                 await committing
                 newest = (await http.get("/api/events?since=0&limit=5000", headers=AUTH)).json()[
                     "last_id"
@@ -81,6 +85,8 @@ async def test_resume_sends_every_missed_event_then_live_without_gap_or_repeat(
                 await post_delivery(http, _document("o/r", 5000))
                 await client.wait_for(newest - since + 1)
                 assert client.ids[-1] == newest + 1
+        if batch:  # the catch-up came in pages, not one message per event
+            assert len(client.batches) < (newest - since) // 10
 
 
 async def test_resume_from_a_pruned_position_asks_to_resync(database_url: str) -> None:
@@ -158,3 +164,35 @@ async def test_stats_report_the_monitor_and_the_stream(database_url: str) -> Non
         assert monitor["events_emitted"] == 1
         assert monitor["last_emitted_event_id"] == client.ids[-1]
         assert monitor["socketio_clients"] == 1
+
+
+async def test_a_batch_client_gets_a_burst_in_a_few_messages_in_order(database_url: str) -> None:
+    async with (
+        uvicorn_server(make_settings(database_url)) as (service, url),
+        connected(url, batch=True) as batched,
+        connected(url) as single,
+    ):
+        ids = await _store_events(service, 300)
+        await batched.wait_for(300)
+        await single.wait_for(300)
+        await asyncio.sleep(0.2)  # anything extra would show up now
+        assert batched.ids == ids == single.ids
+        assert all(b == sorted(b) and b for b in batched.batches)
+        assert len(batched.batches) <= 10, "one message per flush, not per event"
+        # Quiet, then one event: sent at once, not after a full interval.
+        await asyncio.sleep(0.2)
+        async with httpx.AsyncClient(base_url=url) as http:
+            await post_delivery(http, _document("o/r", 77))
+        await batched.wait_for(301)
+        assert batched.batches[-1] == [batched.ids[-1]]
+
+
+async def test_batch_must_be_a_boolean(database_url: str) -> None:
+    async with uvicorn_server(make_settings(database_url)) as (_service, url):
+        client = socketio.AsyncClient(reconnection=False)
+        errors: list[Any] = []
+        client.on("connect_error", errors.append)
+        with contextlib.suppress(socketio.exceptions.ConnectionError):
+            await client.connect(url, auth={"token": API_TOKEN, "batch": "yes"}, wait_timeout=5)
+        await client.disconnect()
+        assert errors and "batch" in str(errors[0])

@@ -77,6 +77,7 @@ class Settings:
     hook_ids: tuple[tuple[str, int], ...] = ()
     # Real-time push and side effects.
     socketio_message_queue: Secret | None = None  # may carry a password
+    socketio_channel: str = "socketio"  # one per deployment sharing a Redis
     worktree_root: Path | None = None
     cleanup_on_merge: bool = True
     cleanup_delete_branch: bool = False
@@ -152,6 +153,7 @@ def load_settings(environ: Mapping[str, str], *, env_file: Path | None = Path(".
         sync_retry_delay=reader.number("SYNC_RETRY_DELAY", 5.0, low=0.0),
         hook_ids=_hook_ids(reader.csv("HOOK_ID"), reader.csv("GITHUB_REPOSITORIES")),
         socketio_message_queue=reader.secret("SOCKETIO_MESSAGE_QUEUE"),
+        socketio_channel=reader.text("SOCKETIO_CHANNEL") or "socketio",
         worktree_root=Path(w) if (w := reader.text("WORKTREE_ROOT")) else None,
         cleanup_on_merge=reader.boolean("CLEANUP_ON_MERGE", True),
         cleanup_delete_branch=reader.boolean("CLEANUP_DELETE_BRANCH", False),

@@ -7,6 +7,10 @@
 - Resume: ``auth={"token": ..., "since": N}`` first sends every stored event with id > N,
   in order, then the live stream, with no gap and no duplicate at the seam. Past the
   retention bound the client gets ``resync_required`` instead (reload, then live).
+- Batches: ``auth={..., "batch": true}`` asks for ``events`` messages instead of one
+  message per event: each is a list of the same payloads, in id order, sent at most
+  every ``BATCH_INTERVAL`` (the first after a quiet spell at once). Under load a
+  client then costs the server one frame per interval instead of one per event.
 
 How the seam is made exact: while a client catches up from the database, every event
 delivered locally is also appended to its buffer (under the same lock as the
@@ -23,7 +27,8 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 ALL = "all"
 NAMESPACE = "/"
+BATCH = "events"  # the event name of a batch
+BATCH_INTERVAL = 0.05  # seconds between two batches to one client, at most 20/s
 _PAGE = 500
 
 
@@ -56,6 +63,7 @@ class _Client:
     subscriptions: set[str] = field(default_factory=set)  # rooms; empty = everything
     buffer: list[tuple[str, dict[str, Any]]] | None = None  # set while catching up
     floor: int = 0  # skip live events up to this id (already sent from the database)
+    batch: bool = False  # gets ``events`` lists, and is in no Socket.IO room
 
     @property
     def rooms(self) -> set[str]:
@@ -68,6 +76,11 @@ class _StreamMixin(socketio.AsyncManager):  # type: ignore[misc]
     def setup_stream(self) -> None:
         self.stream_lock = asyncio.Lock()
         self.clients: dict[str, _Client] = {}
+        # Events for batch clients, waiting for the next flush: (payload, rooms).
+        self._pending: list[tuple[dict[str, Any], set[str]]] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._last_flush = 0.0
+        self._flushes: set[asyncio.Task[None]] = set()
 
     async def emit(
         self,
@@ -88,16 +101,81 @@ class _StreamMixin(socketio.AsyncManager):  # type: ignore[misc]
         rooms = {target} if isinstance(target, str) else set(target or [])
         async with self.stream_lock:
             skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
+            batched = False
             for sid, client in self.clients.items():
                 if client.buffer is not None:
                     if client.rooms & rooms:
                         client.buffer.append((event, data))
+                elif client.batch:
+                    batched = True
                 elif client.floor:
                     if event_id <= client.floor:
                         skip.add(sid)
                     else:
                         client.floor = 0
+            if batched:
+                self._pending.append((data, rooms))
+                self._schedule_flush()
             await self._fan_out(event, data, list(rooms), skip)
+
+    def _schedule_flush(self) -> None:
+        if self._flush_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, self._last_flush + BATCH_INTERVAL - loop.time())
+        self._flush_timer = loop.call_later(delay, self._start_flush)
+
+    def _start_flush(self) -> None:
+        task = asyncio.create_task(self._flush(), name="socketio-batch")
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self) -> None:
+        """Send each live batch client the pending events of its rooms, as one list.
+
+        Clients with the same rooms (and no floor) get the same list: it is encoded
+        once per such group, however many clients share it."""
+        async with self.stream_lock:
+            self._flush_timer = None
+            self._last_flush = asyncio.get_running_loop().time()
+            pending, self._pending = self._pending, []
+            groups: dict[tuple[frozenset[str], int], list[str]] = {}
+            for sid, client in self.clients.items():
+                if client.batch and client.buffer is None:
+                    groups.setdefault((frozenset(client.rooms), client.floor), []).append(sid)
+            for (rooms, floor), sids in groups.items():
+                batch = [d for d, r in pending if r & rooms and d["event_id"] > floor]
+                if not batch:
+                    continue
+                if floor:
+                    for sid in sids:
+                        if (floored := self.clients.get(sid)) is not None:
+                            floored.floor = 0
+                packets = self._encode(BATCH, batch)
+                for sid in sids:
+                    eio_sid = self.eio_sid_from_sid(sid, NAMESPACE)
+                    if eio_sid is not None:
+                        for pkt in packets:
+                            await self.server._send_eio_packet(eio_sid, pkt)
+
+    async def stop_batches(self) -> None:
+        """Send nothing more to batch clients (shutting down)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        for task in list(self._flushes):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+    def _encode(self, event: str, data: Any) -> list[engineio.packet.Packet]:
+        encoded = self.server.packet_class(
+            socketio.packet.EVENT, namespace=NAMESPACE, data=[event, data]
+        ).encode()
+        return [
+            engineio.packet.Packet(engineio.packet.MESSAGE, part)
+            for part in (encoded if isinstance(encoded, list) else [encoded])
+        ]
 
     async def _fan_out(self, event: str, data: Any, rooms: list[str], skip: set[Any]) -> None:
         """Encode once, then queue the packet on each recipient's socket in turn.
@@ -108,13 +186,7 @@ class _StreamMixin(socketio.AsyncManager):  # type: ignore[misc]
         back wakes each client's writer once instead of once per event. A client that
         stops reading only grows its own queue.
         """
-        encoded = self.server.packet_class(
-            socketio.packet.EVENT, namespace=NAMESPACE, data=[event, data]
-        ).encode()
-        packets = [
-            engineio.packet.Packet(engineio.packet.MESSAGE, part)
-            for part in (encoded if isinstance(encoded, list) else [encoded])
-        ]
+        packets = self._encode(event, data)
         for sid, eio_sid in self.get_participants(NAMESPACE, rooms):
             if sid not in skip:
                 for pkt in packets:
@@ -131,7 +203,118 @@ class _LocalManager(_StreamMixin):
 
 class _RedisManager(socketio.AsyncRedisManager, _StreamMixin):  # type: ignore[misc]
     """AsyncRedisManager whose local deliveries (its own and other replicas') go
-    through the stream bookkeeping (the mixin sits below the pub/sub layer)."""
+    through the stream bookkeeping (the mixin sits below the pub/sub layer).
+
+    With Redis down or hung a replica loses only the fan-out to other replicas: its
+    events are stored first and still reach its own clients, and other replicas'
+    clients get them by reconnecting with ``since``. So publishing and listening
+    replace the library's, which shared one client (each one's reconnect replaced the
+    other's, left unclosed), logged two errors per event while Redis was down, let a
+    hung Redis hold up every emit (the outbox dispatcher, hence live delivery here and
+    shutdown) for seconds, and waited up to 60 s between attempts to listen again.
+    Here each has its own client; a publish is bounded by ``PUBLISH_TIMEOUT``, and
+    after one timed out none is tried for ``PUBLISH_PAUSE`` (a refused connection
+    costs nothing, so then the next publish tries again); the listener tries again
+    every ``LISTEN_RETRY_MAX`` s at most; an outage is logged when it starts and when
+    it ends; :meth:`close` stops the listener and closes both clients.
+    """
+
+    PUBLISH_TIMEOUT = 1.0
+    PUBLISH_PAUSE = 5.0
+    LISTEN_RETRY_MAX = 2.0
+
+    def __init__(self, url: str, channel: str = "socketio") -> None:
+        super().__init__(url, channel=channel)
+        self._publisher: Any = None  # redis.asyncio.Redis, made by the first publish
+        self._listener: Any = None  # the listener's, while it has one
+        self._publish_failing = False
+        self._publish_paused_until = 0.0
+        self._unpublished = 0  # messages lost since publishing last worked
+        self._closed = False
+
+    def _new_client(self) -> Any:
+        """A Redis client made as the library makes one (URL schemes, Sentinel)."""
+        self._redis_connect()  # sets self.redis (and an unused, unconnected self.pubsub)
+        return self.redis
+
+    async def _publish(self, data: Any) -> None:
+        if self._closed or time.monotonic() < self._publish_paused_until:
+            self._unpublished += 1
+            return
+        try:
+            async with asyncio.timeout(self.PUBLISH_TIMEOUT):
+                if self._publisher is None:
+                    self._publisher = self._new_client()
+                await self._publisher.publish(self.channel, self.json.dumps(data))
+        except Exception as exc:  # a timed-out command's connection is dropped by redis-py
+            self._unpublished += 1
+            if isinstance(exc, TimeoutError):
+                self._publish_paused_until = time.monotonic() + self.PUBLISH_PAUSE
+            if not self._publish_failing:
+                self._publish_failing = True
+                logger.warning(
+                    "cannot publish to Redis (%s): until it is back, events reach only "
+                    "this replica's clients (others get them by reconnecting with 'since')",
+                    self._describe(exc),
+                )
+            return
+        if self._publish_failing:
+            logger.info(
+                "publishing to Redis again (%d messages were not published)", self._unpublished
+            )
+        self._publish_failing = False
+        self._unpublished = 0
+
+    async def _listen(self) -> AsyncIterator[bytes]:
+        channel = self.channel.encode()
+        retry = 0.25
+        failing = False
+        while True:
+            try:
+                client = self._listener = self._new_client()
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                try:
+                    await pubsub.subscribe(self.channel)
+                    if failing:
+                        logger.info("listening on Redis again")
+                    failing, retry = False, 0.25
+                    async for message in pubsub.listen():
+                        if message["channel"] == channel and message["type"] == "message":
+                            yield message["data"]
+                finally:
+                    self._listener = None
+                    for closing in (pubsub, client):
+                        with contextlib.suppress(Exception):
+                            await closing.aclose()
+            except Exception as exc:
+                if not failing:
+                    failing = True
+                    logger.warning(
+                        "cannot listen on Redis (%s): until it is back, other replicas' "
+                        "events do not reach this replica's clients (they get them by "
+                        "reconnecting with 'since'); trying again every %.0f s",
+                        self._describe(exc),
+                        self.LISTEN_RETRY_MAX,
+                    )
+            await asyncio.sleep(retry)
+            retry = min(retry * 2, self.LISTEN_RETRY_MAX)
+
+    async def close(self) -> None:
+        """Stop listening and close both clients (the server is shutting down)."""
+        self._closed = True
+        thread = getattr(self, "thread", None)  # started by the first connection
+        if thread is not None and not thread.done():
+            thread.cancel()
+            await asyncio.wait([thread])
+        for client in (self._listener, self._publisher):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+        self._listener = self._publisher = None
+
+    @staticmethod
+    def _describe(exc: BaseException) -> str:
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class Stream:
@@ -141,7 +324,9 @@ class Stream:
         self._store = store
         self._token = settings.api_token.reveal().encode() if settings.api_token else None
         queue = settings.socketio_message_queue
-        manager: _StreamMixin = _RedisManager(queue.reveal()) if queue else _LocalManager()
+        manager: _StreamMixin = (
+            _RedisManager(queue.reveal(), settings.socketio_channel) if queue else _LocalManager()
+        )
         manager.setup_stream()
         self._manager = manager
         # async_mode="asgi" always: with aiohttp installed the default would pick
@@ -168,11 +353,14 @@ class Stream:
         await self.sio.emit(event.type, event.message(), to=rooms_for(event))
 
     async def close(self) -> None:
+        await self._manager.stop_batches()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):  # cancelled, or already logged
                 await task
+        if isinstance(self._manager, _RedisManager):
+            await self._manager.close()
 
     # -- handlers ----------------------------------------------------------------
 
@@ -191,10 +379,13 @@ class Stream:
             raise socketio.exceptions.ConnectionRefusedError(
                 "'since' must be a non-negative event id"
             )
-        client = _Client()
+        batch = auth.get("batch", False)
+        if not isinstance(batch, bool):
+            raise socketio.exceptions.ConnectionRefusedError("'batch' must be true or false")
+        client = _Client(batch=batch)
         self._manager.clients[sid] = client
         if since is None:
-            await self._join(sid, client.rooms)
+            await self._join(sid, client, client.rooms)
             return
         # From here on every local delivery is buffered for this client; it is
         # connected once this handler returns, so catching up runs as a task.
@@ -226,10 +417,10 @@ class Stream:
                 client.subscriptions.add(room)
             else:
                 client.subscriptions.discard(room)
-            if client.buffer is None:  # live: move between the rooms now
+            if client.buffer is None and not client.batch:  # live: move rooms now
                 for old in before - client.rooms:
                     await self.sio.leave_room(sid, old)
-                await self._join(sid, client.rooms - before)
+                await self._join(sid, client, client.rooms - before)
         return {"ok": True, "subscriptions": sorted(client.subscriptions)}
 
     # -- catching up -------------------------------------------------------------
@@ -246,12 +437,14 @@ class Stream:
         async with self._manager.stream_lock:
             buffered = client.buffer or []
             client.buffer = None
+            missed = []
             for event, data in sorted(buffered, key=lambda item: int(item[1]["event_id"])):
                 if last is None or data["event_id"] > last:
-                    await self._manager.send_to(sid, event, data)
+                    missed.append((event, data))
                     last = data["event_id"]
+            await self._deliver(sid, client, missed)
             client.floor = last or 0
-            await self._join(sid, client.rooms)
+            await self._join(sid, client, client.rooms)
 
     async def _replay(self, sid: str, client: _Client, since: int) -> int | None:
         """Send stored events after ``since``; the id of the last one considered."""
@@ -274,15 +467,30 @@ class Stream:
         last = since
         while True:
             events = await self._store.events_since(last, _PAGE)
-            for event in events:
-                if client.rooms & set(rooms_for(event)):
-                    await self._manager.send_to(sid, event.type, event.message())
+            await self._deliver(
+                sid,
+                client,
+                [(e.type, e.message()) for e in events if client.rooms & set(rooms_for(e))],
+            )
             if events:
                 last = events[-1].id
             if len(events) < _PAGE:
                 return last
 
-    async def _join(self, sid: str, rooms: Sequence[str] | set[str]) -> None:
+    async def _deliver(
+        self, sid: str, client: _Client, events: Sequence[tuple[str, dict[str, Any]]]
+    ) -> None:
+        """Send events to one client: as one batch, or one message each."""
+        if client.batch:
+            if events:
+                await self._manager.send_to(sid, BATCH, [data for _, data in events])
+            return
+        for event, data in events:
+            await self._manager.send_to(sid, event, data)
+
+    async def _join(self, sid: str, client: _Client, rooms: Sequence[str] | set[str]) -> None:
+        if client.batch:  # batches are flushed to clients, not emitted to rooms
+            return
         for room in rooms:
             await self.sio.enter_room(sid, room)
 

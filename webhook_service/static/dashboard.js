@@ -2,13 +2,15 @@
 //
 // Data flow:
 //   * The API token is asked once and kept in localStorage ("Forget token" drops it).
-//   * Socket.IO connects with auth {token, since: lastEventId}; `auth` is a function,
+//   * Socket.IO connects with auth {token, batch: true, since: lastEventId}; `auth` is a function,
 //     which the v4 client calls before every connection attempt, reconnections
 //     included, so each one resumes from the last event applied. The server replays
 //     stored events after `since`, then streams live ones.
 //   * Without a cursor (first connection, nothing received yet) and on
 //     `resync_required`, the lists are (re)loaded from the HTTP API. Events arriving
 //     while a load is in flight are kept and applied after it, in order.
+//   * Events come in batches (`events`: a list, in id order, at most 20 per second),
+//     so a busy service costs the page one message per batch, not one per event.
 //   * Events are at least once: any event_id <= lastEventId is a repeat and dropped.
 //   * The repository filter hides other rows and subscribes the socket to that
 //     repository; widening it again reloads the lists (the narrowed stream skipped
@@ -659,7 +661,11 @@
       // Called before every connection attempt: reconnections resume from the last
       // event applied (the server replays the stored events after it).
       auth: (send) =>
-        send(state.lastEventId === null ? { token } : { token, since: state.lastEventId }),
+        send(
+          state.lastEventId === null
+            ? { token, batch: true }
+            : { token, batch: true, since: state.lastEventId },
+        ),
       reconnectionDelay: 1000,
       reconnectionDelayMax: 10000,
       timeout: 10000,
@@ -720,14 +726,10 @@
         renderConnection();
       });
     });
-    socket.on(
-      "pr_status_change",
-      (event) => current() && onEvent({ type: "pr_status_change", ...event }),
-    );
-    socket.on(
-      "task_status_change",
-      (event) => current() && onEvent({ type: "task_status_change", ...event }),
-    );
+    socket.on("events", (batch) => {
+      if (!current() || !Array.isArray(batch)) return;
+      for (const event of batch) onEvent(event);
+    });
     renderConnection();
   }
 
