@@ -15,6 +15,11 @@ reach the wheel's binaries (e.g. a virtualenv under ``/root``), they are
 copied into the temporary directory first.
 
 ``create_database()`` / ``drop_database()`` give each test its own database.
+
+``private_postgres()`` always starts an embedded server (whatever
+``TEST_DATABASE_URL`` says) and yields a :class:`PrivatePostgres` the caller may
+stop (fast shutdown) and start again, on the same port and data directory: for
+tests of what the service does while its database is down.
 """
 
 from __future__ import annotations
@@ -45,9 +50,11 @@ import asyncpg  # type: ignore[import-untyped, unused-ignore]
 
 __all__ = [
     "EmbeddedPostgresError",
+    "PrivatePostgres",
     "create_database",
     "drop_database",
     "postgres_server",
+    "private_postgres",
 ]
 
 ENV_URL = "TEST_DATABASE_URL"
@@ -97,6 +104,81 @@ class _RunAs:
 
 @contextlib.contextmanager
 def _embedded_server() -> Iterator[str]:
+    with private_postgres() as server:
+        yield server.url
+
+
+class PrivatePostgres:
+    """An embedded server the caller controls: :meth:`stop` it, :meth:`start` it again.
+
+    It keeps its port and data directory across restarts, so URLs handed out
+    before a stop work again after the next start. Not thread-safe: call
+    :meth:`stop` and :meth:`start` from one thread at a time (they block, so
+    async tests run them with ``asyncio.to_thread``).
+    """
+
+    def __init__(self, bin_dir: Path, data_dir: Path, workdir: Path, run_as: _RunAs | None):
+        self._bin_dir = bin_dir
+        self._data_dir = data_dir
+        self._workdir = workdir
+        self._run_as = run_as
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._log_path: Path | None = None
+        self.port = 0  # chosen by the first start, kept afterwards
+
+    @property
+    def url(self) -> str:
+        """``postgresql://postgres@127.0.0.1:PORT/postgres`` (set once started)."""
+        if not self.port:
+            raise EmbeddedPostgresError("the server has never been started")
+        return f"postgresql://{SUPERUSER}@{_HOST}:{self.port}/postgres"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        """Start the server (on its previous port, if it ran before); wait until ready."""
+        if self.running:
+            return
+        self._close_log()
+        proc, port, log, log_path = _start(
+            self._bin_dir,
+            self._data_dir,
+            self._workdir,
+            self._run_as,
+            port=self.port or None,
+        )
+        self._proc, self.port, self._log, self._log_path = proc, port, log, log_path
+
+    def stop(self, *, immediate: bool = False) -> None:
+        """Fast shutdown (SIGINT: sessions are terminated, a checkpoint is written), or
+        with ``immediate`` an immediate one (SIGQUIT: no checkpoint, as in a crash; the
+        next start recovers from the WAL). Returns once the server has exited."""
+        try:
+            if self._proc is not None:
+                _stop(self._proc, immediate=immediate)
+        finally:
+            self._proc = None
+            self._close_log()
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        """The end of the current (or last) server log."""
+        if self._log_path is None:
+            return "(no log)"
+        return _tail(_read_text(self._log_path), lines)
+
+    def _close_log(self) -> None:
+        log, self._log = self._log, None
+        if log is not None:
+            log.close()
+
+
+@contextlib.contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A started embedded server the caller may stop and restart, even when
+    ``TEST_DATABASE_URL`` is set; stopped and deleted on exit."""
     run_as = _unprivileged_account() if os.geteuid() == 0 else None
     workdir = Path(tempfile.mkdtemp(prefix="webhook-test-pg-", dir=_temp_parent(run_as)))
     try:
@@ -105,14 +187,12 @@ def _embedded_server() -> Iterator[str]:
         bin_dir = _usable_bin_dir(workdir, run_as)
         data_dir = workdir / "data"
         _initdb(bin_dir, data_dir, run_as)
-        proc, port, log = _start(bin_dir, data_dir, workdir, run_as)
+        server = PrivatePostgres(bin_dir, data_dir, workdir, run_as)
+        server.start()
         try:
-            yield f"postgresql://{SUPERUSER}@{_HOST}:{port}/postgres"
+            yield server
         finally:
-            try:
-                _stop(proc)
-            finally:
-                log.close()
+            server.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -306,13 +386,27 @@ def _parent_death_hook() -> Callable[[], None] | None:
     return hook
 
 
+def _new_log_path(workdir: Path) -> Path:
+    n = 1
+    while (workdir / f"postgres-{n}.log").exists():
+        n += 1
+    return workdir / f"postgres-{n}.log"
+
+
 def _start(
-    bin_dir: Path, data_dir: Path, workdir: Path, run_as: _RunAs | None
-) -> tuple[subprocess.Popen[bytes], int, IO[bytes]]:
+    bin_dir: Path,
+    data_dir: Path,
+    workdir: Path,
+    run_as: _RunAs | None,
+    *,
+    port: int | None = None,
+) -> tuple[subprocess.Popen[bytes], int, IO[bytes], Path]:
+    """Start the server on ``port`` (default: a free one, retried if taken meanwhile)."""
+    fixed_port = port
     last_error = ""
-    for attempt in range(1, _PORT_ATTEMPTS + 1):
-        port = _free_port()
-        log_path = workdir / f"postgres-{attempt}.log"
+    for _attempt in range(1, (1 if fixed_port else _PORT_ATTEMPTS) + 1):
+        port = fixed_port or _free_port()
+        log_path = _new_log_path(workdir)
         log = log_path.open("wb")
         command = [
             str(bin_dir / "postgres"),
@@ -348,11 +442,13 @@ def _start(
             _stop(proc)
             log.close()
             text = _read_text(log_path)
-            if "could not bind" in text or "could not create any TCP/IP" in text:
+            if fixed_port is None and (
+                "could not bind" in text or "could not create any TCP/IP" in text
+            ):
                 last_error = str(exc)
                 continue  # port taken since we picked it: try another one
             raise
-        return proc, port, log
+        return proc, port, log, log_path
     raise EmbeddedPostgresError(
         f"could not find a free port after {_PORT_ATTEMPTS} attempts:\n{last_error}"
     )
@@ -401,13 +497,13 @@ def _wait_ready(bin_dir: Path, port: int, proc: subprocess.Popen[bytes], log_pat
         time.sleep(0.05)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Fast shutdown (SIGINT), then immediate (SIGQUIT), then SIGKILL."""
-    for signum, timeout in (
-        (signal.SIGINT, _STOP_TIMEOUT),
-        (signal.SIGQUIT, 5.0),
-        (signal.SIGKILL, 5.0),
-    ):
+def _stop(proc: subprocess.Popen[bytes], *, immediate: bool = False) -> None:
+    """Fast shutdown (SIGINT), then immediate (SIGQUIT), then SIGKILL.
+
+    With ``immediate``, begins with the immediate shutdown.
+    """
+    steps = [(signal.SIGINT, _STOP_TIMEOUT), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)]
+    for signum, timeout in steps[1:] if immediate else steps:
         if proc.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
