@@ -213,6 +213,13 @@ async def test_redis_down_webhooks_are_applied_and_resuming_clients_get_every_ev
             await asyncio.sleep(0.3)
             assert resumer.ids == [*missed, live_a_id, *back_ids]
             assert watcher.ids[-3:] == back_ids
+            # Connected through the outage, the watcher missed B's events of that
+            # time without a gap it could see: both clients were told to reload.
+            assert set(missed) - set(watcher.ids), "the watcher did miss B's events"
+            for client in (watcher, resumer):
+                told = resyncs(client)
+                assert len(told) == 1, told
+                assert told[0]["last_event_id"] >= live_a_id
         shutdown_started = time.monotonic()
     shutdown = time.monotonic() - shutdown_started
     assert shutdown < 5.0, f"shutting down took {shutdown:.1f}s"

@@ -28,7 +28,7 @@ import contextlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -231,6 +231,9 @@ class _RedisManager(socketio.AsyncRedisManager, _StreamMixin):  # type: ignore[m
         self._publish_paused_until = 0.0
         self._unpublished = 0  # messages lost since publishing last worked
         self._closed = False
+        #: Called when listening works again after an outage (set by the Stream).
+        self.on_restored: Callable[[], Coroutine[Any, Any, None]] | None = None
+        self._restore_tasks: set[asyncio.Task[None]] = set()
 
     def _new_client(self) -> Any:
         """A Redis client made as the library makes one (URL schemes, Sentinel)."""
@@ -277,6 +280,7 @@ class _RedisManager(socketio.AsyncRedisManager, _StreamMixin):  # type: ignore[m
                     await pubsub.subscribe(self.channel)
                     if failing:
                         logger.info("listening on Redis again")
+                        self._restored()
                     failing, retry = False, 0.25
                     async for message in pubsub.listen():
                         if message["channel"] == channel and message["type"] == "message":
@@ -299,9 +303,19 @@ class _RedisManager(socketio.AsyncRedisManager, _StreamMixin):  # type: ignore[m
             await asyncio.sleep(retry)
             retry = min(retry * 2, self.LISTEN_RETRY_MAX)
 
+    def _restored(self) -> None:
+        """Listening again after an outage: clients here may have missed other
+        replicas' events meanwhile (their ids may be below ones they got)."""
+        if self.on_restored is not None:
+            task = asyncio.create_task(self.on_restored(), name="redis-restored")
+            self._restore_tasks.add(task)
+            task.add_done_callback(self._restore_tasks.discard)
+
     async def close(self) -> None:
         """Stop listening and close both clients (the server is shutting down)."""
         self._closed = True
+        for task in list(self._restore_tasks):
+            task.cancel()
         thread = getattr(self, "thread", None)  # started by the first connection
         if thread is not None and not thread.done():
             thread.cancel()
@@ -328,6 +342,8 @@ class Stream:
             _RedisManager(queue.reveal(), settings.socketio_channel) if queue else _LocalManager()
         )
         manager.setup_stream()
+        if isinstance(manager, _RedisManager):
+            manager.on_restored = self._resync_everyone
         self._manager = manager
         # async_mode="asgi" always: with aiohttp installed the default would pick
         # aiohttp mode, and every Socket.IO request would fail with a 500.
@@ -361,6 +377,24 @@ class Stream:
                 await task
         if isinstance(self._manager, _RedisManager):
             await self._manager.close()
+
+    async def _resync_everyone(self) -> None:
+        """After a message-queue outage: tell every client here to reload. Events of
+        other replicas from the outage never reached them, and resuming from the last
+        id they saw would skip those with smaller ids."""
+        try:
+            _, newest = await self._store.event_bounds()
+        except StoreUnavailable:
+            newest = None
+        for sid in list(self._manager.clients):
+            await self._manager.send_to(
+                sid,
+                "resync_required",
+                {
+                    "reason": "the message queue between replicas was unavailable",
+                    "last_event_id": newest,
+                },
+            )
 
     # -- handlers ----------------------------------------------------------------
 
