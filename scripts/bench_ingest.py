@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/bench_ingest.py [--backend postgresql|sqlite|both]
         [-n N] [-c C] [--prs P] [--keep]
+        [--replicas R] [--message-queue URL|none]    (R > 1: --backend postgresql)
 
 What one run does (everything on 127.0.0.1, bounded in count and time):
 
@@ -22,8 +23,25 @@ What one run does (everything on 127.0.0.1, bounded in count and time):
    end; SQLite: a file in the temp dir), ``webhook-service serve`` on a free port,
    the load, the server's peak RSS (sampled every 50 ms, children included), then
    SIGKILL of the server and a check that every 2xx delivery is in
-   ``webhook_deliveries`` with outcome ``applied`` (and nothing else is), and that
-   ``pull_requests`` has exactly P rows.
+   ``webhook_deliveries`` with outcome ``applied`` (and nothing else is), that
+   ``pull_requests`` has exactly P rows, and that each PR's row is as its last delivery
+   says (status, draft, head SHA, ``updated_at``), whatever order they arrived in.
+5. With ``--replicas R`` (R > 1, PostgreSQL only), after the one-replica run of step 4
+   (the baseline, in the same run): R ``webhook-service serve`` processes on R loopback
+   ports sharing one new scratch database and, as a deployment of several replicas
+   would, one ``SOCKETIO_MESSAGE_QUEUE`` (``--message-queue``; by default the local
+   Redis if it answers). The deliveries are dealt round-robin to R wrk processes, one
+   per replica with C/R connections (the total concurrency stays C), all started at
+   once; throughput is all answers / (last answer of any - first request of any), the
+   latency percentiles are over every replica's requests, and each replica's share,
+   peak RSS and CPU are reported too, then the ratio to the one-replica run. Writes of
+   all replicas serialise on one PostgreSQL advisory lock (``store._WRITER_LOCK``), so
+   do not expect R times the rate, least of all with R processes on 2 cores. The R
+   wrk processes drift apart a little, so some deliveries overtake an earlier one about
+   the same PR (outcomes ``stale``/``terminal``): the final-state check covers that.
+   The one-replica run has no message queue (a single replica is deployed without
+   one); to measure what the queue alone costs, run ``--replicas 1 --message-queue
+   URL``.
 
 The load is wrk with ``scripts/bench_ingest.lua``: every delivery is sent exactly
 once, by C keep-alive connections (closed loop), and the run stops when all N have
@@ -32,8 +50,9 @@ of the individual requests (see the Lua file for why not wrk's histogram).
 
 Targets (2-core machine, one uvicorn worker, C=16): PostgreSQL >= 2,000 deliveries/s
 with p99 <= 50 ms; SQLite >= 800 deliveries/s; peak RSS <= 120 MB; every 2xx stored
-and applied. The exit status is 0 when every target passes, 1 otherwise, 2 on a
-usage or setup error. Run ``--help`` for the options.
+and applied. The R-replica run has the same targets except the rate (the ratio to one
+replica is the figure; peak RSS is each replica's). The exit status is 0 when every
+target passes, 1 otherwise, 2 on a usage or setup error. Run ``--help`` for the options.
 """
 
 from __future__ import annotations
@@ -59,13 +78,17 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 MAX_DELIVERIES = 200_000
 MAX_SECONDS = 120
+MAX_REPLICAS = 4
+DEFAULT_MESSAGE_QUEUE = "redis://127.0.0.1:6379/0"
 WEBHOOK_PATH = "/webhooks/github"
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TARGET_PG_RATE = 2000.0
@@ -176,6 +199,10 @@ class Workload:
     final_status: Counter[str]  # OPEN / CLOSED / MERGED, from the last step of each story
     transitions: int  # status changes along the stories (first sightings excluded)
     seconds: float
+    #: (repository, number) -> what its last delivery says: (status, draft, head SHA,
+    #: updated_at as epoch seconds); whatever order the deliveries arrive in, the stored
+    #: row must end up so (older ones are stale, a merge is final and always last).
+    expected: dict[tuple[str, int], tuple[str, bool, str, int]]
 
 
 def _story(rng: random.Random, length: int) -> list[str]:
@@ -302,6 +329,7 @@ def generate_workload(directory: Path, n: int, p: int, seed: int) -> Workload:
     prs: list[_PR] = []
     steps: list[_Step] = []
     final: Counter[str] = Counter()
+    last_step: list[tuple[str, int]] = []  # per PR: final status, updated_at
     transitions = 0
     timeline = max(86_400, n * SECONDS_PER_DELIVERY)
     for index, length in enumerate(_lengths(rng, n, p)):
@@ -329,6 +357,7 @@ def generate_workload(directory: Path, n: int, p: int, seed: int) -> Workload:
                 transitions += 1
             status = new_status
         final[status] += 1
+        last_step.append((status, created + offsets[-1]))
     steps.sort(key=lambda s: (s.at, s.pr, s.seq))
 
     manifest = directory / "manifest.txt"
@@ -376,6 +405,10 @@ def generate_workload(directory: Path, n: int, p: int, seed: int) -> Workload:
         final_status=final,
         transitions=transitions,
         seconds=time.monotonic() - started,
+        expected={
+            (pr.repository, pr.number): (status, pr.draft, pr.head_sha, at)
+            for pr, (status, at) in zip(prs, last_step, strict=True)
+        },
     )
 
 
@@ -605,6 +638,8 @@ class LoadResult:
     machine_cores: float
     steal_cores: float
     wall: float
+    first_us: int  # the first request and the last answer, on CLOCK_MONOTONIC (us)
+    last_us: int
 
     @property
     def rate(self) -> float:
@@ -627,6 +662,18 @@ class LoadResult:
         return ordered[int(rank) - 1] / 1000.0
 
 
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One wrk process: its share of the workload (a manifest), against one server."""
+
+    port: int
+    manifest: Path
+    deliveries: int
+    connections: int
+    out_dir: Path
+    server_pid: int | None = None
+
+
 def run_wrk(
     wrk: str,
     workload: Workload,
@@ -641,78 +688,171 @@ def run_wrk(
     database: str | None = None,
 ) -> LoadResult:
     """One closed-loop pass over the whole workload; returns when all N are answered."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "BENCH_MANIFEST": str(workload.manifest),
-        "BENCH_REQUESTS": str(workload.requests),
-        "BENCH_THREADS": str(threads),
-        "BENCH_OUT": str(out_dir),
-    }
-    argv = [
+    leg = Leg(port, workload.manifest, workload.deliveries, connections, out_dir, server_pid)
+    total, _ = run_wrk_legs(
         wrk,
-        "-t",
-        str(threads),
-        "-c",
-        str(connections),
-        "-d",
-        f"{max_seconds}s",
-        "--timeout",
-        "10s",
-        "--latency",
-        "-s",
-        str(LUA_SCRIPT),
-        f"http://127.0.0.1:{port}{WEBHOOK_PATH}",
-    ]
-    markers = [out_dir / f"done.{i}" for i in range(threads)]
+        workload,
+        [leg],
+        target=target,
+        threads=threads,
+        max_seconds=max_seconds,
+        database=database,
+    )
+    return total
+
+
+def run_wrk_legs(
+    wrk: str,
+    workload: Workload,
+    legs: Sequence[Leg],
+    *,
+    target: str,
+    threads: int,
+    max_seconds: int,
+    database: str | None = None,
+) -> tuple[LoadResult, list[LoadResult]]:
+    """One wrk process per leg, all at once; returns when every leg has all its answers.
+
+    Returns the whole (answers, latencies and server CPU added up; its ``seconds`` run
+    from the first request of any leg to the last answer of any, on the one monotonic
+    clock every wrk reads) and each leg's own result (``seconds`` its own first request
+    to last answer; ``server_cores`` and ``wrk_cores`` its own, over the whole run).
+    Machine, PostgreSQL and driver CPU are only in the whole."""
+    procs: list[subprocess.Popen[bytes]] = []
+    markers: list[list[Path]] = []
+    argvs: list[tuple[list[str], dict[str, str]]] = []
+    for leg in legs:
+        leg.out_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "BENCH_MANIFEST": str(leg.manifest),
+            "BENCH_REQUESTS": str(workload.requests),
+            "BENCH_THREADS": str(threads),
+            "BENCH_OUT": str(leg.out_dir),
+        }
+        argv = [
+            wrk,
+            "-t",
+            str(threads),
+            "-c",
+            str(leg.connections),
+            "-d",
+            f"{max_seconds}s",
+            "--timeout",
+            "10s",
+            "--latency",
+            "-s",
+            str(LUA_SCRIPT),
+            f"http://127.0.0.1:{leg.port}{WEBHOOK_PATH}",
+        ]
+        argvs.append((argv, env))
+        markers.append([leg.out_dir / f"done.{i}" for i in range(threads)])
     busy0, steal0, total0 = _machine_cpu()
     pg0 = _postgres_cpu(database)
     driver0 = time.process_time()
-    server0 = _cpu_seconds(server_pid) if server_pid else 0.0
+    servers0 = [_cpu_seconds(leg.server_pid) if leg.server_pid else 0.0 for leg in legs]
     started = time.monotonic()
-    with (out_dir / "wrk.out").open("wb") as wrk_out:
-        proc = subprocess.Popen(
-            argv, env=env, stdin=subprocess.DEVNULL, stdout=wrk_out, stderr=subprocess.STDOUT
-        )
-        try:
-            wrk_cpu = 0.0
-            deadline = started + max_seconds + 15
-            complete = False
-            while time.monotonic() < deadline and proc.poll() is None:
-                wrk_cpu = _cpu_seconds(proc.pid) or wrk_cpu
-                if all(m.exists() for m in markers):
-                    complete = True
-                    break
-                time.sleep(0.01)
-            wall = time.monotonic() - started
-            busy1, steal1, total1 = _machine_cpu()
-            pg1 = _postgres_cpu(database)
-            driver1 = time.process_time()
-            server1 = _cpu_seconds(server_pid) if server_pid else 0.0
-            wrk_cpu = _cpu_seconds(proc.pid) or wrk_cpu
+    with contextlib.ExitStack() as stack:
+        for leg, (argv, env) in zip(legs, argvs, strict=True):
+            wrk_out = stack.enter_context((leg.out_dir / "wrk.out").open("wb"))
+            proc = subprocess.Popen(
+                argv, env=env, stdin=subprocess.DEVNULL, stdout=wrk_out, stderr=subprocess.STDOUT
+            )
+            procs.append(proc)
+            stack.callback(_reap, proc)
+        wrk_cpu = [0.0] * len(legs)
+        finished: list[bool | None] = [None] * len(legs)  # None: running; True: all answered
+        deadline = started + max_seconds + 15
+        while time.monotonic() < deadline and None in finished:
+            for i, proc in enumerate(procs):
+                if finished[i] is not None:
+                    continue
+                wrk_cpu[i] = _cpu_seconds(proc.pid) or wrk_cpu[i]
+                if all(m.exists() for m in markers[i]):
+                    finished[i] = True
+                elif proc.poll() is not None:
+                    finished[i] = False  # wrk gave up (or failed) before every answer
+            time.sleep(0.01)
+        wall = time.monotonic() - started
+        busy1, steal1, total1 = _machine_cpu()
+        pg1 = _postgres_cpu(database)
+        driver1 = time.process_time()
+        servers1 = [_cpu_seconds(leg.server_pid) if leg.server_pid else 0.0 for leg in legs]
+        for i, proc in enumerate(procs):
+            wrk_cpu[i] = _cpu_seconds(proc.pid) or wrk_cpu[i]
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)  # wrk would sleep for the whole -d
+        for proc in procs:
             proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    results = out_dir / "results.txt"
-    if not results.exists():
-        output = (out_dir / "wrk.out").read_text(errors="replace")
-        raise BenchError(f"wrk produced no results (status {proc.returncode}):\n{output}")
+    results: list[LoadResult] = []
+    for i, leg in enumerate(legs):
+        path = leg.out_dir / "results.txt"
+        if not path.exists():
+            output = (leg.out_dir / "wrk.out").read_text(errors="replace")
+            raise BenchError(f"wrk produced no results (status {procs[i].returncode}):\n{output}")
+        name = target if len(legs) == 1 else f"{target} #{i + 1}"
+        result = _parse_results(path, target=name)
+        result.complete = bool(finished[i]) and result.answered == leg.deliveries
+        result.wall = wall
+        result.wrk_cores = wrk_cpu[i] / wall
+        result.server_cores = (servers1[i] - servers0[i]) / wall
+        results.append(result)
+    total = results[0] if len(results) == 1 else _merge_loads(target, results)
+    total.complete = all(r.complete for r in results) and total.answered == workload.deliveries
     ncpu = os.cpu_count() or 1
-    result = _parse_results(results, target=target)
-    result.complete = complete and result.answered == workload.deliveries
-    result.wall = wall
-    result.wrk_cores = wrk_cpu / wall
-    result.driver_cores = (driver1 - driver0) / wall
-    result.server_cores = (server1 - server0) / wall
+    total.driver_cores = (driver1 - driver0) / wall
     share = ncpu / (total1 - total0) if total1 > total0 else 0.0
-    result.machine_cores = (busy1 - busy0) * share
-    result.steal_cores = (steal1 - steal0) * share
-    result.postgres_cores = sum(t - pg0.get(pid, 0.0) for pid, t in pg1.items()) / wall
-    return result
+    total.machine_cores = (busy1 - busy0) * share
+    total.steal_cores = (steal1 - steal0) * share
+    total.postgres_cores = sum(t - pg0.get(pid, 0.0) for pid, t in pg1.items()) / wall
+    return total, results
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def _merge_loads(target: str, parts: Sequence[LoadResult]) -> LoadResult:
+    """The legs of one run as one: counts and latencies added up, the time from the
+    first request of any to the last answer of any. (wrk's own corrected percentiles
+    cannot be merged: the worst leg's are kept.)"""
+    first = min((p.first_us for p in parts if p.first_us), default=0)
+    last = max((p.last_us for p in parts if p.last_us), default=0)
+    per_second: Counter[int] = Counter()
+    statuses: Counter[int] = Counter()
+    errors: Counter[str] = Counter()
+    for p in parts:
+        shift = (p.first_us - first) // 1_000_000 if p.first_us else 0
+        for second, answers in enumerate(p.per_second):
+            per_second[second + shift] += answers
+        statuses.update(p.statuses)
+        errors.update(p.socket_errors)
+    return LoadResult(
+        target=target,
+        complete=all(p.complete for p in parts),
+        sent=sum(p.sent for p in parts),
+        answered=sum(p.answered for p in parts),
+        unmatched=sum(p.unmatched for p in parts),
+        statuses=statuses,
+        latencies_us=[us for p in parts for us in p.latencies_us],
+        ok_guids=[g for p in parts for g in p.ok_guids],
+        seconds=(last - first) / 1e6 if first and last else 0.0,
+        per_second=[per_second[i] for i in range(max(per_second, default=-1) + 1)],
+        wrk_p50_us=max(p.wrk_p50_us for p in parts),
+        wrk_p99_us=max(p.wrk_p99_us for p in parts),
+        socket_errors=dict(errors),
+        wrk_cores=sum(p.wrk_cores for p in parts),
+        driver_cores=0.0,
+        server_cores=sum(p.server_cores for p in parts),
+        postgres_cores=0.0,
+        machine_cores=0.0,
+        steal_cores=0.0,
+        wall=max(p.wall for p in parts),
+        first_us=first,
+        last_us=last,
+    )
 
 
 def _parse_results(path: Path, *, target: str) -> LoadResult:
@@ -776,6 +916,8 @@ def _parse_results(path: Path, *, target: str) -> LoadResult:
         machine_cores=0.0,
         steal_cores=0.0,
         wall=0.0,
+        first_us=min(first, default=0),
+        last_us=max(last, default=0),
     )
 
 
@@ -896,6 +1038,30 @@ def serve_sink(port: int) -> int:
     return 0
 
 
+def _redis_answers(url: str) -> bool:
+    """True if a Redis server at ``url``'s host and port answers PING (no AUTH tried)."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or 6379), 1.0
+        ) as s:
+            s.settimeout(1.0)
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _message_queue(option: str | None) -> str | None:
+    """The replicas' SOCKETIO_MESSAGE_QUEUE: the option's, or the local Redis if up."""
+    if option is not None:
+        return None if option.lower() == "none" else option
+    if _redis_answers(DEFAULT_MESSAGE_QUEUE):
+        return DEFAULT_MESSAGE_QUEUE
+    _log(f"no Redis answers at {DEFAULT_MESSAGE_QUEUE}: the replicas run without a message queue")
+    return None
+
+
 # -- databases ----------------------------------------------------------------------------
 
 
@@ -910,6 +1076,8 @@ class Verification:
     pr_status: Counter[str] = field(default_factory=Counter)
     events: int = 0
     seq_scans: dict[str, tuple[int, int]] = field(default_factory=dict)  # PostgreSQL only
+    wrong_prs: int = 0  # rows whose status/draft/head/updated_at are not the last delivery's
+    wrong_examples: list[str] = field(default_factory=list)
 
     def passed(self, ok_responses: int, prs: int) -> bool:
         return (
@@ -917,6 +1085,7 @@ class Verification:
             and self.missing == 0
             and self.extra == 0
             and self.prs == prs
+            and self.wrong_prs == 0
         )
 
 
@@ -967,6 +1136,8 @@ def _summarise(
     pr_rows: list[tuple[str, int]],
     events: int,
     ok_guids: Sequence[str],
+    final_rows: list[tuple[str, int, str, bool, str, int]],
+    expected: dict[tuple[str, int], tuple[str, bool, str, int]],
 ) -> Verification:
     ok = set(ok_guids)
     applied = {g for g, outcome, _ in delivery_rows if outcome == "applied"}
@@ -979,10 +1150,27 @@ def _summarise(
     v.pr_status = Counter({status: count for status, count in pr_rows})
     v.prs = sum(v.pr_status.values())
     v.events = events
+    final = {(repo, number): (s, draft, sha, at) for repo, number, s, draft, sha, at in final_rows}
+    for key, want in sorted(expected.items()):
+        got = final.get(key)
+        if got != want:
+            v.wrong_prs += 1
+            if len(v.wrong_examples) < 3:
+                v.wrong_examples.append(f"{key[0]}#{key[1]}: stored {got}, want {want}")
     return v
 
 
-def verify_postgres(url: str, ok_guids: Sequence[str]) -> Verification:
+def _epoch(value: Any) -> int:
+    """A stored timestamp (datetime from asyncpg, ISO text from SQLite) in epoch seconds."""
+    if not isinstance(value, datetime):
+        value = datetime.fromisoformat(str(value))
+    return int(value.timestamp())
+
+
+def verify_postgres(
+    url: str, ok_guids: Sequence[str], workload: Workload | None = None
+) -> Verification:
+    """Counts; with ``workload``, also each PR's final state (``Workload.expected``)."""
     import asyncpg
 
     async def run() -> Verification:
@@ -990,6 +1178,10 @@ def verify_postgres(url: str, ok_guids: Sequence[str]) -> Verification:
         try:
             deliveries = await conn.fetch("SELECT guid, outcome, detail FROM webhook_deliveries")
             prs = await conn.fetch("SELECT status, COUNT(*) AS n FROM pull_requests GROUP BY 1")
+            final = await conn.fetch(
+                "SELECT repository, number, status, draft, head_sha, github_updated_at"
+                " FROM pull_requests"
+            )
             events = await conn.fetchval("SELECT COUNT(*) FROM events")
             scans = await conn.fetch(
                 "SELECT relname, seq_scan, seq_tup_read FROM pg_stat_user_tables"
@@ -1008,20 +1200,40 @@ def verify_postgres(url: str, ok_guids: Sequence[str]) -> Verification:
             [(str(r["status"]), int(r["n"])) for r in prs],
             int(events),
             ok_guids,
+            [(str(r[0]), int(r[1]), str(r[2]), bool(r[3]), str(r[4]), _epoch(r[5])) for r in final],
+            workload.expected if workload else {},
         )
 
     return asyncio.run(run())
 
 
-def verify_sqlite(path: Path, ok_guids: Sequence[str]) -> Verification:
+def verify_sqlite(
+    path: Path, ok_guids: Sequence[str], workload: Workload | None = None
+) -> Verification:
+    """As :func:`verify_postgres`."""
     db = sqlite3.connect(path)
     try:
         deliveries = db.execute("SELECT guid, outcome, detail FROM webhook_deliveries").fetchall()
         prs = db.execute("SELECT status, COUNT(*) FROM pull_requests GROUP BY 1").fetchall()
         events = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        final = db.execute(
+            "SELECT repository, number, status, draft, head_sha, github_updated_at"
+            " FROM pull_requests"
+        ).fetchall()
     finally:
         db.close()
-    return _summarise(Verification(), deliveries, prs, int(events), ok_guids)
+    final_rows = [
+        (str(r[0]), int(r[1]), str(r[2]), bool(r[3]), str(r[4]), _epoch(r[5])) for r in final
+    ]
+    return _summarise(
+        Verification(),
+        deliveries,
+        prs,
+        int(events),
+        ok_guids,
+        final_rows,
+        workload.expected if workload else {},
+    )
 
 
 def _pg_settings(admin_url: str) -> str:
@@ -1045,13 +1257,61 @@ def _pg_settings(admin_url: str) -> str:
 
 
 @dataclass(slots=True)
+class Replica:
+    """One ``webhook-service serve`` of a run: its share of the load, memory and CPU."""
+
+    port: int
+    load: LoadResult  # with one replica, the run's (the whole load)
+    peak_rss_mb: float
+    idle_rss_mb: float
+
+
+@dataclass(slots=True)
 class BackendResult:
     backend: str
     load: LoadResult
-    peak_rss_mb: float
-    idle_rss_mb: float
     verification: Verification
     seconds: float
+    replicas: list[Replica]
+    message_queue: str | None = None
+
+    @property
+    def label(self) -> str:
+        n = len(self.replicas)
+        return self.backend if n == 1 else f"{self.backend} x{n}"
+
+    @property
+    def peak_rss_mb(self) -> float:
+        """The largest replica's peak."""
+        return max(r.peak_rss_mb for r in self.replicas)
+
+    def each(self, fmt: Callable[[Replica], str]) -> str:
+        return " / ".join(fmt(r) for r in self.replicas)
+
+
+def _free_ports(n: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < n:
+        port = _free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def _split_manifest(workload: Workload, parts: int, directory: Path) -> list[tuple[Path, int]]:
+    """Deliveries k, k+parts, k+2*parts, ... for part k (as a load balancer's round robin
+    would spread them): one manifest each, pointing into the same requests file."""
+    if parts == 1:
+        return [(workload.manifest, workload.deliveries)]
+    paths = [directory / f"manifest.{k + 1}.txt" for k in range(parts)]
+    counts = [0] * parts
+    with contextlib.ExitStack() as stack:
+        outs = [stack.enter_context(path.open("w")) for path in paths]
+        with workload.manifest.open() as lines:
+            for index, line in enumerate(lines):
+                outs[index % parts].write(line)
+                counts[index % parts] += 1
+    return list(zip(paths, counts, strict=True))
 
 
 def bench_backend(
@@ -1061,14 +1321,20 @@ def bench_backend(
     workload: Workload,
     tmp: Path,
     threads: int,
+    *,
+    replicas: int = 1,
+    message_queue: str | None = None,
 ) -> BackendResult:
+    """The workload against ``replicas`` servers sharing one scratch database: with more
+    than one, one wrk per replica with C/replicas connections and every replica-th
+    delivery, all at once (with ``message_queue`` as SOCKETIO_MESSAGE_QUEUE)."""
     started = time.monotonic()
+    name = backend if replicas == 1 else f"{backend}-x{replicas}"
     with contextlib.ExitStack() as stack:
         if backend == "postgresql":
             url = stack.enter_context(scratch_postgres(args.postgres_url, args.keep, args.pg_set))
         else:
             url = f"sqlite:///{tmp / 'bench.db'}"
-        port = _free_port()
         env = {
             **_python_env(),
             "WEBHOOK_SECRET": workload.secret,
@@ -1076,52 +1342,78 @@ def bench_backend(
             "DATABASE_URL": url,
             "LOG_LEVEL": "WARNING",
         }
-        run_dir = tmp / backend
+        if message_queue:
+            env["SOCKETIO_MESSAGE_QUEUE"] = message_queue
+        run_dir = tmp / name
         run_dir.mkdir()
-        server = Server(
-            f"webhook-service ({backend})",
-            _service_argv(port),
-            port=port,
-            env=env,
-            log=run_dir / "server.log",
-        )
-        stack.callback(server.close)
-        sampler = Sampler(server.pid)
-        sampler.start()
+        servers: list[Server] = []
+        samplers: list[Sampler] = []
         try:
-            server.wait_ready("/readyz")
-            idle = sampler.sample()
-            _log(f"{backend}: server ready on port {port} (pid {server.pid}); sending load")
-            load = run_wrk(
+            # One after the other: the first migrates the empty database. (Started at
+            # once, all but one may fail: Store.migrate's CREATE TABLE IF NOT EXISTS
+            # schema_migrations comes before its advisory lock, and concurrent IF NOT
+            # EXISTS creations can collide in PostgreSQL.)
+            for k, port in enumerate(_free_ports(replicas)):
+                suffix = "" if replicas == 1 else f".{k + 1}"
+                server = Server(
+                    f"webhook-service ({backend}{suffix})",
+                    _service_argv(port),
+                    port=port,
+                    env=env,
+                    log=run_dir / f"server{suffix}.log",
+                )
+                stack.callback(server.close)
+                servers.append(server)
+                samplers.append(Sampler(server.pid))
+                samplers[-1].start()
+                server.wait_ready("/readyz")
+            idle = [sampler.sample() for sampler in samplers]
+            where = ", ".join(f"port {s.port} (pid {s.pid})" for s in servers)
+            _log(f"{name}: {replicas} server(s) ready on {where}; sending load")
+            legs = [
+                Leg(
+                    port=server.port,
+                    manifest=manifest,
+                    deliveries=count,
+                    connections=args.concurrency // replicas,
+                    out_dir=run_dir / ("wrk" if replicas == 1 else f"wrk.{k + 1}"),
+                    server_pid=server.pid,
+                )
+                for k, (server, (manifest, count)) in enumerate(
+                    zip(servers, _split_manifest(workload, replicas, run_dir), strict=True)
+                )
+            ]
+            load, parts = run_wrk_legs(
                 wrk,
                 workload,
-                target=f"webhook-service/{backend}",
-                port=port,
-                connections=args.concurrency,
+                legs,
+                target=f"webhook-service/{name}",
                 threads=threads,
                 max_seconds=args.max_seconds,
-                out_dir=run_dir / "wrk",
-                server_pid=server.pid,
                 database=url.rpartition("/")[2] if backend == "postgresql" else None,
             )
         finally:
-            peak = sampler.stop()
+            peaks = [sampler.stop() for sampler in samplers]
         # Nothing may rely on a graceful shutdown: every 2xx must already be durable.
-        server.kill()
-        if server.proc.returncode not in (0, -signal.SIGKILL):
-            _log(f"{backend}: the server had exited with {server.proc.returncode}")
-        _log(f"{backend}: verifying the database after SIGKILL of the server")
+        for server in servers:
+            server.kill()
+            if server.proc.returncode not in (0, -signal.SIGKILL):
+                _log(f"{server.name}: the server had exited with {server.proc.returncode}")
+        _log(f"{name}: verifying the database after SIGKILL of the server(s)")
         if backend == "postgresql":
-            verification = verify_postgres(url, load.ok_guids)
+            verification = verify_postgres(url, load.ok_guids, workload)
         else:
-            verification = verify_sqlite(tmp / "bench.db", load.ok_guids)
+            verification = verify_sqlite(tmp / "bench.db", load.ok_guids, workload)
     return BackendResult(
         backend=backend,
         load=load,
-        peak_rss_mb=peak / 2**20,
-        idle_rss_mb=idle / 2**20,
         verification=verification,
         seconds=time.monotonic() - started,
+        replicas=[
+            Replica(port=s.port, load=part, peak_rss_mb=peak / 2**20, idle_rss_mb=i / 2**20)
+            for s, part, peak, i in zip(servers, parts, peaks, idle, strict=True)
+        ],
+        message_queue=message_queue,
     )
 
 
@@ -1175,6 +1467,41 @@ def _timeline(per_second: Sequence[int]) -> str:
     return " ".join(str(v) for v in full)
 
 
+def _ratio(r: BackendResult, one: BackendResult | None) -> str:
+    if len(r.replicas) == 1 or one is None or not one.load.rate:
+        return "-"
+    return f"{r.load.rate / one.load.rate:.2f}"
+
+
+def _report_replicas(r: BackendResult, one: BackendResult | None) -> None:
+    """Each replica's share, then the whole against one replica in the same run."""
+    print()
+    for k, replica in enumerate(r.replicas, 1):
+        part = replica.load
+        print(
+            f"{r.label}: replica {k} (port {replica.port}): {part.ok:,} of {part.answered:,}"
+            f" acknowledged 2xx, {_fmt_rate(part.rate)} deliveries/s over its"
+            f" {part.seconds:.2f} s, p50 {part.percentile_ms(50):.2f} ms,"
+            f" p99 {part.percentile_ms(99):.2f} ms, peak RSS {replica.peak_rss_mb:.1f} MB,"
+            f" CPU {part.server_cores:.2f} cores" + ("" if part.complete else "  INCOMPLETE")
+        )
+    total = r.load
+    print(
+        f"{r.label}: total {_fmt_rate(total.rate)} deliveries/s ({total.answered:,} answered"
+        f" in {total.seconds:.2f} s, first request to last answer), p50"
+        f" {total.percentile_ms(50):.2f} ms, p99 {total.percentile_ms(99):.2f} ms (all"
+        f" replicas' requests), server CPU {total.server_cores:.2f} + PostgreSQL"
+        f" {total.postgres_cores:.2f} cores"
+    )
+    if one is not None:
+        print(
+            f"{r.label}: one replica, same workload, same run: {_fmt_rate(one.load.rate)}"
+            f" deliveries/s, p99 {one.load.percentile_ms(99):.2f} ms, CPU"
+            f" {one.load.server_cores:.2f} + PostgreSQL {one.load.postgres_cores:.2f} cores"
+            f" -> {len(r.replicas)} replicas / 1 replica = {_ratio(r, one)}"
+        )
+
+
 def _verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
@@ -1210,6 +1537,17 @@ def report(
         f"  machine: {os.cpu_count()} CPUs, {background:.2f} cores busy before the run "
         "(other work: it competes with the benchmark); uvicorn: 1 worker (uvloop + httptools)"
     )
+    for r in results:
+        if len(r.replicas) == 1 and r.message_queue:
+            print(f"  {r.label}: SOCKETIO_MESSAGE_QUEUE {r.message_queue}")
+        if len(r.replicas) > 1:
+            n = len(r.replicas)
+            print(
+                f"  {r.label}: {n} webhook-service processes on one database, one wrk each "
+                f"(C/{n} = {args.concurrency // n} connections, deliveries dealt round-robin), "
+                f"all at once; SOCKETIO_MESSAGE_QUEUE {r.message_queue or 'none'} (the one "
+                "replica runs without one, as it is deployed)"
+            )
     if pg_settings:
         extra = "".join(f", {s}" for s in args.pg_set)
         print(f"  PostgreSQL: {pg_settings}{extra}")
@@ -1227,7 +1565,8 @@ def report(
         )
     print()
 
-    columns = [r.backend for r in results]
+    columns = [r.label for r in results]
+    single = {r.backend: r for r in results if len(r.replicas) == 1}
     width = 22
     rows: list[tuple[str, list[str]]] = []
 
@@ -1239,8 +1578,8 @@ def report(
     row("ack p99 (ms)", [f"{r.load.percentile_ms(99):.2f}" for r in results])
     row("ack max (ms)", [f"{r.load.percentile_ms(100):.2f}" for r in results])
     row("wrk-corrected p99 (ms)", [f"{r.load.wrk_p99_us / 1000:.2f}" for r in results])
-    row("peak RSS (MB)", [f"{r.peak_rss_mb:.1f}" for r in results])
-    row("RSS when ready (MB)", [f"{r.idle_rss_mb:.1f}" for r in results])
+    row("peak RSS (MB)", [r.each(lambda x: f"{x.peak_rss_mb:.1f}") for r in results])
+    row("RSS when ready (MB)", [r.each(lambda x: f"{x.idle_rss_mb:.1f}") for r in results])
     row("bare Starlette deliv/s", [_fmt_rate(bare.rate) for _ in results])
     row("service / bare", [f"{r.load.rate / bare.rate:.2f}" if bare.rate else "-" for r in results])
     row("2xx / non-2xx", [f"{r.load.ok} / {r.load.not_ok}" for r in results])
@@ -1254,8 +1593,9 @@ def report(
         [f"{r.verification.missing} / {r.verification.extra}" for r in results],
     )
     row("pull_requests rows", [f"{r.verification.prs} (want {workload.prs})" for r in results])
+    row("PR final state wrong", [str(r.verification.wrong_prs) for r in results])
     row("events rows", [str(r.verification.events) for r in results])
-    row("server CPU (cores)", [f"{r.load.server_cores:.2f}" for r in results])
+    row("server CPU (cores)", [r.each(lambda x: f"{x.load.server_cores:.2f}") for r in results])
     row("wrk CPU (cores)", [f"{r.load.wrk_cores:.2f}" for r in results])
     row("driver CPU (cores)", [f"{r.load.driver_cores:.2f}" for r in results])
     row(
@@ -1265,15 +1605,19 @@ def report(
     row("machine busy (cores)", [f"{r.load.machine_cores:.2f}" for r in results])
     row("stolen by hypervisor", [f"{r.load.steal_cores:.2f}" for r in results])
     row("load time (s)", [f"{r.load.seconds:.2f}" for r in results])
+    if len(single) < len(results):
+        row("vs one replica (rate)", [_ratio(r, single.get(r.backend)) for r in results])
 
     checks: dict[str, list[str]] = {}
     for i, r in enumerate(results):
         pg = r.backend == "postgresql"
         rate_target = TARGET_PG_RATE if pg else TARGET_SQLITE_RATE
         r_checks: dict[str, tuple[bool, str] | None] = {
+            # The targets are for one replica; the ratio row tells what more bring.
             "target deliveries/s": (
-                r.load.rate >= rate_target and r.load.complete,
-                f">= {rate_target:,.0f}",
+                (r.load.rate >= rate_target and r.load.complete, f">= {rate_target:,.0f}")
+                if len(r.replicas) == 1
+                else None
             ),
             "target p99": (
                 (r.load.percentile_ms(99) <= TARGET_PG_P99_MS, f"<= {TARGET_PG_P99_MS:.0f} ms")
@@ -1281,7 +1625,7 @@ def report(
                 else None
             ),
             "target peak RSS": (r.peak_rss_mb <= TARGET_RSS_MB, f"<= {TARGET_RSS_MB:.0f} MB"),
-            "target 2xx stored+applied": (
+            "target 2xx stored+applied, PRs right": (
                 r.load.complete
                 and r.load.not_ok == 0
                 and r.verification.passed(r.load.ok, workload.prs),
@@ -1304,15 +1648,20 @@ def report(
     for r in results:
         details = ", ".join(f"{k} {v}" for k, v in sorted(r.verification.details.items()))
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(r.verification.pr_status.items()))
-        print(f"{r.backend}: outcomes: {details}")
-        print(f"{r.backend}: stored PR status: {statuses}; run took {r.seconds:.1f}s")
-        print(f"{r.backend}: deliveries answered per second: {_timeline(r.load.per_second)}")
+        print(f"{r.label}: outcomes: {details}")
+        print(f"{r.label}: stored PR status: {statuses}; run took {r.seconds:.1f}s")
+        for example in r.verification.wrong_examples:
+            print(f"{r.label}: PR final state wrong: {example}")
+        print(f"{r.label}: deliveries answered per second: {_timeline(r.load.per_second)}")
         if r.verification.seq_scans:
             scans = ", ".join(
                 f"{table} {n} ({rows / 1e6:.1f}M rows read)"
                 for table, (n, rows) in r.verification.seq_scans.items()
             )
-            print(f"{r.backend}: sequential scans during the run: {scans}")
+            print(f"{r.label}: sequential scans during the run: {scans}")
+    for r in results:
+        if len(r.replicas) > 1:
+            _report_replicas(r, single.get(r.backend))
     print()
     print(f"OVERALL: {_verdict(all_pass)}")
     return all_pass
@@ -1362,6 +1711,23 @@ def _parser() -> argparse.ArgumentParser:
         "e.g. plan_cache_mode=force_custom_plan; repeatable",
     )
     parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        metavar="N",
+        help=f"(1) with N > 1 (PostgreSQL only, at most {MAX_REPLICAS}): after the usual "
+        "one-replica run, N webhook-service processes on one scratch database take the same "
+        "workload, one wrk each with C/N connections and every Nth delivery, all at once; "
+        "the report compares the two runs",
+    )
+    parser.add_argument(
+        "--message-queue",
+        metavar="URL",
+        help="SOCKETIO_MESSAGE_QUEUE of the N replicas, or 'none' (default: "
+        f"{DEFAULT_MESSAGE_QUEUE} if it answers PING, else none). The one-replica run has "
+        "none, unless this is given with --replicas 1 (to measure what the queue costs)",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the temp dir and the scratch database"
     )
     parser.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -1403,6 +1769,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not re.fullmatch(r"[a-z_][a-z0-9_.]*=[^\x00]*", setting):
             parser.error(f"--pg-set wants NAME=VALUE, got {setting!r}")
     backends = ["postgresql", "sqlite"] if args.backend == "both" else [args.backend]
+    replicas = args.replicas
+    if not 1 <= replicas <= MAX_REPLICAS:
+        parser.error(f"--replicas must be between 1 and {MAX_REPLICAS}")
+    if replicas > 1:
+        if backends != ["postgresql"]:
+            parser.error(
+                "--replicas N > 1 is PostgreSQL only: pass --backend postgresql (replicas "
+                "share one database server; a SQLite file is not shared across replicas)"
+            )
+        if c % replicas or (c // replicas) % threads:
+            parser.error(
+                "--replicas must divide -c, and --threads must divide C/N (each replica's "
+                "wrk gets C/N connections, so the total stays C)"
+            )
 
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="bench_ingest."))
@@ -1425,7 +1805,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         bare = bench_reference(
             "bare", _self_argv("--bare-server", str(port)), port, args, wrk, workload, tmp, threads
         )
-        results = [bench_backend(b, args, wrk, workload, tmp, threads) for b in backends]
+        # With one replica, a message queue only if asked for (what it alone costs).
+        single_queue = None
+        if replicas == 1 and args.message_queue is not None:
+            single_queue = _message_queue(args.message_queue)
+        results = [
+            bench_backend(b, args, wrk, workload, tmp, threads, message_queue=single_queue)
+            for b in backends
+        ]
+        if replicas > 1:
+            queue = _message_queue(args.message_queue)
+            results.append(
+                bench_backend(
+                    "postgresql",
+                    args,
+                    wrk,
+                    workload,
+                    tmp,
+                    threads,
+                    replicas=replicas,
+                    message_queue=queue,
+                )
+            )
         passed = report(workload, args, threads, sink, bare, results, pg_settings, background)
         print(f"total time: {time.monotonic() - started:.1f}s")
         return 0 if passed else 1
