@@ -13,15 +13,23 @@ import socketio
 
 from tests.helpers import API_TOKEN, AUTH, make_settings, payload, post_delivery
 from tests.servers import uvicorn_server
-from tests.sockets import connected
+from tests.sockets import RawClient, connected
+from webhook_service import realtime
 from webhook_service.app import Service
 from webhook_service.core import EventDraft
 from webhook_service.store import utcnow
 
 
-async def _store_events(service: Service, count: int, repository: str = "o/r") -> list[int]:
+async def _store_events(
+    service: Service, count: int, repository: str = "o/r", pad: int = 0
+) -> list[int]:
     drafts = [
-        EventDraft("pr_status_change", repository, None, {"type": "pr_status_change", "n": i})
+        EventDraft(
+            "pr_status_change",
+            repository,
+            None,
+            {"type": "pr_status_change", "n": i, **({"pad": "x" * pad} if pad else {})},
+        )
         for i in range(count)
     ]
     async with service.store.transaction() as uow:
@@ -196,3 +204,49 @@ async def test_batch_must_be_a_boolean(database_url: str) -> None:
             await client.connect(url, auth={"token": API_TOKEN, "batch": "yes"}, wait_timeout=5)
         await client.disconnect()
         assert errors and "batch" in str(errors[0])
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["per-event", "batch"])
+async def test_a_stuck_client_is_cut_off_and_resynced_when_it_reads_again(
+    database_url: str, batch: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that stops reading: the server queues at most the backlog bound for
+    it (the rest stays in the kernel's buffers), others keep getting everything, and
+    once it has read what was queued it is told to resync, then gets live events."""
+    # Bounds well above what the reading client lets pile up (bursts of 20 events).
+    monkeypatch.setattr(realtime, "MAX_BACKLOG", 100)
+    monkeypatch.setattr(realtime, "MAX_BATCH_BACKLOG", 10)
+    limit = 10 if batch else 100
+    async with (
+        uvicorn_server(make_settings(database_url)) as (service, url),
+        connected(url) as keeping_up,
+    ):
+        stuck = await RawClient.connect(url, {"token": API_TOKEN, "batch": batch})
+        try:
+            ids: list[int] = []
+            # 2 KB events, 3,000 of them: several times what the kernel's buffers of a
+            # loopback connection hold; in bursts a reading client keeps up with.
+            for _ in range(150):
+                ids += await _store_events(service, 20, pad=2000)
+                await asyncio.sleep(0.06 if batch else 0.01)
+            await keeping_up.wait_for(len(ids))
+            assert keeping_up.ids == ids
+            queued = [s.queue.qsize() for s in service.stream.sio.eio.sockets.values()]
+            assert max(queued) <= limit, queued
+
+            read = await stuck.messages(quiet=0.5)  # it reads again: what was queued
+            live = await _store_events(service, 1)
+            read += await stuck.messages(quiet=0.5)
+        finally:
+            stuck.close()
+    names = [name for name, _ in read]
+    assert names.count("resync_required") == 1, names[-5:]
+    cut = names.index("resync_required")
+    before: list[int] = []
+    for name, data in read[:cut]:
+        before += [e["event_id"] for e in data] if name == "events" else [data["event_id"]]
+    assert before == ids[: len(before)] and len(before) < len(ids), "cut off, in order"
+    assert read[cut][1]["last_event_id"] == live[0] - 1
+    after = read[cut + 1 :]
+    got = [e["event_id"] for e in after[0][1]] if batch else [d["event_id"] for _, d in after]
+    assert got == live

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -119,19 +120,42 @@ def _serve(settings: Settings, *, host: str | None, port: int | None) -> int:
     # uvicorn drains on SIGTERM, then raises the signal again under the handler that
     # was in place before it ran. With the default one the process would end "killed
     # by SIGTERM" after a clean stop; with this one it exits 0.
+    config = uvicorn.Config(
+        app,
+        log_config=None,  # our handlers (and secret scrubbing) apply to uvicorn too
+        access_log=False,
+        timeout_graceful_shutdown=8,
+    )
+    listener = _listen(host or settings.host, port if port is not None else settings.port)
     previous = signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
-        uvicorn.run(
-            app,
-            host=host or settings.host,
-            port=port if port is not None else settings.port,
-            log_config=None,  # our handlers (and secret scrubbing) apply to uvicorn too
-            access_log=False,
-            timeout_graceful_shutdown=8,
-        )
+        uvicorn.Server(config).run(sockets=[listener])
     finally:
         signal.signal(signal.SIGTERM, previous)
+        listener.close()
     return 0
+
+
+#: The kernel send buffer of every accepted connection (inherited from the listening
+#: socket). Linux would otherwise grow it to megabytes for a peer that stops reading:
+#: megabytes of Socket.IO frames written, and copied, for a client that will never read
+#: them, before the service can tell it is stuck (see realtime.MAX_BACKLOG).
+SEND_BUFFER = 256 * 1024
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        sock.bind((host, port))
+        sock.listen(2048)
+        sock.set_inheritable(True)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

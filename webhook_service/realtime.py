@@ -11,6 +11,11 @@
   message per event: each is a list of the same payloads, in id order, sent at most
   every ``BATCH_INTERVAL`` (the first after a quiet spell at once). Under load a
   client then costs the server one frame per interval instead of one per event.
+- Slow clients: messages wait in the client's Engine.IO queue. Once it holds
+  ``MAX_BACKLOG`` of them (``MAX_BATCH_BACKLOG`` batches), the client gets nothing more
+  until it has read them all; then it gets ``resync_required`` (with the id of the
+  last event before the live ones that follow) and the live stream. A stuck client so
+  costs a bounded amount of memory and, once behind, no work per event.
 
 How the seam is made exact: while a client catches up from the database, every event
 delivered locally is also appended to its buffer (under the same lock as the
@@ -45,6 +50,8 @@ ALL = "all"
 NAMESPACE = "/"
 BATCH = "events"  # the event name of a batch
 BATCH_INTERVAL = 0.05  # seconds between two batches to one client, at most 20/s
+MAX_BACKLOG = 2000  # messages queued for one client before it is cut off
+MAX_BATCH_BACKLOG = 100  # batches queued for one client before it is cut off
 _PAGE = 500
 
 
@@ -64,6 +71,7 @@ class _Client:
     buffer: list[tuple[str, dict[str, Any]]] | None = None  # set while catching up
     floor: int = 0  # skip live events up to this id (already sent from the database)
     batch: bool = False  # gets ``events`` lists, and is in no Socket.IO room
+    lagging: bool = False  # cut off for falling behind: sent nothing until it has read
 
     @property
     def rooms(self) -> set[str]:
@@ -152,11 +160,11 @@ class _StreamMixin(socketio.AsyncManager):  # type: ignore[misc]
                         if (floored := self.clients.get(sid)) is not None:
                             floored.floor = 0
                 packets = self._encode(BATCH, batch)
+                first = batch[0]["event_id"]
                 for sid in sids:
                     eio_sid = self.eio_sid_from_sid(sid, NAMESPACE)
                     if eio_sid is not None:
-                        for pkt in packets:
-                            await self.server._send_eio_packet(eio_sid, pkt)
+                        await self._push(sid, eio_sid, packets, first, MAX_BATCH_BACKLOG)
 
     async def stop_batches(self) -> None:
         """Send nothing more to batch clients (shutting down)."""
@@ -184,13 +192,44 @@ class _StreamMixin(socketio.AsyncManager):  # type: ignore[misc]
         directly (Engine.IO's queue is unbounded, so nothing here waits) is several
         times cheaper with hundreds of clients, and a batch of events emitted back to
         back wakes each client's writer once instead of once per event. A client that
-        stops reading only grows its own queue.
+        stops reading grows its own queue, up to ``MAX_BACKLOG`` (see :meth:`_push`).
         """
         packets = self._encode(event, data)
+        event_id = data["event_id"]
         for sid, eio_sid in self.get_participants(NAMESPACE, rooms):
             if sid not in skip:
-                for pkt in packets:
-                    await self.server._send_eio_packet(eio_sid, pkt)
+                await self._push(sid, eio_sid, packets, event_id, MAX_BACKLOG)
+
+    async def _push(
+        self,
+        sid: str,
+        eio_sid: str,
+        packets: list[engineio.packet.Packet],
+        first_id: int,
+        limit: int,
+    ) -> None:
+        """Queue ``packets`` (events from ``first_id`` on) for one client, unless it is
+        too far behind (see the module docs)."""
+        socket = self.server.eio.sockets.get(eio_sid)
+        client = self.clients.get(sid)
+        if socket is None or socket.closed or client is None:
+            return
+        backlog = socket.queue.qsize()
+        if client.lagging:
+            if backlog:
+                return
+            client.lagging = False
+            logger.info("Socket.IO client %s caught up: resync_required", sid)
+            reason = "this client fell too far behind; events were dropped for it"
+            resync = {"reason": reason, "last_event_id": first_id - 1}
+            for pkt in self._encode("resync_required", resync):
+                await socket.send(pkt)
+        elif backlog >= limit:
+            client.lagging = True
+            logger.info("Socket.IO client %s is %d messages behind: cut off", sid, backlog)
+            return
+        for pkt in packets:
+            await socket.send(pkt)
 
     async def send_to(self, sid: str, event: str, data: Any) -> None:
         """Deliver to one local client, bypassing the message queue."""
