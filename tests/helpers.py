@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from webhook_service.app import Service, create_app
 from webhook_service.config import Settings, load_settings
 from webhook_service.fixtures import RecordedDelivery, fixtures_root, load_delivery
 from webhook_service.signature import sign
+from webhook_service.testing import FakeGitHub
 
 SECRET = "It's a Secret to Everybody"
 API_TOKEN = "test-api-token"
@@ -30,6 +32,35 @@ def make_settings(database_url: str, **env: str) -> Settings:
         **env,
     }
     return load_settings(values, env_file=None)
+
+
+def server_env(database_url: str, **env: str) -> dict[str, str]:
+    """The environment of a ``serve`` child process (``tests.servers.ServerProcess``)."""
+    return {
+        "DATABASE_URL": database_url,
+        "WEBHOOK_SECRET": SECRET,
+        "API_TOKEN": API_TOKEN,
+        "LOG_LEVEL": "WARNING",
+        **env,
+    }
+
+
+@cache
+def app_private_key() -> str:
+    """One GitHub App key for the whole run: generating RSA keys is slow."""
+    return FakeGitHub().private_key_pem
+
+
+@asynccontextmanager
+async def fake_github(
+    token: str, *repositories: str, **options: Any
+) -> AsyncIterator[FakeGitHub]:
+    """A running fake GitHub that accepts ``token`` and knows ``repositories``."""
+    async with FakeGitHub(private_key_pem=app_private_key(), **options) as fake:
+        fake.add_token(token)
+        for repository in repositories:
+            fake.add_repository(repository)
+        yield fake
 
 
 @asynccontextmanager

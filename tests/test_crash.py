@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from tests.helpers import API_TOKEN, SECRET, payload, signed_headers
+from tests.helpers import payload, server_env, signed_headers
 from tests.servers import ServerProcess
 from webhook_service.store import Store
 
@@ -58,12 +58,7 @@ async def _load(url: str, acked: list[str], server: ServerProcess) -> None:
 async def test_sigkill_under_load_loses_nothing_acknowledged(
     database_url: str, tmp_path: Path
 ) -> None:
-    env = {
-        "DATABASE_URL": database_url,
-        "WEBHOOK_SECRET": SECRET,
-        "API_TOKEN": API_TOKEN,
-        "LOG_LEVEL": "WARNING",
-    }
+    env = server_env(database_url)
     server = ServerProcess(env, tmp_path / "server.log")
     server.start()
     acked: list[str] = []

@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 
+from tests.helpers import fake_github
 from webhook_service.config import Settings, load_settings
 from webhook_service.core import TaskStatus
 from webhook_service.creator import CreateError, create_pull_request
@@ -37,17 +37,9 @@ PULLS = f"/repos/{REPO}/pulls"
 BOUND = 20.0  # seconds: every creator call and cycle is bounded by this
 
 
-@cache
-def private_key() -> str:
-    """One App key for the whole module: generating RSA keys is slow."""
-    return FakeGitHub().private_key_pem
-
-
 @pytest.fixture
 async def gh() -> AsyncIterator[FakeGitHub]:
-    async with FakeGitHub(private_key_pem=private_key()) as fake:
-        fake.add_token(TOKEN)
-        fake.add_repository(REPO)
+    async with fake_github(TOKEN, REPO) as fake:
         yield fake
 
 

@@ -7,7 +7,6 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 import aiohttp
@@ -21,6 +20,7 @@ from gidgethub.aiohttp import GitHubAPI
 from gidgethub.apps import get_installation_access_token, get_jwt
 from yarl import URL
 
+from tests.helpers import app_private_key
 from webhook_service.fixtures import fixtures_root, load_delivery
 from webhook_service.signature import verify
 from webhook_service.testing import FakeGitHub
@@ -29,12 +29,6 @@ from webhook_service.testing.fake_github import rest_fixtures_root
 REPO = "octo-org/widgets"
 TOKEN = "ghp_primary"
 OTHER_TOKEN = "ghp_secondary"
-
-
-@cache
-def _private_key() -> str:
-    """One App key for the module: generating RSA keys is slow."""
-    return FakeGitHub().private_key_pem
 
 
 def _example(name: str) -> Any:
@@ -47,7 +41,7 @@ def _auth(token: str = TOKEN) -> dict[str, str]:
 
 @pytest.fixture
 async def gh() -> AsyncIterator[FakeGitHub]:
-    async with FakeGitHub(private_key_pem=_private_key()) as fake:
+    async with FakeGitHub(private_key_pem=app_private_key()) as fake:
         fake.add_token(TOKEN)
         fake.add_token(OTHER_TOKEN)
         yield fake
@@ -265,7 +259,7 @@ async def test_primary_rate_limit(gh: FakeGitHub, http: aiohttp.ClientSession) -
 
 async def test_a_window_runs_out_and_resets() -> None:
     async with (
-        FakeGitHub(private_key_pem=_private_key(), rate_limit=2, rate_window=1.0) as gh,
+        FakeGitHub(private_key_pem=app_private_key(), rate_limit=2, rate_window=1.0) as gh,
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
     ):
         gh.add_token(TOKEN)
@@ -414,7 +408,7 @@ async def test_app_jwt_authentication(gh: FakeGitHub, http: aiohttp.ClientSessio
 
 async def test_installation_tokens_are_scoped_and_expire() -> None:
     async with (
-        FakeGitHub(private_key_pem=_private_key(), token_ttl=1.0) as gh,
+        FakeGitHub(private_key_pem=app_private_key(), token_ttl=1.0) as gh,
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
     ):
         gh.add_installation(42, [REPO])

@@ -21,13 +21,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from functools import cache
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import make_settings, running_app
+from tests.helpers import fake_github, make_settings, running_app
 from webhook_service.config import Settings
 from webhook_service.core import TaskStatus
 from webhook_service.store import Store, TaskRecord
@@ -52,17 +51,9 @@ RECOVERY = 5.0  # bound on the time from the end of the outage to the merge appl
 SLACK = 0.05  # timer granularity
 
 
-@cache
-def private_key() -> str:
-    """One App key for the module: generating RSA keys is slow."""
-    return FakeGitHub().private_key_pem
-
-
 @pytest.fixture
 async def gh() -> AsyncIterator[FakeGitHub]:
-    async with FakeGitHub(private_key_pem=private_key()) as fake:
-        fake.add_token(TOKEN)
-        fake.add_repository(REPO)
+    async with fake_github(TOKEN, REPO) as fake:
         yield fake
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from tests._load import Attempt, WebhookLoad
 from tests._postgres import PrivatePostgres, create_database, private_postgres
-from tests.helpers import API_TOKEN, SECRET, signed_headers
+from tests.helpers import server_env, signed_headers
 from tests.servers import ServerProcess
 from webhook_service.store import Store
 
@@ -93,12 +93,7 @@ async def test_postgres_restart_under_load(
     """``fast``: PostgreSQL ends its sessions and writes a checkpoint; ``immediate``:
     it stops as if it crashed, and the restart recovers from the WAL."""
     database_url = await create_database(postgres.url)
-    env = {
-        "DATABASE_URL": database_url,
-        "WEBHOOK_SECRET": SECRET,
-        "API_TOKEN": API_TOKEN,
-        "LOG_LEVEL": "WARNING",
-    }
+    env = server_env(database_url)
     server = ServerProcess(env, tmp_path / "server.log")
     server.start()
     assert server.process is not None

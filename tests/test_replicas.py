@@ -17,7 +17,7 @@ import pytest
 from tests._load import WebhookLoad
 from tests._postgres import create_database, drop_database
 from tests._redis import redis_url
-from tests.helpers import API_TOKEN, AUTH, SECRET, payload, post_delivery
+from tests.helpers import AUTH, payload, post_delivery, server_env
 from tests.servers import ServerProcess
 from tests.sockets import connected
 from webhook_service.store import FRESH_EVENT, Store
@@ -54,19 +54,17 @@ async def gh() -> AsyncIterator[FakeGitHub]:
 
 
 def _env(database_url: str, message_queue: str, gh: FakeGitHub) -> dict[str, str]:
-    return {
-        "DATABASE_URL": database_url,
-        "SOCKETIO_MESSAGE_QUEUE": message_queue,
+    return server_env(
+        database_url,
+        SOCKETIO_MESSAGE_QUEUE=message_queue,
         # Its own channel: other runs may share the machine's Redis at the same time.
-        "SOCKETIO_CHANNEL": f"test-{uuid.uuid4().hex}",
-        "WEBHOOK_SECRET": SECRET,
-        "API_TOKEN": API_TOKEN,
-        "GITHUB_TOKEN": TOKEN,
-        "GITHUB_API_URL": gh.url,
-        "GITHUB_REPOSITORIES": REPO,
-        "SYNC_INTERVAL": str(SYNC_INTERVAL),
-        "LOG_LEVEL": "INFO",
-    }
+        SOCKETIO_CHANNEL=f"test-{uuid.uuid4().hex}",
+        GITHUB_TOKEN=TOKEN,
+        GITHUB_API_URL=gh.url,
+        GITHUB_REPOSITORIES=REPO,
+        SYNC_INTERVAL=str(SYNC_INTERVAL),
+        LOG_LEVEL="INFO",
+    )
 
 
 @asynccontextmanager

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from tests._load import Attempt, WebhookLoad
-from tests.helpers import API_TOKEN, SECRET
+from tests.helpers import server_env
 from tests.servers import ServerProcess
 from webhook_service.store import Store
 
@@ -29,12 +29,7 @@ def _wait(process: subprocess.Popen[bytes], within: float) -> int | None:
 async def test_sigterm_under_load_finishes_in_flight_and_exits(
     database_url: str, tmp_path: Path
 ) -> None:
-    env = {
-        "DATABASE_URL": database_url,
-        "WEBHOOK_SECRET": SECRET,
-        "API_TOKEN": API_TOKEN,
-        "LOG_LEVEL": "INFO",
-    }
+    env = server_env(database_url, LOG_LEVEL="INFO")
     server = ServerProcess(env, tmp_path / "server.log")
     server.start()
     process = server.process

@@ -14,13 +14,19 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.helpers import make_settings, payload, post_delivery, running_app
+from tests.helpers import (
+    app_private_key,
+    fake_github,
+    make_settings,
+    payload,
+    post_delivery,
+    running_app,
+)
 from webhook_service.config import Settings
 from webhook_service.github import _API, GitHub, GitHubError, Page
 from webhook_service.reconciler import Reconciler
@@ -34,16 +40,9 @@ REPO = "o/r"
 CYCLE_TIMEOUT = 20.0
 
 
-@cache
-def private_key() -> str:
-    """One App key for the whole run: generating RSA keys is slow."""
-    return FakeGitHub().private_key_pem
-
-
 @pytest.fixture
 async def gh() -> AsyncIterator[FakeGitHub]:
-    async with FakeGitHub(private_key_pem=private_key()) as fake:
-        fake.add_token(TOKEN)
+    async with fake_github(TOKEN) as fake:
         yield fake
 
 
@@ -459,7 +458,7 @@ async def test_installation_tokens_are_renewed_five_minutes_before_expiry(
     # A 302 s token is due for renewal (300 s before expiry) after about 2 s: the worker's
     # clock moves 10 s between the cycles.
     clock = Clock()
-    async with FakeGitHub(private_key_pem=private_key(), token_ttl=token_ttl) as gh:
+    async with FakeGitHub(private_key_pem=app_private_key(), token_ttl=token_ttl) as gh:
         gh.add_installation(7, [REPO])
         gh.add_pull(REPO, 1)
         async with rig(database_url, gh, clock=clock, env=app_env(gh)) as r:
@@ -490,7 +489,7 @@ async def test_installation_tokens_are_renewed_five_minutes_before_expiry(
 
 async def test_app_mode_works_with_one_concurrent_call(database_url: str) -> None:
     """SYNC_MAX_CONCURRENCY=1 is a valid setting; listing installations needs a token."""
-    async with FakeGitHub(private_key_pem=private_key()) as gh:
+    async with FakeGitHub(private_key_pem=app_private_key()) as gh:
         gh.add_installation(7, [REPO])
         gh.add_pull(REPO, 1)
         async with rig(database_url, gh, env=app_env(gh, SYNC_MAX_CONCURRENCY="1")) as r:

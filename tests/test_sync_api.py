@@ -20,7 +20,14 @@ from typing import Any, Literal
 import httpx
 import pytest
 
-from tests.helpers import AUTH, SECRET, make_settings, post_delivery, running_app
+from tests.helpers import (
+    AUTH,
+    SECRET,
+    fake_github,
+    make_settings,
+    post_delivery,
+    running_app,
+)
 from tests.servers import uvicorn_server
 from tests.test_sync import (
     REPO,
@@ -29,7 +36,6 @@ from tests.test_sync import (
     first_cycle_done,
     gets,
     listings,
-    private_key,
     rig,
     sync_settings,
     webhook,
@@ -42,8 +48,7 @@ ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
 @pytest.fixture
 async def gh() -> AsyncIterator[FakeGitHub]:
-    async with FakeGitHub(private_key_pem=private_key()) as fake:
-        fake.add_token(TOKEN)
+    async with fake_github(TOKEN) as fake:
         yield fake
 
 
