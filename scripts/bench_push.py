@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench_push.py [--backend postgresql|sqlite|both]
         [--rate 200] [--seconds 20] [--clients 200] [--stuck 50] [--only push|slow]
-        [--client-modes per-event,batch]
+        [--client-modes per-event,batch] [--push-replica [--message-queue URL]]
 
 Everything runs on 127.0.0.1 and is bounded in count and time. Each server is
 ``webhook-service serve`` (one uvicorn worker, LOG_LEVEL=WARNING) on a scratch database
@@ -62,6 +62,11 @@ database checks) this script imports.
    readers and the whole machine (everything shares the same cores: the clients compete
    with the server), and whether the stuck sockets were really stuck (the kernel queues
    of their connections, from ``ss``).
+
+With ``--push-replica`` (PostgreSQL) every slow run, (a) included, has two replicas on
+one database and Redis (``--message-queue``): wrk posts to one, every client connects to
+the other, as a deployment that keeps clients off its webhook receivers would (the
+figures then include the second replica's CPU).
 
 The exit status is 0 when every gating check passes, 1 otherwise, 2 on a usage or setup
 error. Gating: push: p99 <= 50 ms on PostgreSQL and every event received (as above);
@@ -270,7 +275,16 @@ def _sqlite_path(url: str) -> Path:
     return Path(url.removeprefix("sqlite:///"))
 
 
-def start_server(backend: str, url: str, run_dir: Path, secret: str, token: str) -> ingest.Server:
+def start_server(
+    backend: str,
+    url: str,
+    run_dir: Path,
+    secret: str,
+    token: str,
+    *,
+    name: str = "server",
+    extra_env: dict[str, str] | None = None,
+) -> ingest.Server:
     port = ingest._free_port()
     env = {
         **ingest._python_env(),
@@ -280,14 +294,15 @@ def start_server(backend: str, url: str, run_dir: Path, secret: str, token: str)
         "LOG_LEVEL": "WARNING",
         "HOST": "127.0.0.1",
         "PORT": str(port),
+        **(extra_env or {}),
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     return ingest.Server(
-        f"webhook-service ({backend})",
+        f"webhook-service ({backend}, {name})",
         ingest._service_argv(port),
         port=port,
         env=env,
-        log=run_dir / "server.log",
+        log=run_dir / f"{name}.log",
     )
 
 
@@ -1100,6 +1115,7 @@ class SlowRun:
     ready_rss_mb: float
     end_rss_mb: float  # right after the load
     reader_cores: float  # reader process, during the load
+    push_cores: float | None  # the push replica (--push-replica), during the load
     events: int  # stored pr_status_change events
     unmatched: int  # events matched to no delivery (no latency for them)
     logs: list[ReaderLog]
@@ -1133,8 +1149,23 @@ def bench_slow_run(
     run_dir = tmp / f"slow-{backend}-{label}"
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(scratch_database(backend, args.postgres_url, tmp, args.keep))
-        server = start_server(backend, url, run_dir, workload.secret, token)
+        # --push-replica: webhooks go to one replica, clients to another, events between
+        # them through Redis (in every run, (a) included, so that the baseline pays the
+        # same publishing).
+        queue = (
+            {"SOCKETIO_MESSAGE_QUEUE": args.message_queue, "SOCKETIO_CHANNEL": f"bench-{token}"}
+            if args.push_replica
+            else None
+        )
+        server = start_server(backend, url, run_dir, workload.secret, token, extra_env=queue)
         stack.callback(server.close)
+        push_server = server
+        if args.push_replica:
+            server.wait_ready("/readyz")  # one after the other: both migrate on start
+            push_server = start_server(
+                backend, url, run_dir, workload.secret, token, name="push", extra_env=queue
+            )
+            stack.callback(push_server.close)
         sampler = ingest.Sampler(server.pid)
         sampler.start()
         database = url.rpartition("/")[2] if backend == "postgresql" else None
@@ -1142,12 +1173,14 @@ def bench_slow_run(
         drain = 0.0
         connected = 0
         queues = queues_end = Queues()
+        push_cores: float | None = None
         try:
             server.wait_ready("/readyz")
+            push_server.wait_ready("/readyz")
             reader: ReaderProcess | None = None
             if readers:
                 reader = ReaderProcess(
-                    server.port, token, readers, run_dir / "readers.bin", args.reader_nice,
+                    push_server.port, token, readers, run_dir / "readers.bin", args.reader_nice,
                     run_dir / "readers.log", batch=batch,
                 )  # fmt: skip
                 stack.callback(reader.close)
@@ -1162,7 +1195,7 @@ def bench_slow_run(
             stack.callback(close_stuck)
             for _ in range(stuck):
                 stuck_clients.append(
-                    StuckClient(server.port, token, args.stuck_rcvbuf, batch=batch)
+                    StuckClient(push_server.port, token, args.stuck_rcvbuf, batch=batch)
                 )
             ports = {c.local_port for c in stuck_clients}
             ready_rss = sampler.sample()
@@ -1172,6 +1205,7 @@ def bench_slow_run(
                 f"{f' ({mode})' if mode else ''}; sending load"
             )
             reader0 = ingest._cpu_seconds(reader.pid) if reader else 0.0
+            push0 = ingest._cpu_seconds(push_server.pid)
             clock0 = time.monotonic()
             with _wrk_script(PUSH_LUA):
                 load = ingest.run_wrk(
@@ -1190,16 +1224,22 @@ def bench_slow_run(
             reader_cores = (
                 (ingest._cpu_seconds(reader.pid) - reader0) / (load_end - clock0) if reader else 0.0
             )
+            push_cores = (
+                (ingest._cpu_seconds(push_server.pid) - push0) / (load_end - clock0)
+                if push_server is not server
+                else None
+            )
             end_rss = sampler.sample()
-            queues = stuck_queues(server.port, ports)
+            queues = stuck_queues(push_server.port, ports)
             events = fetch_events(backend, url)
             if reader is not None:
                 _log(f"slow/{backend} ({label}): load done; waiting for the readers to drain")
                 logs, drain = reader.drain(len(events), args.drain_seconds)
-            queues_end = stuck_queues(server.port, ports)
+            queues_end = stuck_queues(push_server.port, ports)
         finally:
             peak = sampler.stop()
         server.kill()
+        push_server.kill()
         _log(f"slow/{backend} ({label}): verifying the database")
         if backend == "postgresql":
             verification = ingest.verify_postgres(url, load.ok_guids)
@@ -1239,6 +1279,7 @@ def bench_slow_run(
         ready_rss_mb=ready_rss / 2**20,
         end_rss_mb=end_rss / 2**20,
         reader_cores=reader_cores,
+        push_cores=push_cores,
         events=len(events),
         unmatched=unmatched,
         logs=logs,
@@ -1421,6 +1462,12 @@ def report_slow(results: Sequence[SlowResult], args: argparse.Namespace) -> bool
             f"socketio.AsyncClients (one child process, nice {args.reader_nice}) + "
             f"{args.stuck} stuck raw websockets (SO_RCVBUF {args.stuck_rcvbuf}) = "
             f"{args.clients} clients, all of one kind"
+            + (
+                "; TOPOLOGY: webhooks to one replica, every client on a second replica "
+                f"(same database, events through {args.message_queue}), in every run"
+                if args.push_replica
+                else ""
+            )
         )
         for r in result.runs:
             assert r.mode is not None
@@ -1445,6 +1492,10 @@ def report_slow(results: Sequence[SlowResult], args: argparse.Namespace) -> bool
         ])  # fmt: skip
         row("wrk CPU (cores)", [f"{r.load.wrk_cores:.2f}" for r in runs])
         row("readers CPU (cores)", [f"{r.reader_cores:.2f}" if r.readers else "-" for r in runs])
+        if args.push_replica:
+            row("push replica CPU (cores)", [
+                f"{r.push_cores:.2f}" if r.push_cores is not None else "-" for r in runs
+            ])  # fmt: skip
         row("messages/s per reader (median)", [
             f"{statistics.median(r.messages_per_s):,.1f}" if r.messages_per_s else "-"
             for r in runs
@@ -1622,6 +1673,15 @@ def _parser() -> argparse.ArgumentParser:
         '"batch": true (its ratio gates the >= 0.8 target) (%(default)s)',
     )  # fmt: skip
     parser.add_argument(
+        "--push-replica", action="store_true",
+        help="slow: in every run, two replicas on one PostgreSQL database and Redis: wrk "
+        "posts to one, every client connects to the other (DESIGN.md 11)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--message-queue", default="redis://127.0.0.1:6379/0", metavar="URL",
+        help="slow, with --push-replica: the Redis both replicas use (%(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
         "--stuck-rcvbuf", type=int, default=4096,
         help="slow: SO_RCVBUF of a stuck client's socket, bytes (4096)",
     )  # fmt: skip
@@ -1672,6 +1732,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             f"got {args.client_modes!r}"
         )
     args.modes = [m for m in CLIENT_MODES if m in modes]  # (b) before (c)
+    if args.push_replica and args.backend != "postgresql":
+        parser.error("--push-replica needs --backend postgresql (replicas share PostgreSQL)")
     if not 0 <= args.clients <= MAX_CLIENTS or not 0 <= args.stuck <= args.clients:
         parser.error(f"--clients must be between 0 and {MAX_CLIENTS}, --stuck at most --clients")
     if not 1024 <= args.stuck_rcvbuf <= 2**24:
