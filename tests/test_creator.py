@@ -194,6 +194,21 @@ async def test_opens_the_pr_links_it_moves_the_task_and_monitors_it(
         assert task is not None and task.status is TaskStatus.DONE
 
 
+async def test_the_base_is_the_repositorys_default_branch_unless_given(
+    database_url: str, gh: FakeGitHub
+) -> None:
+    gh.add_repository(REPO, default_branch="develop")
+    async with rig(database_url, gh) as r:
+        first = await r.task(branch="feature/one")
+        await r.create(first)
+        second = await r.task(branch="feature/two")
+        await r.create(second, base="release")
+    assert [orjson.loads(p.body)["base"] for p in posts(gh)] == ["develop", "release"]
+    asked = [q for q in gh.requests if q.method == "GET" and q.path == f"/repos/{REPO}"]
+    assert len(asked) == 1, "looked up only when no base was given"
+    assert sorted(pull["base"]["ref"] for pull in gh.pulls(REPO)) == ["develop", "release"]
+
+
 async def test_calling_again_links_the_same_pr_without_a_second_post(
     database_url: str, gh: FakeGitHub
 ) -> None:

@@ -50,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     create_pr.add_argument("task_id", metavar="TASK_ID")
     create_pr.add_argument("--title", help="the PR's title (default: the task's)")
     create_pr.add_argument("--body", help="the PR's description")
-    create_pr.add_argument("--base", help="the branch to merge into (default: main)")
+    create_pr.add_argument(
+        "--base", help="the branch to merge into (default: the repository's default branch)"
+    )
     create_pr.add_argument("--draft", action="store_true", help="open it as a draft")
     create_pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
     replay = commands.add_parser("replay", help="send recorded deliveries (fixtures) again")

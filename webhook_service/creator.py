@@ -8,8 +8,9 @@
    looked for first (``GET .../pulls?state=all&head=owner:branch``): if there is one,
    it is the task's PR and nothing is created. Closed PRs of the branch do not count:
    a new one is opened;
-3. otherwise ``POST /repos/{o}/{r}/pulls`` (head = the branch, base = ``base`` or
-   ``main``, title = ``title`` or the task's title). GitHub's 422 "A pull request
+3. otherwise ``POST /repos/{o}/{r}/pulls`` (head = the branch, base = ``base`` or the
+   repository's default branch from ``GET /repos/{o}/{r}``, title = ``title`` or the
+   task's title). GitHub's 422 "A pull request
    already exists" (a concurrent creator, another replica, or our own retry after a
    lost answer) is answered by linking the PR the head listing finds: never a second
    PR;
@@ -17,9 +18,6 @@
    (``sync_source: "manual"``), then the PR is linked to the task (the task moves to
    ``CODE_REVIEWING`` with its ``task_status_change`` event) and monitored by the
    poller.
-
-The base defaults to ``main`` (:data:`DEFAULT_BASE`), not to the repository's default
-branch: pass ``base`` for repositories whose default branch has another name.
 
 GitHub's refusals become :class:`CreateError` with GitHub's message: 404 (repository
 unknown to our credential), 409, 422 (validation, e.g. "No commits between main and
@@ -45,8 +43,6 @@ from webhook_service.github import GitHub, GitHubError, GitHubValidationError
 from webhook_service.payloads import PayloadError, snapshot_from_api
 from webhook_service.reconciler import DeliveryStatus, Reconciler
 from webhook_service.store import Store
-
-DEFAULT_BASE = "main"
 
 #: GitHub statuses passed on as they are; any other GitHub failure is a 502.
 _PASSED_ON = frozenset({404, 409, 422})
@@ -105,7 +101,7 @@ async def create_pull_request(
                         repository,
                         title=title if title and title.strip() else task.title,
                         head=branch,
-                        base=base or DEFAULT_BASE,
+                        base=base or await github.default_branch(api, repository),
                         body=body,
                         draft=draft,
                     )

@@ -408,6 +408,14 @@ class GitHub:
 
         return dict(await self._call(post))
 
+    async def default_branch(self, api: _API, repository: str) -> str:
+        """``GET /repos/{o}/{r}``: the repository's default branch."""
+        data = await self._call(lambda: api.getitem(f"/repos/{repository}"))
+        branch = data.get("default_branch") if isinstance(data, dict) else None
+        if not isinstance(branch, str) or not branch:
+            raise GitHubError(f"GitHub did not say which branch is {repository}'s default")
+        return branch
+
     async def find_pull_by_head(
         self, api: _API, repository: str, owner: str, branch: str
     ) -> dict[str, Any] | None:

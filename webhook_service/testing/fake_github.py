@@ -127,6 +127,7 @@ class Delivery:
 class _Repo:
     id: int
     full_name: str
+    default_branch: str = "main"
 
     @property
     def key(self) -> str:
@@ -363,6 +364,7 @@ class FakeGitHub:
             ("GET", "/app/hook/deliveries/{delivery_id}", self._get_delivery, "jwt"),
             ("POST", "/app/hook/deliveries/{delivery_id}/attempts", self._redeliver, "jwt"),
             ("GET", "/installation/repositories", self._list_installation_repos, "token"),
+            ("GET", repo, self._get_repository, "token"),
             ("GET", repo + "/pulls", self._list_pulls, "token"),
             ("POST", repo + "/pulls", self._create_pull, "token"),
             ("GET", repo + "/pulls/{number}", self._get_pull, "token"),
@@ -463,9 +465,11 @@ class FakeGitHub:
 
     # -- pull requests -------------------------------------------------------------------
 
-    def add_repository(self, full_name: str) -> None:
-        """Create a repository ("owner/name") without pull requests (idempotent)."""
-        self._repo(full_name)
+    def add_repository(self, full_name: str, *, default_branch: str = "main") -> None:
+        """Create a repository ("owner/name") without pull requests (idempotent; the
+        default branch is set each time)."""
+        self._repo(full_name).default_branch = default_branch
+        self._cache.pop("repo:" + full_name.lower(), None)
 
     def _repo(self, full_name: str) -> _Repo:
         owner, _, name = full_name.partition("/")
@@ -606,7 +610,7 @@ class FakeGitHub:
             data = _rewrite(self._template["head"]["repo"], pairs)
             data.update(id=repo.id, node_id=_node_id("Repository", repo.id))
             data.update(name=repo.full_name.partition("/")[2], full_name=repo.full_name)
-            data.update(owner=self._user_json(repo.owner), default_branch="main")
+            data.update(owner=self._user_json(repo.owner), default_branch=repo.default_branch)
             self._cache["repo:" + repo.key] = data
         return self._cache["repo:" + repo.key]
 
@@ -1106,6 +1110,10 @@ class FakeGitHub:
         page, link = self._paginate(request, [self._repo_json(repo) for repo in repos])
         listing = {"total_count": len(repos), "repository_selection": "selected"}
         return _json(listing | {"repositories": page}, link=link)
+
+    async def _get_repository(self, request: web.Request, credential: _Credential) -> web.Response:
+        """``GET /repos/{owner}/{repo}``: the repository (its default branch, say)."""
+        return _json(self._repo_json(self._access(request, credential)))
 
     async def _list_pulls(self, request: web.Request, credential: _Credential) -> web.Response:
         # Docs "List pull requests": state open|closed|all (default open); sort created|
