@@ -91,6 +91,35 @@ async def test_merge_records_a_job_that_removes_the_worktree(database_url: str, 
     assert f"task/{task_id}" not in git("branch", "--list", cwd=root / "main")
 
 
+async def test_a_branch_left_by_a_removal_that_failed_half_way_is_deleted_by_the_retry(
+    database_url: str, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worktree is removed, then `git branch -D` fails (another git process holds
+    the ref's lock): the retry no longer has a worktree to find the repository by, so
+    the job remembers the repository and branch, and the retry deletes the branch."""
+    monkeypatch.setattr(cleanup_module, "_BASE_DELAY", 0.0)  # retry at once
+    settings = make_settings(database_url, WORKTREE_ROOT=str(root), CLEANUP_DELETE_BRANCH="true")
+    task_id = str(uuid.uuid4())
+    worktree = add_worktree(root, task_id)
+    lock = root / "main" / ".git" / "refs" / "heads" / "task" / f"{task_id}.lock"
+    lock.write_text("")
+    async with running_app(settings) as (service, client):
+        await create_task(client, worktree, task_id)
+        await merge(client, task_id)
+        assert await service.cleanup.run_due() == 1
+        (job,) = [j for j in await service.store.cleanup_jobs() if j.task_id == task_id]
+        assert (job.status, job.attempts) == ("pending", 1)
+        assert job.last_error is not None and "branch -D" in job.last_error
+        assert (job.repository, job.branch) == (str(root / "main"), f"task/{task_id}")
+        assert not worktree.exists()
+        assert f"task/{task_id}" in git("branch", "--list", cwd=root / "main")
+
+        lock.unlink()  # the other git process is done
+        assert await service.cleanup.run_due() == 1
+        assert (await jobs(service))[task_id] == ("done", None)
+    assert f"task/{task_id}" not in git("branch", "--list", cwd=root / "main")
+
+
 async def test_cleanup_on_merge_false_records_nothing(database_url: str, root: Path) -> None:
     settings = make_settings(database_url, WORKTREE_ROOT=str(root), CLEANUP_ON_MERGE="false")
     async with running_app(settings) as (service, client):

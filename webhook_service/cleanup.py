@@ -17,7 +17,13 @@ from pathlib import Path
 
 from webhook_service.background import Periodic
 from webhook_service.store import CleanupJob, Store, StoreUnavailable, utcnow
-from webhook_service.worktrees import CleanupError, cleanup_worktree, worktree_exists
+from webhook_service.worktrees import (
+    CleanupError,
+    Leftover,
+    cleanup_worktree,
+    finish_removal,
+    worktree_exists,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -97,22 +103,32 @@ class CleanupRunner:
             await self._finish(job, "refused", attempts, "WORKTREE_ROOT is not set")
             return
         try:
-            result = await cleanup_worktree(
-                job.worktree_path, root=self._root, delete_branch=self._delete_branch
-            )
+            if job.repository is not None:  # removed by an earlier attempt: finish it
+                await finish_removal(Leftover(Path(job.repository), job.branch))
+                logger.info("finished the clean-up of a removed worktree", extra=log)
+            else:
+                result = await cleanup_worktree(
+                    job.worktree_path, root=self._root, delete_branch=self._delete_branch
+                )
+                state = "removed" if result.removed else "already gone"
+                logger.info("worktree %s", state, extra=log)
         except CleanupError as exc:
+            leftover = (
+                (str(exc.leftover.repository), exc.leftover.branch) if exc.leftover else None
+            )
             if not exc.retryable:
                 logger.warning("worktree clean-up refused: %s", exc, extra=log)
                 await self._finish(job, "refused", attempts, str(exc))
             elif attempts >= MAX_ATTEMPTS:
                 logger.error("worktree clean-up failed for good: %s", exc, extra=log)
-                await self._finish(job, "failed", attempts, str(exc))
+                await self._finish(job, "failed", attempts, str(exc), leftover=leftover)
             else:
                 delay = min(_BASE_DELAY * 2 ** (attempts - 1), 3600.0)
                 logger.warning("worktree clean-up failed, retrying in %.0f s: %s", delay, exc)
-                await self._finish(job, "pending", attempts, str(exc), delay, outcome="retry")
+                await self._finish(
+                    job, "pending", attempts, str(exc), delay, outcome="retry", leftover=leftover
+                )
             return
-        logger.info("worktree %s", "removed" if result.removed else "already gone", extra=log)
         await self._finish(job, "done", attempts, None)
 
     async def _finish(
@@ -124,6 +140,7 @@ class CleanupRunner:
         delay: float = 0.0,
         *,
         outcome: str | None = None,
+        leftover: tuple[str, str | None] | None = None,
     ) -> None:
         self.outcomes[outcome or status] += 1
         await self._store.finish_cleanup(
@@ -132,4 +149,5 @@ class CleanupRunner:
             attempts=attempts,
             error=error,
             next_attempt_at=utcnow() + timedelta(seconds=delay),
+            leftover=leftover,
         )

@@ -174,4 +174,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE events ADD COLUMN claimed_until TIMESTAMPTZ",
         ),
     ),
+    Migration(
+        5,
+        "clean-up jobs: what is left after the worktree was removed",
+        (
+            # Set when the worktree was removed but pruning or deleting its branch
+            # failed: the retry finishes in this repository (the worktree is gone).
+            "ALTER TABLE cleanup_jobs ADD COLUMN repository TEXT",
+            "ALTER TABLE cleanup_jobs ADD COLUMN branch TEXT",
+        ),
+    ),
 )

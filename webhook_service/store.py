@@ -130,6 +130,9 @@ class CleanupJob:
     status: str  # pending | done | refused | failed
     attempts: int
     last_error: str | None
+    # Set once the worktree is removed and only its repository's bookkeeping is left.
+    repository: str | None = None
+    branch: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -657,7 +660,7 @@ class Store:
                 " SELECT task_id FROM cleanup_jobs"
                 " WHERE status = 'pending' AND next_attempt_at <= $1"
                 f" ORDER BY next_attempt_at LIMIT $2{self.dialect.skip_locked})"
-                " RETURNING task_id, worktree_path, status, attempts, last_error",
+                f" RETURNING {_CLEANUP_COLUMNS}",
                 now,
                 limit,
                 now + lease,
@@ -667,8 +670,7 @@ class Store:
     async def cleanup_jobs(self) -> list[CleanupJob]:
         async with self.connection() as conn:
             rows = await conn.fetch(
-                "SELECT task_id, worktree_path, status, attempts, last_error FROM cleanup_jobs"
-                " ORDER BY created_at"
+                f"SELECT {_CLEANUP_COLUMNS} FROM cleanup_jobs ORDER BY created_at"
             )
         return [_cleanup_job(r) for r in rows]
 
@@ -680,17 +682,26 @@ class Store:
         attempts: int,
         error: str | None,
         next_attempt_at: datetime,
+        leftover: tuple[str, str | None] | None = None,
     ) -> None:
+        """Record an attempt's end. ``leftover`` (repository, branch): the worktree is
+        gone, what a retry must finish (kept once set, until the job is queued anew)."""
+        repository, branch = leftover if leftover is not None else (None, None)
         async with self.connection() as conn:
             await conn.execute(
                 "UPDATE cleanup_jobs SET status = $2, attempts = $3, last_error = $4,"
-                " next_attempt_at = $5, updated_at = $6 WHERE task_id = $1",
+                " next_attempt_at = $5, updated_at = $6,"
+                " repository = COALESCE($7, repository),"
+                " branch = CASE WHEN $7::text IS NULL THEN branch ELSE $8 END"
+                " WHERE task_id = $1",
                 task_id,
                 status,
                 attempts,
                 error,
                 next_attempt_at,
                 utcnow(),
+                repository,
+                branch,
             )
 
     async def done_tasks_with_worktrees(self) -> list[tuple[str, str]]:
@@ -1102,7 +1113,8 @@ _ENQUEUE_CLEANUP = (
     " created_at, updated_at) SELECT id, worktree_path, 'pending', 0, $2, $2, $2 FROM tasks"
     " WHERE id = $1 AND worktree_path IS NOT NULL ON CONFLICT (task_id) DO UPDATE"
     " SET worktree_path = excluded.worktree_path, status = 'pending', attempts = 0,"
-    " last_error = NULL, next_attempt_at = excluded.next_attempt_at,"
+    " last_error = NULL, repository = NULL, branch = NULL,"
+    " next_attempt_at = excluded.next_attempt_at,"
     " updated_at = excluded.updated_at"
 )
 _DELIVERY_UPSERT = (
@@ -1178,6 +1190,7 @@ _SQLITE_REFETCH = (
 _PR_COLUMNS = _PR_COLUMN_NAMES
 _TASK_COLUMNS = "id, title, status, repository, branch, worktree_path, created_at, updated_at"
 _EVENT_COLUMNS = "id, type, repository, task_id, payload, created_at"
+_CLEANUP_COLUMNS = "task_id, worktree_path, status, attempts, last_error, repository, branch"
 _DELIVERY_COLUMNS = _DELIVERY_COLUMN_NAMES
 
 
@@ -1224,6 +1237,8 @@ def _cleanup_job(r: Mapping[str, Any]) -> CleanupJob:
         status=str(r["status"]),
         attempts=int(r["attempts"]),
         last_error=r["last_error"],
+        repository=r["repository"],
+        branch=r["branch"],
     )
 
 

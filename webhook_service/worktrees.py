@@ -65,9 +65,21 @@ class CleanupError(Exception):
     which no retry can fix, and True for transient failures (git failed or timed out).
     """
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool, leftover: Leftover | None = None
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
+        #: Set when the worktree itself was removed and only the repository's
+        #: bookkeeping (prune, branch deletion) failed: what a retry must finish, since
+        #: the worktree that led to the repository is gone.
+        self.leftover = leftover
+
+
+@dataclass(frozen=True, slots=True)
+class Leftover:
+    repository: Path  # the main repository of the removed worktree
+    branch: str | None  # its branch, to delete; None when no deletion is asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,11 +323,11 @@ async def cleanup_worktree(
         "-C", str(repository), "worktree", "remove", "--force", "--force", "--", str(resolved)
     )
     logger.info("removed worktree %s of %s", resolved, repository)
-    await runner.check("-C", str(repository), "worktree", "prune")
-
-    branch_deleted = False
-    if delete_branch and branch is not None:
-        branch_deleted = await _delete_branch(runner, repository, branch)
+    leftover = Leftover(repository, branch if delete_branch else None)
+    try:
+        branch_deleted = await _finish(runner, leftover)
+    except CleanupError as exc:
+        raise CleanupError(str(exc), retryable=exc.retryable, leftover=leftover) from exc
     return CleanupResult(
         path=resolved,
         removed=True,
@@ -323,6 +335,28 @@ async def cleanup_worktree(
         branch=branch,
         branch_deleted=branch_deleted,
     )
+
+
+async def finish_removal(
+    leftover: Leftover,
+    *,
+    git: str = "git",
+    timeout: float = 60.0,  # noqa: ASYNC109
+) -> bool:
+    """What is left after a worktree was removed: prune its repository's worktree list
+    and delete its branch (if ``leftover.branch``). True when the branch was deleted.
+    Raises :class:`CleanupError` (retryable, with the same ``leftover``) when git fails."""
+    try:
+        return await _finish(_Git(git, timeout), leftover)
+    except CleanupError as exc:
+        raise CleanupError(str(exc), retryable=exc.retryable, leftover=leftover) from exc
+
+
+async def _finish(runner: _Git, leftover: Leftover) -> bool:
+    await runner.check("-C", str(leftover.repository), "worktree", "prune")
+    if leftover.branch is None:
+        return False
+    return await _delete_branch(runner, leftover.repository, leftover.branch)
 
 
 async def _delete_branch(runner: _Git, repository: Path, branch: str) -> bool:
