@@ -250,3 +250,30 @@ async def test_a_stuck_client_is_cut_off_and_resynced_when_it_reads_again(
     after = read[cut + 1 :]
     got = [e["event_id"] for e in after[0][1]] if batch else [d["event_id"] for _, d in after]
     assert got == live
+
+
+async def test_events_reach_clients_in_id_order_even_when_emitted_out_of_it(
+    database_url: str,
+) -> None:
+    """What two replicas publishing at their own pace look like to a third: ids out of
+    order. A later id waits for the earlier one; a gap is waited out briefly."""
+    async with (
+        uvicorn_server(make_settings(database_url)) as (service, url),
+        connected(url) as single,
+        connected(url, batch=True) as batched,
+    ):
+
+        async def emit(event_id: int) -> None:
+            message = {"type": "pr_status_change", "event_id": event_id}
+            await service.stream.sio.emit("pr_status_change", message, to=[realtime.ALL])
+
+        for event_id in (1000, 1002, 1003, 1001, 1004):
+            await emit(event_id)
+        await emit(1006)  # 1005 never comes (a gap)
+        await emit(1007)
+        for client in (single, batched):
+            await client.wait_for(7)
+            assert client.ids == [1000, 1001, 1002, 1003, 1004, 1006, 1007]
+        await emit(900)  # older than everything delivered (a late sweep): at once
+        await single.wait_for(8)
+        assert single.ids[-1] == 900

@@ -11,6 +11,10 @@
   message per event: each is a list of the same payloads, in id order, sent at most
   every ``BATCH_INTERVAL`` (the first after a quiet spell at once). Under load a
   client then costs the server one frame per interval instead of one per event.
+- Order: events reach clients in id order. Replicas publish their events as their
+  dispatchers run, so one with a larger id can arrive (through the message queue) before
+  a smaller one; it is held until the smaller one arrives, at most ``REORDER_WAIT``
+  (a missing id may be a gap: a rolled-back transaction's, or one already delivered).
 - Slow clients: messages wait in the client's Engine.IO queue. Once it holds
   ``MAX_BACKLOG`` of them (``MAX_BATCH_BACKLOG`` batches), the client gets nothing more
   until it has read them all; then it gets ``resync_required`` (with the id of the
@@ -50,6 +54,7 @@ ALL = "all"
 NAMESPACE = "/"
 BATCH = "events"  # the event name of a batch
 BATCH_INTERVAL = 0.05  # seconds between two batches to one client, at most 20/s
+REORDER_WAIT = 0.25  # how long an event waits for a smaller id still on its way
 MAX_BACKLOG = 2000  # messages queued for one client before it is cut off
 MAX_BATCH_BACKLOG = 100  # batches queued for one client before it is cut off
 _PAGE = 500
@@ -89,6 +94,10 @@ class _StreamMixin(socketio.AsyncManager):  # type: ignore[misc]
         self._flush_timer: asyncio.TimerHandle | None = None
         self._last_flush = 0.0
         self._flushes: set[asyncio.Task[None]] = set()
+        # In-order delivery: the id expected next, and events that came before it.
+        self._next_id: int | None = None
+        self._held: dict[int, tuple[str, dict[str, Any], set[str], Any]] = {}
+        self._hold_timer: asyncio.TimerHandle | None = None
 
     async def emit(
         self,
@@ -108,23 +117,65 @@ class _StreamMixin(socketio.AsyncManager):  # type: ignore[misc]
         target = to or room
         rooms = {target} if isinstance(target, str) else set(target or [])
         async with self.stream_lock:
-            skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
-            batched = False
-            for sid, client in self.clients.items():
-                if client.buffer is not None:
-                    if client.rooms & rooms:
-                        client.buffer.append((event, data))
-                elif client.batch:
-                    batched = True
-                elif client.floor:
-                    if event_id <= client.floor:
-                        skip.add(sid)
-                    else:
-                        client.floor = 0
-            if batched:
-                self._pending.append((data, rooms))
-                self._schedule_flush()
-            await self._fan_out(event, data, list(rooms), skip)
+            expected = self._next_id
+            if expected is not None and event_id > expected:
+                # An event with a smaller id may still be on its way (from another
+                # replica, through the message queue): hold this one a moment.
+                self._held[event_id] = (event, data, rooms, skip_sid)
+                if self._hold_timer is None:
+                    loop = asyncio.get_running_loop()
+                    self._hold_timer = loop.call_later(REORDER_WAIT, self._start_release)
+                return
+            await self._deliver_local(event, data, rooms, skip_sid)
+            if expected is None or event_id == expected:
+                self._next_id = event_id + 1
+                await self._release(all_held=False)
+
+    def _start_release(self) -> None:
+        task = asyncio.create_task(self._release_held(), name="socketio-reorder")
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _release_held(self) -> None:
+        async with self.stream_lock:
+            self._hold_timer = None
+            await self._release(all_held=True)
+
+    async def _release(self, *, all_held: bool) -> None:
+        """Deliver held events: those now next in line, or (the wait is over: the
+        missing ids are gaps, or late) all of them, in id order. Lock held."""
+        while self._held:
+            first = min(self._held)
+            if not all_held and first != self._next_id:
+                break
+            await self._deliver_local(*self._held.pop(first))
+            self._next_id = first + 1
+        if not self._held and self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+
+    async def _deliver_local(
+        self, event: str, data: dict[str, Any], rooms: set[str], skip_sid: Any
+    ) -> None:
+        """Local delivery of one event, with the seam bookkeeping. Lock held."""
+        event_id = data["event_id"]
+        skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
+        batched = False
+        for sid, client in self.clients.items():
+            if client.buffer is not None:
+                if client.rooms & rooms:
+                    client.buffer.append((event, data))
+            elif client.batch:
+                batched = True
+            elif client.floor:
+                if event_id <= client.floor:
+                    skip.add(sid)
+                else:
+                    client.floor = 0
+        if batched:
+            self._pending.append((data, rooms))
+            self._schedule_flush()
+        await self._fan_out(event, data, list(rooms), skip)
 
     def _schedule_flush(self) -> None:
         if self._flush_timer is not None:
@@ -168,9 +219,10 @@ class _StreamMixin(socketio.AsyncManager):  # type: ignore[misc]
 
     async def stop_batches(self) -> None:
         """Send nothing more to batch clients (shutting down)."""
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
+        for timer in (self._flush_timer, self._hold_timer):
+            if timer is not None:
+                timer.cancel()
+        self._flush_timer = self._hold_timer = None
         for task in list(self._flushes):
             task.cancel()
             with contextlib.suppress(BaseException):
