@@ -153,7 +153,6 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         sock.bind((host, port))
         sock.listen(2048)
-        sock.set_inheritable(True)
     except OSError:
         sock.close()
         raise
@@ -189,6 +188,28 @@ async def _database(settings: Settings) -> AsyncIterator[Store]:
 
 
 @asynccontextmanager
+async def _reconciling(
+    settings: Settings, store: Store, *, cleanup_on_merge: bool | None = None
+) -> AsyncIterator[Reconciler]:
+    """A running reconciler on ``store`` with the settings' rules; stopped (its queue
+    applied) on exit. ``cleanup_on_merge`` overrides the setting."""
+    from webhook_service.reconciler import Reconciler
+
+    reconciler = Reconciler(
+        store,
+        task_branch_pattern=settings.task_branch_pattern,
+        cleanup_on_merge=(
+            settings.cleanup_on_merge if cleanup_on_merge is None else cleanup_on_merge
+        ),
+    )
+    reconciler.start()
+    try:
+        yield reconciler
+    finally:
+        await reconciler.stop()
+
+
+@asynccontextmanager
 async def _github_work(
     settings: Settings, command: str
 ) -> AsyncIterator[tuple[Store, Reconciler, GitHub]]:
@@ -199,22 +220,15 @@ async def _github_work(
 
     from webhook_service.app import github_configured
     from webhook_service.github import GitHub
-    from webhook_service.reconciler import Reconciler
 
     if not github_configured(settings):
         raise ConfigError(f"{command} needs GITHUB_TOKEN, or APP_ID and PRIVATE_KEY")
-    async with _database(settings) as store:
-        reconciler = Reconciler(
-            store,
-            task_branch_pattern=settings.task_branch_pattern,
-            cleanup_on_merge=settings.cleanup_on_merge,
-        )
-        reconciler.start()
-        try:
-            async with aiohttp.ClientSession() as session:
-                yield store, reconciler, GitHub(session, settings)
-        finally:
-            await reconciler.stop()
+    async with (
+        _database(settings) as store,
+        _reconciling(settings, store) as reconciler,
+        aiohttp.ClientSession() as session,
+    ):
+        yield store, reconciler, GitHub(session, settings)
 
 
 async def _sync(settings: Settings, *, once: bool) -> int:
@@ -306,21 +320,19 @@ async def _tasks(
 
 async def _replay(settings: Settings, args: argparse.Namespace) -> int:
     """Replay recorded deliveries; exits non-zero if any was bad or refused."""
-    from webhook_service.reconciler import Reconciler
     from webhook_service.replay import collect, replay_http, replay_offline
 
     deliveries, bad = collect(args.paths, args.order)
     progress = _Progress(len(deliveries))
     if args.offline:
-        async with _database(settings) as store:
-            reconciler = Reconciler(store, task_branch_pattern=settings.task_branch_pattern)
-            reconciler.start()
-            try:
-                summary = await replay_offline(
-                    deliveries, reconciler, new_guid=args.new_guid, progress=progress
-                )
-            finally:
-                await reconciler.stop()
+        # Replaying recorded deliveries never queues the removal of a worktree.
+        async with (
+            _database(settings) as store,
+            _reconciling(settings, store, cleanup_on_merge=False) as reconciler,
+        ):
+            summary = await replay_offline(
+                deliveries, reconciler, new_guid=args.new_guid, progress=progress
+            )
     else:
         secret = args.secret or (
             settings.webhook_secrets[0].reveal() if settings.webhook_secrets else None
@@ -362,20 +374,10 @@ async def _record(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _redeliver(settings: Settings, guids: Sequence[str]) -> int:
-    from webhook_service.reconciler import Reconciler
     from webhook_service.replay import redeliver
 
-    async with _database(settings) as store:
-        reconciler = Reconciler(
-            store,
-            task_branch_pattern=settings.task_branch_pattern,
-            cleanup_on_merge=settings.cleanup_on_merge,
-        )
-        reconciler.start()
-        try:
-            report = await redeliver(store, reconciler, guids)
-        finally:
-            await reconciler.stop()
+    async with _database(settings) as store, _reconciling(settings, store) as reconciler:
+        report = await redeliver(store, reconciler, guids)
     rows = [{"guid": r.guid, "outcome": r.outcome, "events": r.events} for r in report]
     print(_table(rows, ["guid", "outcome", "events"]))
     known = {"created", "transitioned", "updated", "unchanged", "stale", "terminal", "ambiguous"}
