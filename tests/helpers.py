@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -16,7 +17,9 @@ from starlette.applications import Starlette
 from webhook_service.app import Service, create_app
 from webhook_service.config import Settings, load_settings
 from webhook_service.fixtures import RecordedDelivery, fixtures_root, load_delivery
+from webhook_service.reconciler import Reconciler
 from webhook_service.signature import sign
+from webhook_service.store import Store
 from webhook_service.testing import FakeGitHub
 
 SECRET = "It's a Secret to Everybody"
@@ -61,6 +64,28 @@ async def fake_github(
         for repository in repositories:
             fake.add_repository(repository)
         yield fake
+
+
+@asynccontextmanager
+async def reconciling(
+    database_url: str, settings: Settings | None = None
+) -> AsyncIterator[tuple[Store, Reconciler]]:
+    """A migrated store and a running reconciler on it, without the app; the
+    reconciler is stopped (bounded) and the store disconnected on exit."""
+    pattern = (settings or make_settings(database_url)).task_branch_pattern
+    store = Store(database_url)
+    await store.connect()
+    try:
+        await store.migrate()
+        reconciler = Reconciler(store, task_branch_pattern=pattern)
+        reconciler.start()
+        try:
+            yield store, reconciler
+        finally:
+            async with asyncio.timeout(10):
+                await reconciler.stop()
+    finally:
+        await store.disconnect()
 
 
 @asynccontextmanager

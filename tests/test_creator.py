@@ -19,7 +19,7 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.helpers import fake_github
+from tests.helpers import fake_github, reconciling
 from webhook_service.config import Settings, load_settings
 from webhook_service.core import TaskStatus
 from webhook_service.creator import CreateError, create_pull_request
@@ -99,22 +99,13 @@ async def rig(
     env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Rig]:
     settings = settings_for(database_url, gh, **(env or {}))
-    store = Store(database_url)
-    await store.connect()
-    try:
-        await store.migrate()
-        reconciler = Reconciler(store, task_branch_pattern=settings.task_branch_pattern)
-        reconciler.start()
-        try:
-            async with aiohttp.ClientSession() as session:
-                github = client(session, settings)
-                worker = PRSyncWorker(store, reconciler, github, settings)
-                yield Rig(store, reconciler, github, worker)
-        finally:
-            async with asyncio.timeout(10):
-                await reconciler.stop()
-    finally:
-        await store.disconnect()
+    async with (
+        reconciling(database_url, settings) as (store, reconciler),
+        aiohttp.ClientSession() as session,
+    ):
+        github = client(session, settings)
+        worker = PRSyncWorker(store, reconciler, github, settings)
+        yield Rig(store, reconciler, github, worker)
 
 
 def posts(gh: FakeGitHub) -> list[RequestRecord]:

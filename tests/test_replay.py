@@ -9,12 +9,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from tests.helpers import AUTH, SECRET, make_settings, running_app
+from tests.helpers import AUTH, SECRET, make_settings, reconciling, running_app
 from tests.servers import free_port, uvicorn_server
 from webhook_service.fixtures import fixtures_root
-from webhook_service.reconciler import Reconciler
 from webhook_service.replay import collect, record, redeliver, replay_http, replay_offline
-from webhook_service.store import Store
 
 PR_FIXTURES = [
     str(fixtures_root() / "pull_request" / name)
@@ -36,21 +34,11 @@ async def test_replay_over_http_applies_and_counts(database_url: str) -> None:
 
 async def test_replay_offline_applies_with_source_replay(database_url: str) -> None:
     deliveries, _ = collect(PR_FIXTURES, order="updated_at")
-    store = Store(database_url)
-    await store.connect()
-    await store.migrate()
-    reconciler = Reconciler(
-        store, task_branch_pattern=make_settings(database_url).task_branch_pattern
-    )
-    reconciler.start()
-    try:
+    async with reconciling(database_url) as (store, reconciler):
         summary = await replay_offline(deliveries, reconciler)
         fresh = await replay_offline(deliveries, reconciler, new_guid=True)
         pr = await store.get_pull("Codertocat/Hello-World", 2)
         events = [e.message() for e in await store.events_since(0, 100)]
-    finally:
-        await reconciler.stop()
-        await store.disconnect()
     assert (summary.applied, summary.rejected) == (3, [])
     assert fresh.applied == 3  # new GUIDs: applied again, changing nothing
     assert pr is not None and (pr.status, pr.last_source) == ("MERGED", "replay")

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import SECRET, make_settings
+from tests.helpers import SECRET, make_settings, reconciling
 from tests.servers import uvicorn_server
 from webhook_service.fixtures import fixtures_root
-from webhook_service.reconciler import Reconciler
 from webhook_service.replay import Summary, collect, replay_http, replay_offline
 from webhook_service.store import Store
 
@@ -54,16 +53,6 @@ async def test_scenario_over_http(database_url: str, name: str) -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 async def test_scenario_offline(database_url: str, name: str) -> None:
     deliveries, _ = collect([str(SCENARIOS / name)])
-    store = Store(database_url)
-    await store.connect()
-    await store.migrate()
-    reconciler = Reconciler(
-        store, task_branch_pattern=make_settings(database_url).task_branch_pattern
-    )
-    reconciler.start()
-    try:
+    async with reconciling(database_url) as (store, reconciler):
         summary = await replay_offline(deliveries, reconciler)
         await _check(store, summary, name)
-    finally:
-        await reconciler.stop()
-        await store.disconnect()

@@ -25,6 +25,7 @@ from tests.helpers import (
     make_settings,
     payload,
     post_delivery,
+    reconciling,
     running_app,
 )
 from webhook_service.config import Settings
@@ -79,25 +80,17 @@ async def rig(
 ) -> AsyncIterator[Rig]:
     """A store, a reconciler and a worker (not started) on the fake."""
     settings = sync_settings(database_url, gh, **(env or {}), **more)
-    store = Store(database_url)
-    await store.connect()
-    try:
-        await store.migrate()
-        reconciler = Reconciler(store, task_branch_pattern=settings.task_branch_pattern)
-        reconciler.start()
+    async with (
+        reconciling(database_url, settings) as (store, reconciler),
+        aiohttp.ClientSession() as session,
+    ):
+        github = client(session, settings, clock=clock)
+        worker = PRSyncWorker(store, reconciler, github, settings)
         try:
-            async with aiohttp.ClientSession() as session:
-                github = client(session, settings, clock=clock)
-                worker = PRSyncWorker(store, reconciler, github, settings)
-                try:
-                    yield Rig(store, reconciler, github, worker)
-                finally:
-                    async with asyncio.timeout(10):
-                        await worker.stop()
+            yield Rig(store, reconciler, github, worker)
         finally:
-            await reconciler.stop()
-    finally:
-        await store.disconnect()
+            async with asyncio.timeout(10):
+                await worker.stop()
 
 
 async def cycle(worker: PRSyncWorker, within: float = CYCLE_TIMEOUT) -> dict[str, Any]:
