@@ -18,13 +18,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.servers import free_port
+
 ENV_URL = "TEST_REDIS_URL"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:
@@ -39,7 +35,7 @@ class RedisServer:
             )
         self._binary = binary
         self._workdir = workdir
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._process: subprocess.Popen[bytes] | None = None
 
