@@ -158,6 +158,14 @@ class BenchError(Exception):
     """A setup step failed; the message says what to do."""
 
 
+def percentile(ordered: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile of an already sorted sequence (nan when empty)."""
+    if not ordered:
+        return float("nan")
+    rank = max(1, -(-len(ordered) * pct // 100))
+    return ordered[int(rank) - 1]
+
+
 # -- workload ---------------------------------------------------------------------------
 
 
@@ -655,11 +663,7 @@ class LoadResult:
 
     def percentile_ms(self, pct: float) -> float:
         """Nearest-rank percentile of the per-request latencies, in ms."""
-        if not self.latencies_us:
-            return float("nan")
-        ordered = sorted(self.latencies_us)
-        rank = max(1, -(-len(ordered) * pct // 100))
-        return ordered[int(rank) - 1] / 1000.0
+        return percentile(sorted(self.latencies_us), pct) / 1000.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,14 +169,6 @@ def _log(message: str) -> None:
     print(f"[bench_push] {message}", file=sys.stderr, flush=True)
 
 
-def _percentile(ordered: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile of an already sorted sequence (nan when empty)."""
-    if not ordered:
-        return float("nan")
-    rank = max(1, -(-len(ordered) * pct // 100))
-    return ordered[int(rank) - 1]
-
-
 def _self_argv(*args: str) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), *args]
 
@@ -257,18 +249,8 @@ def scratch_database(backend: str, admin_url: str, tmp: Path, keep: bool) -> Ite
         path = tmp / f"bench_push_{secrets.token_hex(3)}.db"
         yield f"sqlite:///{path}"
         return
-    name = f"bench_push_{os.getpid()}_{secrets.token_hex(3)}"
-    try:
-        ingest._pg_admin(admin_url, f'CREATE DATABASE "{name}"')
-    except Exception as exc:
-        raise BenchError(f"cannot create a scratch database via {admin_url}: {exc}") from exc
-    try:
-        yield ingest._with_database(admin_url, name)
-    finally:
-        if keep:
-            _log(f"kept PostgreSQL database {name}")
-        else:
-            ingest._pg_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with ingest.scratch_postgres(admin_url, keep) as url:
+        yield url
 
 
 def _sqlite_path(url: str) -> Path:
@@ -1264,7 +1246,7 @@ def bench_slow_run(
                 mine.append((t - s) * 1000)
             during += t <= load_end
         mine.sort()
-        per_client.append(_percentile(mine, 99))
+        per_client.append(ingest.percentile(mine, 99))
         latencies.extend(mine)
     latencies.sort()
     return SlowRun(
@@ -1315,7 +1297,7 @@ def _verdict(ok: bool) -> str:
 
 
 def _ms(values: Sequence[float], pct: float) -> str:
-    return f"{_percentile(values, pct):.1f}" if values else "-"
+    return f"{ingest.percentile(values, pct):.1f}" if values else "-"
 
 
 def _table(columns: Sequence[str], rows: Sequence[tuple[str, Sequence[str]]]) -> None:
@@ -1324,6 +1306,10 @@ def _table(columns: Sequence[str], rows: Sequence[tuple[str, Sequence[str]]]) ->
     print(" " * label_width + "".join(f"{c:>{width}}" for c in columns))
     for label, values in rows:
         print(f"{label:<{label_width}}" + "".join(f"{v:>{width}}" for v in values))
+
+
+def _push_target_met(r: PushResult) -> bool:
+    return bool(r.push_ms) and ingest.percentile(r.push_ms, 99) <= TARGET_PUSH_P99_MS
 
 
 def report_push(results: Sequence[PushResult], args: argparse.Namespace) -> bool:
@@ -1372,7 +1358,7 @@ def report_push(results: Sequence[PushResult], args: argparse.Namespace) -> bool
         exact.append(_verdict(every))
         all_pass &= every
         if r.backend == "postgresql":
-            ok = bool(r.push_ms) and _percentile(r.push_ms, 99) <= TARGET_PUSH_P99_MS
+            ok = _push_target_met(r)
             target.append(f"{_verdict(ok)} (<= {TARGET_PUSH_P99_MS:.0f} ms)")
             all_pass &= ok
         else:
@@ -1387,7 +1373,7 @@ def report_push(results: Sequence[PushResult], args: argparse.Namespace) -> bool
     for r in results:
         if r.backend == "postgresql":
             print(
-                f"{_verdict(bool(r.push_ms) and _percentile(r.push_ms, 99) <= TARGET_PUSH_P99_MS)}"
+                f"{_verdict(_push_target_met(r))}"
                 f": push p99 {_ms(r.push_ms, 99)} ms <= {TARGET_PUSH_P99_MS:.0f} ms "
                 f"at {args.rate:g}/s on PostgreSQL"
             )
