@@ -43,7 +43,8 @@ database checks) this script imports.
    complete the Engine.IO/Socket.IO handshake (``40{"token": ...}``, with
    ``"batch": true`` in (c)) and then never read the socket, held by this process; the
    others are ``socketio.AsyncClient``s in one child process (this script with
-   ``--reader-process``, uvloop, ``--reader-nice``) that record every
+   ``--reader-process``, uvloop, ``--reader-nice``, decoding with orjson through
+   ``webhook_service.sio_json`` as the server encodes) that record every
    ``pr_status_change``: its ``event_id`` and receive instant (in (c), each such item of
    an ``events`` list, at the list's receive instant). They also count the messages
    (frames) they receive, reported per reading client per second of the load.
@@ -957,6 +958,7 @@ def _write_reader_logs(
 async def _reader(url: str, token: str, count: int, out: Path, batch: bool) -> int:
     import socketio
 
+    from webhook_service import sio_json
     from webhook_service.realtime import BATCH
 
     ids: list[array[int]] = [array("q") for _ in range(count)]
@@ -1017,7 +1019,7 @@ async def _reader(url: str, token: str, count: int, out: Path, batch: bool) -> i
 
     clients: list[Any] = []
     for k in range(count):
-        sio = socketio.AsyncClient(reconnection=False)
+        sio = socketio.AsyncClient(reconnection=False, json=sio_json)
         if batch:
             sio.on(BATCH, batch_recorder(k))
         else:

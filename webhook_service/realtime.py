@@ -45,6 +45,7 @@ import engineio.packet
 import socketio
 import socketio.packet
 
+from webhook_service import sio_json
 from webhook_service.config import Settings
 from webhook_service.store import Store, StoredEvent, StoreUnavailable
 
@@ -315,7 +316,7 @@ class _RedisManager(socketio.AsyncRedisManager, _StreamMixin):  # type: ignore[m
     LISTEN_RETRY_MAX = 2.0
 
     def __init__(self, url: str, channel: str = "socketio") -> None:
-        super().__init__(url, channel=channel)
+        super().__init__(url, channel=channel, json=sio_json)
         self._publisher: Any = None  # redis.asyncio.Redis, made by the first publish
         self._listener: Any = None  # the listener's, while it has one
         self._publish_failing = False
@@ -442,6 +443,7 @@ class Stream:
             async_mode="asgi",
             cors_allowed_origins=[],
             client_manager=manager,
+            json=sio_json,  # orjson: every packet, and each batch, is encoded once
             logger=False,
             engineio_logger=False,
         )
