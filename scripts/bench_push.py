@@ -36,7 +36,9 @@ database checks) this script imports.
        ``pr_status_change`` (etc.) message per event;
    (c) batch clients, the opt-in mode (``auth={"token": ..., "batch": true}``): one
        ``events`` message, a list of the same payloads in id order, at most every
-       ``BATCH_INTERVAL`` (0.05 s) per client (webhook_service/realtime.py).
+       ``BATCH_INTERVAL`` (0.05 s) per client, and at most ``FRAME_BUDGET`` (1,000)
+       frames a second to all batch clients together: 0.2 s apart with 200 of them
+       (webhook_service/realtime.py).
    ``--client-modes`` picks (b), (c) or both (the default, run in that order); (a) is
    always run. (b) and (c) each have ``--clients`` clients of their kind, of which
    ``--stuck`` never read: raw websockets (receive buffer ``--stuck-rcvbuf`` bytes) that
@@ -1409,12 +1411,13 @@ _MODE_COLUMN = {None: "(a) no clients", "per-event": "(b) per-event clients",
 
 
 def _mode_kind(mode: str) -> str:
-    from webhook_service.realtime import BATCH, BATCH_INTERVAL
+    from webhook_service.realtime import BATCH, BATCH_INTERVAL, FRAME_BUDGET
 
     if mode == "batch":
         return (
             f'batch clients (opt-in, auth "batch": true: one `{BATCH}` list per '
-            f"{BATCH_INTERVAL:g} s at most)"
+            f"{BATCH_INTERVAL:g} s at most, or less often: {FRAME_BUDGET:,} frames/s to "
+            "all batch clients together)"
         )
     return "per-event clients (the original protocol: one message per event)"
 

@@ -28,12 +28,14 @@ class Client:
         self.received: list[tuple[str, dict[str, Any]]] = []
         self.arrived = asyncio.Event()
         self.batches: list[list[int]] = []  # the ids of each ``events`` batch received
+        self.batch_times: list[float] = []  # and when each arrived (loop time)
         for name in EVENTS:
             self.sio.on(name, self._recorder(name))
         self.sio.on("events", self._record_batch)
 
     async def _record_batch(self, batch: list[dict[str, Any]]) -> None:
         self.batches.append([data["event_id"] for data in batch])
+        self.batch_times.append(asyncio.get_running_loop().time())
         self.received += [(data["type"], data) for data in batch]
         self.arrived.set()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +14,7 @@ import socketio
 
 from tests.helpers import API_TOKEN, AUTH, make_settings, payload, post_delivery
 from tests.servers import uvicorn_server
-from tests.sockets import RawClient, connected
+from tests.sockets import Client, RawClient, connected
 from webhook_service import realtime
 from webhook_service.app import Service
 from webhook_service.core import EventDraft
@@ -193,6 +194,48 @@ async def test_a_batch_client_gets_a_burst_in_a_few_messages_in_order(database_u
             await post_delivery(http, _document("o/r", 77))
         await batched.wait_for(301)
         assert batched.batches[-1] == [batched.ids[-1]]
+
+
+async def test_many_batch_clients_stretch_the_interval_to_the_frame_budget(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All batch clients together get at most FRAME_BUDGET frames a second: with a
+    budget of 20, one client gets a batch every 0.05 s (BATCH_INTERVAL), five get one
+    every 0.25 s each; the same steady stream of events either way."""
+    monkeypatch.setattr(realtime, "FRAME_BUDGET", 20)
+
+    async def steady(service: Service) -> list[int]:
+        ids: list[int] = []
+        for _ in range(24):  # about 0.6 s: an event every 25 ms
+            ids += await _store_events(service, 1)
+            await asyncio.sleep(0.025)
+        return ids
+
+    def gaps(client: Client) -> list[float]:
+        times = client.batch_times
+        return [b - a for a, b in itertools.pairwise(times)]
+
+    async with (
+        uvicorn_server(make_settings(database_url)) as (service, url),
+        connected(url, batch=True) as lone,
+    ):
+        ids = await steady(service)
+        await lone.wait_for(len(ids))
+        assert lone.ids == ids
+        before = len(lone.batches)
+        assert min(gaps(lone)) >= realtime.BATCH_INTERVAL - 0.01
+        await asyncio.sleep(0.3)  # quiet
+
+        async with contextlib.AsyncExitStack() as stack:
+            four = [await stack.enter_async_context(connected(url, batch=True)) for _ in range(4)]
+            lone_batches = len(lone.batches)
+            more = await steady(service)
+            for client in four:
+                await client.wait_for(len(more))
+                assert client.ids == more
+                assert min(gaps(client)) >= 5 / 20 - 0.02, gaps(client)
+            assert len(lone.batches) - lone_batches <= 4  # one of the five now
+            assert before > 1.5 * max(len(c.batches) for c in four)
 
 
 async def test_batch_must_be_a_boolean(database_url: str) -> None:
