@@ -139,7 +139,9 @@ async def test_a_done_task_whose_worktree_still_exists_is_cleaned_anyway(
     worktree = add_worktree(root, task_id)
     async with running_app(settings) as (service, client):
         await create_task(client, worktree, task_id, status="DONE")
-        assert await service.cleanup.enqueue_leaked() == 1
+        # No merge was seen, so only the scan queues a job: this one, or the service's
+        # own (its first tick may come first, and then this finds nothing left).
+        assert await service.cleanup.enqueue_leaked() in (0, 1)
         await service.cleanup.run_due()
         assert (await jobs(service))[task_id] == ("done", None)
         assert not worktree.exists()

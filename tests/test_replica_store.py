@@ -73,10 +73,7 @@ async def test_concurrent_claims_split_the_events_between_replicas(
     t = utcnow() + FRESH_EVENT + timedelta(seconds=1)
     async with _second(database_url) as other:
         batches = await asyncio.gather(
-            *(
-                (store if i % 2 else other).claim_unemitted_events(f"r{i}", t, 25)
-                for i in range(16)
-            )
+            *((store if i % 2 else other).claim_unemitted_events(f"r{i}", t, 25) for i in range(16))
         )
     ids = [e.id for batch in batches for e in batch]
     assert len(ids) == len(set(ids)), "an event was claimed twice"
@@ -117,6 +114,25 @@ async def test_cleanup_jobs_are_claimed_by_one_replica_and_taken_over_after_the_
         # The claiming replica died without finishing: after the lease, another runs them.
         late = now + CLAIM_LEASE + timedelta(seconds=1)
         assert sorted(j.task_id for j in await other.claim_cleanups(late, 10)) == ids
+
+
+async def test_queueing_a_job_again_leaves_a_pending_one_alone(store: Store) -> None:
+    """The leak scan queues jobs again: a job being carried out keeps its claim (no
+    other replica takes it meanwhile); a finished one is queued again."""
+    await _done_task(store, "busy")
+    await _done_task(store, "finished")
+    await store.enqueue_cleanups(["busy", "finished"])
+    now = utcnow()
+    assert len(await store.claim_cleanups(now, 10)) == 2
+    await store.finish_cleanup(
+        "finished", status="done", attempts=1, error=None, next_attempt_at=now
+    )
+    await store.enqueue_cleanups(["busy", "finished"])
+    later = now + timedelta(seconds=1)
+    assert [j.task_id for j in await store.claim_cleanups(later, 10)] == ["finished"]
+    jobs = {j.task_id: j for j in await store.cleanup_jobs()}
+    assert jobs["busy"].status == jobs["finished"].status == "pending"
+    assert jobs["finished"].attempts == 0
 
 
 async def test_one_replica_leads_and_another_takes_over_when_it_lets_go(

@@ -83,17 +83,21 @@ class CleanupRunner:
             return len(jobs)
 
     async def enqueue_leaked(self) -> int:
-        """Queue a job for every DONE task whose worktree still exists."""
+        """Queue a job for every DONE task whose worktree still exists.
+
+        Under the same lock as the jobs: a scan that saw a worktree just before a job
+        removed it would otherwise queue that job again once it is done."""
         if self._root is None:
             return 0
-        leaked = [
-            task_id
-            for task_id, path in await self._store.done_tasks_with_worktrees()
-            if await worktree_exists(path, root=self._root)
-        ]
-        if leaked:
-            logger.info("queueing clean-up of %d leaked worktrees", len(leaked))
-            await self._store.enqueue_cleanups(leaked)
+        async with self._lock:
+            leaked = [
+                task_id
+                for task_id, path in await self._store.done_tasks_with_worktrees()
+                if await worktree_exists(path, root=self._root)
+            ]
+            if leaked:
+                logger.info("queueing clean-up of %d leaked worktrees", len(leaked))
+                await self._store.enqueue_cleanups(leaked)
         return len(leaked)
 
     async def _run(self, job: CleanupJob) -> None:

@@ -645,6 +645,9 @@ class Store:
     # -- worktree clean-up jobs -------------------------------------------------
 
     async def enqueue_cleanups(self, task_ids: Sequence[str]) -> None:
+        """Queue a clean-up job for each task (one with a worktree path), or queue its
+        finished job again; a pending job (claimed, or waiting for its next attempt)
+        keeps its claim, its backoff and its leftover."""
         async with self.connection() as conn:
             await conn.executemany(_ENQUEUE_CLEANUP, [(t, utcnow()) for t in task_ids])
 
@@ -1116,6 +1119,8 @@ _ENQUEUE_CLEANUP = (
     " last_error = NULL, repository = NULL, branch = NULL,"
     " next_attempt_at = excluded.next_attempt_at,"
     " updated_at = excluded.updated_at"
+    # A pending job is being carried out (claimed) or waits for its retry: left alone.
+    " WHERE cleanup_jobs.status <> 'pending'"
 )
 _DELIVERY_UPSERT = (
     " ON CONFLICT (guid) DO UPDATE SET headers = excluded.headers, body = excluded.body,"
