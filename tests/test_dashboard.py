@@ -11,75 +11,24 @@ repository root (``dashboard.png`` on SQLite).
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+from playwright.async_api import Page, expect
 
+from tests.browser import WAIT_MS, chromium, open_page
 from tests.helpers import API_TOKEN, AUTH, make_settings, payload, post_delivery
 from tests.servers import uvicorn_server
 from webhook_service import dashboard
 from webhook_service.app import create_app
 from webhook_service.store import utcnow
 
-CHROMIUM = Path(os.environ.get("DASHBOARD_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
-WAIT_MS = 10_000  # every browser-side wait is bounded by this
-expect.set_options(timeout=WAIT_MS)
 REPO = "Codertocat/Hello-World"
 OTHER_REPO = "octo-org/widgets"
-
-
-def chromium_missing() -> bool:
-    return not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK))
-
-
-@asynccontextmanager
-async def chromium() -> AsyncIterator[Browser]:
-    if chromium_missing():
-        pytest.fail(
-            f"{CHROMIUM} is missing: the dashboard test needs Debian's Chromium "
-            "(`apt-get install -y chromium`; scripts/test installs it when run as root)",
-            pytrace=False,
-        )
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=30_000
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
-
-async def open_page(browser: Browser, problems: list[str]) -> Page:
-    """A fresh context (own localStorage) at 1280x800; page errors are collected."""
-    context = await browser.new_context(viewport={"width": 1280, "height": 800})
-    page = await context.new_page()
-    page.set_default_timeout(WAIT_MS)
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            problems.append(f"console: {message.text}")
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    return page
 
 
 async def enter_token(page: Page, token: str) -> None:
