@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 import threading
@@ -417,12 +418,24 @@ async def _sqlite_unreachable(directory: Path) -> AsyncIterator[None]:
 Outage = Callable[[], AbstractAsyncContextManager[None]]
 
 
-async def _assert_outage_is_503_and_recovered(url: str, outage: Outage) -> None:
+def _warnings(records: list[logging.LogRecord]) -> list[str]:
+    return [
+        f"{r.name}: {r.getMessage()}"
+        for r in records
+        if r.levelno >= logging.WARNING and r.name.startswith("webhook_service")
+    ]
+
+
+async def _assert_outage_is_503_and_recovered(
+    url: str, outage: Outage, caplog: pytest.LogCaptureFixture
+) -> None:
     closed = payload("pull_request/closed")
+    caplog.set_level(logging.INFO)
     async with running_app(make_settings(url), raise_app_exceptions=False) as (service, client):
         opened = await post_delivery(client, payload("pull_request/opened"), guid="before")
         assert (opened.status_code, opened.json()["outcome"]) == (200, "created")
 
+        caplog.clear()
         async with outage():
             # Several attempts: the first finds its held connection dead, later ones
             # cannot open a new one.
@@ -433,6 +446,10 @@ async def _assert_outage_is_503_and_recovered(url: str, outage: Outage) -> None:
             ]
             ready = await client.get("/readyz")
             pulls = await client.get("/api/pulls", headers=AUTH)
+        # The outage is logged once, whatever failed how often meanwhile.
+        warned = _warnings(caplog.records)
+        assert len(warned) == 1 and "webhook_service.store: database unavailable" in warned[0]
+        assert not [r for r in caplog.records if r.name == "asyncpg.pool" and r.exc_info]
 
         assert [a.status_code for a in answers] == [503, 503, 503], [a.text for a in answers]
         assert all("error" in a.json() for a in answers)
@@ -447,6 +464,10 @@ async def _assert_outage_is_503_and_recovered(url: str, outage: Outage) -> None:
         assert (await _pr(client))["status"] == "OPEN"
         assert len(await _events(client)) == 1
         assert (await client.get("/readyz")).status_code == 200
+        messages = [r.getMessage() for r in caplog.records]
+        answered = [m for m in messages if m.startswith("database answers again, after")]
+        assert len(answered) == 1, messages
+        assert _warnings(caplog.records) == warned
 
         # GitHub's redelivery of the refused GUID is applied in full.
         again = await post_delivery(client, closed, guid="during")
@@ -463,7 +484,7 @@ async def _assert_outage_is_503_and_recovered(url: str, outage: Outage) -> None:
 
 
 async def test_database_unavailable_is_503_and_nothing_is_half_written(
-    backend: str, database_url: str, tmp_path: Path
+    backend: str, database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """SQLite: the database is locked and its directory moved away. PostgreSQL: the
     database refuses new sessions (ALLOW_CONNECTIONS false) and its sessions end."""
@@ -471,14 +492,18 @@ async def test_database_unavailable_is_503_and_nothing_is_half_written(
         directory = tmp_path / "db"
         directory.mkdir()
         url = f"sqlite:///{directory / 'service.db'}"
-        await _assert_outage_is_503_and_recovered(url, lambda: _sqlite_unreachable(directory))
+        await _assert_outage_is_503_and_recovered(
+            url, lambda: _sqlite_unreachable(directory), caplog
+        )
     else:
         await _assert_outage_is_503_and_recovered(
-            database_url, lambda: _postgres_unreachable(database_url)
+            database_url, lambda: _postgres_unreachable(database_url), caplog
         )
 
 
-async def test_postgres_server_unreachable_is_503_and_recovers(postgres_base_url: str) -> None:
+async def test_postgres_server_unreachable_is_503_and_recovers(
+    postgres_base_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """The PostgreSQL server (or the network to it) goes away and comes back."""
     url = await create_database(postgres_base_url)
     parts = urlsplit(url)
@@ -497,7 +522,7 @@ async def test_postgres_server_unreachable_is_503_and_recovers(postgres_base_url
             await proxy.start()
 
     try:
-        await _assert_outage_is_503_and_recovered(via_proxy, network_down)
+        await _assert_outage_is_503_and_recovered(via_proxy, network_down, caplog)
     finally:
         await proxy.close()
         await drop_database(url)

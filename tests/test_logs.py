@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -12,6 +13,7 @@ import orjson
 import pytest
 
 from webhook_service import logs
+from webhook_service.store import Availability
 
 SECRET = "whsec-rotating-0001"
 OTHER_SECRET = "api-token-0002"
@@ -201,3 +203,45 @@ async def test_delivery_and_pr_lines_carry_guid_repository_and_number(
     for line in about:
         assert (line["repository"], line["pr"]) == ("Codertocat/Hello-World", 2)
     assert any(line["message"] == "pr_status_change: None -> OPEN" for line in about)
+
+
+def _pool_floor_record() -> logging.LogRecord:
+    try:
+        raise ConnectionRefusedError(111, "Connection refused")
+    except ConnectionRefusedError:
+        exc_info = sys.exc_info()
+    return logging.getLogger("asyncpg.pool").makeRecord(
+        "asyncpg.pool",
+        logging.WARNING,
+        "pool.py",
+        571,
+        "Failed to restore the pool connection floor; retrying",
+        (),
+        exc_info,
+    )
+
+
+def test_asyncpg_reconnect_attempts_are_one_line_and_quiet_during_a_reported_outage() -> None:
+    """asyncpg logs a traceback per reconnect attempt while PostgreSQL is away: one line
+    instead, and nothing once the store has reported the outage itself."""
+    pool = logging.getLogger("asyncpg.pool")
+    record = _pool_floor_record()
+    assert pool.filter(record)
+    assert record.exc_info is None
+    assert record.getMessage() == (
+        "Failed to restore the pool connection floor; retrying: "
+        "ConnectionRefusedError: [Errno 111] Connection refused"
+    )
+    other = pool.makeRecord("asyncpg.pool", logging.WARNING, "pool.py", 1, "other", (), None)
+    assert pool.filter(other)
+
+    availability = Availability()
+    exc = availability.failed("cannot connect to the database: refused")
+    try:
+        assert exc.reported and availability.down
+        assert not pool.filter(_pool_floor_record())  # the outage is logged already
+        assert pool.filter(other)
+    finally:
+        availability.answered()
+    assert not availability.down
+    assert pool.filter(_pool_floor_record())

@@ -28,7 +28,7 @@ from webhook_service.metrics import Metrics, Parts
 from webhook_service.outbox import Dispatcher
 from webhook_service.realtime import Stream
 from webhook_service.reconciler import Reconciler
-from webhook_service.store import Leadership, Store, StoreUnavailable, utcnow
+from webhook_service.store import Leadership, Store, StoreUnavailable, log_unavailable, utcnow
 from webhook_service.sync import PRSyncWorker
 
 logger = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ async def _prune(store: Store, retention_days: float) -> None:
     try:
         deliveries, events = await store.prune(utcnow() - timedelta(days=retention_days))
     except StoreUnavailable as exc:
-        logger.warning("pruning skipped: %s", exc)
+        log_unavailable(logger, exc, "pruning skipped: %s", exc)
         return
     if deliveries or events:
         logger.info("pruned %d deliveries and %d events", deliveries, events)

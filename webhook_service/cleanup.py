@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from webhook_service.background import Periodic
-from webhook_service.store import CleanupJob, Store, StoreUnavailable, utcnow
+from webhook_service.store import CleanupJob, Store, StoreUnavailable, log_unavailable, utcnow
 from webhook_service.worktrees import (
     CleanupError,
     Leftover,
@@ -67,7 +67,7 @@ class CleanupRunner:
                 await self.enqueue_leaked()
                 self._last_scan = now
             except StoreUnavailable as exc:
-                logger.warning("scanning for leaked worktrees failed: %s", exc)
+                log_unavailable(logger, exc, "scanning for leaked worktrees failed: %s", exc)
         await self.run_due()
 
     async def run_due(self) -> int:
@@ -76,7 +76,7 @@ class CleanupRunner:
             try:
                 jobs = await self._store.claim_cleanups(utcnow(), limit=20)
             except StoreUnavailable as exc:
-                logger.warning("clean-up jobs unavailable: %s", exc)
+                log_unavailable(logger, exc, "clean-up jobs unavailable: %s", exc)
                 return 0
             for job in jobs:
                 await self._run(job)

@@ -20,7 +20,7 @@ from webhook_service.core import Source
 from webhook_service.payloads import PayloadError, decode_body, parse_delivery
 from webhook_service.reconciler import Job, Reconciler
 from webhook_service.signature import SignatureError, verify
-from webhook_service.store import StoreUnavailable
+from webhook_service.store import StoreUnavailable, log_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class WebhookReceiver:
         try:
             result = await self._reconciler.submit(job)
         except StoreUnavailable as exc:
-            logger.warning("database unavailable: %s", exc, extra=log)
+            log_unavailable(logger, exc, "delivery refused (503): %s", exc, extra=log)
             message = "database unavailable; the delivery was not stored"
             return _error(503, message), event, "unavailable"
         if result.status == "failed":

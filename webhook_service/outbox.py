@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from webhook_service.background import Periodic
 from webhook_service.reconciler import Clock
-from webhook_service.store import Store, StoredEvent, StoreUnavailable, utcnow
+from webhook_service.store import Store, StoredEvent, StoreUnavailable, log_unavailable, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class Dispatcher:
         try:
             await self.sweep()
         except StoreUnavailable as exc:
-            logger.warning("outbox sweep failed: %s", exc)
+            log_unavailable(logger, exc, "outbox sweep failed: %s", exc)
 
     async def _run(self) -> None:
         while True:
@@ -149,7 +149,7 @@ class Dispatcher:
             try:
                 await self._store.mark_emitted(ids, self._clock(), lease=self._lease)
             except StoreUnavailable as exc:
-                logger.warning("marking %d events emitted failed: %s", len(ids), exc)
+                log_unavailable(logger, exc, "marking %d events emitted failed: %s", len(ids), exc)
             finally:
                 # Marked, or left for the sweep to emit again.
                 self._in_flight.difference_update(ids)

@@ -51,7 +51,7 @@ import socketio.packet
 
 from webhook_service import sio_json
 from webhook_service.config import Settings
-from webhook_service.store import Store, StoredEvent, StoreUnavailable
+from webhook_service.store import Store, StoredEvent, StoreUnavailable, log_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -569,7 +569,7 @@ class Stream:
         try:
             last = await self._replay(sid, client, since)
         except StoreUnavailable as exc:
-            logger.warning("catching up %s failed: %s", sid, exc)
+            log_unavailable(logger, exc, "catching up %s failed: %s", sid, exc)
             await self._manager.send_to(
                 sid, "resync_required", {"reason": "the event store is unavailable"}
             )

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -75,7 +76,85 @@ FRESH_EVENT = timedelta(seconds=2)
 
 
 class StoreUnavailable(Exception):
-    """The database cannot be reached or refused the work (retry later; HTTP 503)."""
+    """The database cannot be reached or refused the work (retry later; HTTP 503).
+
+    ``reported``: the store has logged it already, as the start of an outage or as part
+    of one (see :class:`Availability`); whoever catches it then logs at DEBUG only.
+    """
+
+    def __init__(self, message: str, *, reported: bool = False) -> None:
+        super().__init__(message)
+        self.reported = reported
+
+
+def log_unavailable(
+    log: logging.Logger, exc: StoreUnavailable, message: str, *args: Any, **kwargs: Any
+) -> None:
+    """Log a component's failure for want of the database: at DEBUG when the store has
+    reported the outage already (once, not once per component and attempt)."""
+    log.log(logging.DEBUG if exc.reported else logging.WARNING, message, *args, **kwargs)
+
+
+#: The Availability trackers whose outage is ongoing (logged, not yet over).
+_OUTAGES: set[int] = set()
+
+
+class Availability:
+    """Whether the database answers, so that an outage is logged once: a WARNING when
+    an operation first fails, an INFO with its length when one succeeds again. What
+    fails meanwhile is logged at DEBUG (:func:`log_unavailable`)."""
+
+    def __init__(self) -> None:
+        self.down_since: float | None = None
+        self.failures = 0
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    def failed(self, message: str) -> StoreUnavailable:
+        """The exception to raise for a failed operation; the first of an outage logs."""
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            self.failures = 0
+            _OUTAGES.add(id(self))
+            logger.warning(
+                "database unavailable: %s (until it answers again, failures are logged at DEBUG)",
+                message,
+            )
+        self.failures += 1
+        return StoreUnavailable(message, reported=True)
+
+    def answered(self) -> None:
+        if self.down_since is not None:
+            logger.info(
+                "database answers again, after %.1f s and %d failed operations",
+                time.monotonic() - self.down_since,
+                self.failures,
+            )
+            self.down_since = None
+            _OUTAGES.discard(id(self))
+
+
+class _PoolFloorRetries(logging.Filter):
+    """asyncpg logs a traceback each time it fails to reopen a pool connection (after
+    1, 2, 4 ... 60 s while the server is away). Those become one line, and none while a
+    store has reported the outage itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Failed to restore the pool connection floor"):
+            return True
+        if _OUTAGES:
+            return False
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
+            record.args = ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
+logging.getLogger("asyncpg.pool").addFilter(_PoolFloorRetries())
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +377,7 @@ class Store:
             # would otherwise stay in use as the table grows.
             options["server_settings"] = {"plan_cache_mode": "force_custom_plan"}
         self._db = Database(self.url, **options)
+        self.availability = Availability()
 
     @property
     def is_postgres(self) -> bool:
@@ -307,22 +387,27 @@ class Store:
         try:
             await self._db.connect()
         except UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailable(f"cannot connect to the database: {exc}") from exc
+            raise self.availability.failed(f"cannot connect to the database: {exc}") from exc
+        self.availability.answered()
 
     async def disconnect(self) -> None:
         if self._db.is_connected:
             await self._db.disconnect()
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Connection]:
-        """One driver connection from ``databases``; errors reaching it become 503s."""
+    async def connection(self, *, held: bool = False) -> AsyncIterator[Connection]:
+        """One driver connection from ``databases``; errors reaching it become 503s.
+
+        A block that ends normally tells :class:`Availability` the database answers,
+        unless the connection is ``held`` by a :class:`ConnectionLease` (which also
+        ends it after a failure; its transactions' commits tell instead)."""
         handle = self._db.connection()
         try:
             await handle.__aenter__()
         except Exception as exc:
             # Whatever stops us from getting a connection (refused, shutting down, not
             # accepting connections, a file that cannot be opened) is unavailability.
-            raise StoreUnavailable(f"cannot connect to the database: {exc}") from exc
+            raise self.availability.failed(f"cannot connect to the database: {exc}") from exc
         try:
             wrapped = Connection(handle.raw_connection, self.dialect)
             if not wrapped.is_pg:
@@ -330,14 +415,16 @@ class Store:
         except Exception as exc:
             with contextlib.suppress(Exception):
                 await handle.__aexit__(None, None, None)
-            raise StoreUnavailable(f"cannot use the database connection: {exc}") from exc
+            raise self.availability.failed(f"cannot use the database connection: {exc}") from exc
         try:
             yield wrapped
         except UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+            raise self.availability.failed(str(exc) or type(exc).__name__) from exc
         finally:
             with contextlib.suppress(Exception):
                 await handle.__aexit__(None, None, None)
+        if not held:
+            self.availability.answered()
 
     def lease(self, *, relaxed: bool = False) -> ConnectionLease:
         """A connection kept across many transactions by one long-lived task.
@@ -372,7 +459,8 @@ class Store:
                 raise
             await conn.raw.execute("COMMIT")
         except UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+            raise self.availability.failed(str(exc) or type(exc).__name__) from exc
+        self.availability.answered()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[UnitOfWork]:
@@ -731,7 +819,7 @@ class Store:
             yield await lease.get()
         except UNAVAILABLE_ERRORS as exc:
             await lease.drop()
-            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+            raise self.availability.failed(str(exc) or type(exc).__name__) from exc
         except StoreUnavailable:
             await lease.drop()
             raise
@@ -891,7 +979,7 @@ class ConnectionLease:
 
     async def get(self) -> Connection:
         if self._conn is None:
-            cm = self._store.connection()
+            cm = self._store.connection(held=True)
             conn = await cm.__aenter__()
             self._cm = cm
             if self._relaxed and conn.is_pg:
