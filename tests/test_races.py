@@ -10,6 +10,8 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from tests.helpers import AUTH, make_settings, payload, post_delivery, running_app
 from webhook_service.core import Observation, Source
 from webhook_service.fixtures import fixtures_root, iter_deliveries
@@ -128,6 +130,54 @@ async def test_two_reconcilers_on_one_database_serialize_per_pr(database_url: st
     assert pr.github_updated_at == T0 + timedelta(seconds=len(statuses) - 1)
     assert_chain(events, statuses[-1])
     assert all(e["sync_source"] == "worker" for e in events)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_jobs_that_arrive_while_a_batch_waits_for_the_writer_lock_join_it(
+    database_url: str, workers: int
+) -> None:
+    """Group commit: a worker with a job opens its transaction and waits for the writer
+    lock (held here by another connection's transaction); the jobs that arrive
+    meanwhile are taken into that transaction once it has the lock: one batch for all
+    of them, not one for the first and another for the rest. (With two workers the
+    second also holds one job while it waits: two batches.)"""
+    observations = [
+        Observation(
+            snapshot_from_api(
+                snapshot_document("OPEN", n)["pull_request"] | {"number": n},
+                "Codertocat/Hello-World",
+                merged_known=True,
+            ),
+            Source.WORKER,
+        )
+        for n in range(1, 11)
+    ]
+    store, blocker = Store(database_url), Store(database_url)
+    await store.connect()
+    await blocker.connect()
+    await store.migrate()
+    pattern = re.compile(r"^task/(?P<task_id>[0-9a-f-]{36})$")
+    reconciler = Reconciler(store, task_branch_pattern=pattern, workers=workers)
+    reconciler.start()
+    try:
+        async with blocker.transaction():  # holds the writer lock
+            first = [asyncio.create_task(reconciler.observe(o)) for o in observations[:workers]]
+            async with asyncio.timeout(5):
+                while not reconciler._queue.empty():  # noqa: ASYNC110 (each worker takes one)
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)  # and waits for the lock
+            rest = [asyncio.create_task(reconciler.observe(o)) for o in observations[workers:]]
+            await asyncio.sleep(0.1)
+            assert reconciler.batches == 0
+        results = await asyncio.gather(*first, *rest)
+        await reconciler.stop()
+        stored = await store.list_pulls()
+    finally:
+        await blocker.disconnect()
+        await store.disconnect()
+    assert [r.status for r in results] == ["applied"] * 10
+    assert sorted(p.number for p in stored) == list(range(1, 11))
+    assert (reconciler.batches, reconciler.jobs) == (workers, 10)
 
 
 async def test_every_pr_fixture_applied_again_under_a_new_guid_emits_nothing(

@@ -111,8 +111,11 @@ class Job:
 class Reconciler:
     """Applies jobs in batches; one per store connection at a time.
 
-    ``workers`` transactions may run at once (PostgreSQL); per-PR advisory locks keep
-    them from deciding about the same PR concurrently. SQLite has one writer.
+    Group commit: a worker that has a job opens a transaction, which waits for the one
+    writer lock (PostgreSQL's ``_WRITER_LOCK``, SQLite's ``BEGIN IMMEDIATE``), and only
+    then takes every other job waiting (up to ``batch_max``) into it: all that arrived
+    while another batch was being written. With ``workers`` = 2 (PostgreSQL) the next
+    batch is ready to go the moment the current one commits.
     """
 
     def __init__(
@@ -229,20 +232,22 @@ class Reconciler:
         lease = self._store.lease()
         try:
             while True:
-                batch = [await self._queue.get()]
-                while len(batch) < self._batch_max and not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
+                batch = [await self._queue.get()]  # more join it once the lock is held
                 try:
-                    await self._apply_safely(lease, batch)
+                    await self._apply_safely(lease, batch, gather=True)
                 finally:
                     for _ in batch:
                         self._queue.task_done()
         finally:
             await lease.drop()
 
-    async def _apply_safely(self, lease: ConnectionLease, batch: list[Job]) -> None:
+    async def _apply_safely(
+        self, lease: ConnectionLease, batch: list[Job], *, gather: bool = False
+    ) -> None:
+        """Apply ``batch`` (with ``gather``: first extended by the jobs waiting once the
+        writer lock is held) and settle its jobs, whatever happens."""
         try:
-            results, events = await self._apply(await lease.get(), batch)
+            results, events = await self._apply(await lease.get(), batch, gather=gather)
         except StoreUnavailable as exc:
             await lease.drop()
             for job in batch:
@@ -284,10 +289,12 @@ class Reconciler:
         _settle(job, result)
 
     async def _apply(
-        self, conn: Connection, batch: list[Job]
+        self, conn: Connection, batch: list[Job], *, gather: bool = False
     ) -> tuple[list[Result], list[StoredEvent]]:
-        now = self._clock()
         async with self._store.unit_of_work(conn) as uow:
+            while gather and len(batch) < self._batch_max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            now = self._clock()
             known, pulls = await uow.load(
                 [j.delivery.guid for j in batch if j.delivery is not None],
                 sorted({k for j in batch if (k := j.key) is not None}),
