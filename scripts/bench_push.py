@@ -36,8 +36,8 @@ database checks) this script imports.
        ``pr_status_change`` (etc.) message per event;
    (c) batch clients, the opt-in mode (``auth={"token": ..., "batch": true}``): one
        ``events`` message, a list of the same payloads in id order, at most every
-       ``BATCH_INTERVAL`` (0.05 s) per client, and at most ``FRAME_BUDGET`` (1,000)
-       frames a second to all batch clients together: 0.2 s apart with 200 of them
+       ``BATCH_INTERVAL`` (0.05 s) per client, and at most ``FRAME_BUDGET`` (500)
+       frames a second to all batch clients together: 0.4 s apart with 200 of them
        (webhook_service/realtime.py).
    ``--client-modes`` picks (b), (c) or both (the default, run in that order); (a) is
    always run. (b) and (c) each have ``--clients`` clients of their kind, of which
