@@ -36,7 +36,7 @@ database checks) this script imports.
        ``pr_status_change`` (etc.) message per event;
    (c) batch clients, the opt-in mode (``auth={"token": ..., "batch": true}``): one
        ``events`` message, a list of the same payloads in id order, at most every
-       ``BATCH_INTERVAL`` (0.05 s) per client, and at most ``FRAME_BUDGET`` (500)
+       ``BATCH_INTERVAL`` (0.05 s) per client, and at most ``SOCKETIO_FRAME_BUDGET`` (500)
        frames a second to all batch clients together: 0.4 s apart with 200 of them
        (webhook_service/realtime.py).
    ``--client-modes`` picks (b), (c) or both (the default, run in that order); (a) is
@@ -1411,12 +1411,14 @@ _MODE_COLUMN = {None: "(a) no clients", "per-event": "(b) per-event clients",
 
 
 def _mode_kind(mode: str) -> str:
-    from webhook_service.realtime import BATCH, BATCH_INTERVAL, FRAME_BUDGET
+    from webhook_service.config import DEFAULT_FRAME_BUDGET
+    from webhook_service.realtime import BATCH, BATCH_INTERVAL
 
     if mode == "batch":
         return (
             f'batch clients (opt-in, auth "batch": true: one `{BATCH}` list per '
-            f"{BATCH_INTERVAL:g} s at most, or less often: {FRAME_BUDGET:,} frames/s to "
+            f"{BATCH_INTERVAL:g} s at most, or less often: "
+            f"{int(os.environ.get('SOCKETIO_FRAME_BUDGET', DEFAULT_FRAME_BUDGET)):,} frames/s to "
             "all batch clients together)"
         )
     return "per-event clients (the original protocol: one message per event)"

@@ -197,12 +197,11 @@ async def test_a_batch_client_gets_a_burst_in_a_few_messages_in_order(database_u
 
 
 async def test_many_batch_clients_stretch_the_interval_to_the_frame_budget(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
+    database_url: str,
 ) -> None:
-    """All batch clients together get at most FRAME_BUDGET frames a second: with a
-    budget of 20, one client gets a batch every 0.05 s (BATCH_INTERVAL), five get one
+    """All batch clients together get at most SOCKETIO_FRAME_BUDGET frames a second:
+    with a budget of 20, one client gets a batch every 0.05 s (BATCH_INTERVAL), five get one
     every 0.25 s each; the same steady stream of events either way."""
-    monkeypatch.setattr(realtime, "FRAME_BUDGET", 20)
 
     async def steady(service: Service) -> list[int]:
         ids: list[int] = []
@@ -215,8 +214,9 @@ async def test_many_batch_clients_stretch_the_interval_to_the_frame_budget(
         times = client.batch_times
         return [b - a for a, b in itertools.pairwise(times)]
 
+    settings = make_settings(database_url, SOCKETIO_FRAME_BUDGET="20")
     async with (
-        uvicorn_server(make_settings(database_url)) as (service, url),
+        uvicorn_server(settings) as (service, url),
         connected(url, batch=True) as lone,
     ):
         ids = await steady(service)

@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DATABASE_URL = "sqlite:///./webhook-service.db"
 DEFAULT_TASK_BRANCH_PATTERN = r"^task/(?P<task_id>[0-9a-fA-F-]{36})$"
+#: Socket.IO batch frames a second, to all batch clients of a process together.
+DEFAULT_FRAME_BUDGET = 500
 
 
 class ConfigError(Exception):
@@ -78,6 +80,7 @@ class Settings:
     # Real-time push and side effects.
     socketio_message_queue: Secret | None = None  # may carry a password
     socketio_channel: str = "socketio"  # one per deployment sharing a Redis
+    socketio_frame_budget: int = DEFAULT_FRAME_BUDGET
     worktree_root: Path | None = None
     cleanup_on_merge: bool = True
     cleanup_delete_branch: bool = False
@@ -154,6 +157,9 @@ def load_settings(environ: Mapping[str, str], *, env_file: Path | None = Path(".
         hook_ids=_hook_ids(reader.csv("HOOK_ID"), reader.csv("GITHUB_REPOSITORIES")),
         socketio_message_queue=reader.secret("SOCKETIO_MESSAGE_QUEUE"),
         socketio_channel=reader.text("SOCKETIO_CHANNEL") or "socketio",
+        socketio_frame_budget=reader.integer(
+            "SOCKETIO_FRAME_BUDGET", DEFAULT_FRAME_BUDGET, low=1, high=1_000_000
+        ),
         worktree_root=Path(w) if (w := reader.text("WORKTREE_ROOT")) else None,
         cleanup_on_merge=reader.boolean("CLEANUP_ON_MERGE", True),
         cleanup_delete_branch=reader.boolean("CLEANUP_DELETE_BRANCH", False),

@@ -13,9 +13,9 @@
   client then costs the server one frame per interval instead of one per event. A
   frame costs the server about 50 us whatever its size (Engine.IO's writer task, the
   ASGI and websocket layers, the system call), so with many batch clients the
-  interval grows to keep all of them together within ``FRAME_BUDGET`` frames a
-  second (at most ``MAX_BATCH_INTERVAL``): up to 25 clients get one every 0.05 s, 200
-  get one every 0.4 s.
+  interval grows to keep all of them together within ``SOCKETIO_FRAME_BUDGET`` frames
+  a second (at most ``MAX_BATCH_INTERVAL`` apart): with the default of 500, up to 25
+  clients get one every 0.05 s, 200 get one every 0.4 s.
 - Order: events reach clients in id order. Replicas publish their events as their
   dispatchers run, so one with a larger id can arrive (through the message queue) before
   a smaller one; it is held until the smaller one arrives, at most ``REORDER_WAIT``
@@ -60,7 +60,6 @@ ALL = "all"
 NAMESPACE = "/"
 BATCH = "events"  # the event name of a batch
 BATCH_INTERVAL = 0.05  # seconds between two batches to one client, at most 20/s
-FRAME_BUDGET = 500  # batch frames a second, all clients together
 MAX_BATCH_INTERVAL = 1.0  # ... unless the interval would have to grow beyond this
 REORDER_WAIT = 0.25  # how long an event waits for a smaller id still on its way
 MAX_BACKLOG = 2000  # messages queued for one client before it is cut off
@@ -94,7 +93,8 @@ class _Client:
 class _StreamMixin(socketio.AsyncManager):  # type: ignore[misc]
     """Local delivery with the seam bookkeeping described in the module docs."""
 
-    def setup_stream(self) -> None:
+    def setup_stream(self, frame_budget: int) -> None:
+        self.frame_budget = frame_budget  # batch frames a second, all clients together
         self.stream_lock = asyncio.Lock()
         self.clients: dict[str, _Client] = {}
         # Events for batch clients, waiting for the next flush: (payload, rooms).
@@ -203,7 +203,7 @@ class _StreamMixin(socketio.AsyncManager):  # type: ignore[misc]
 
         Clients with the same rooms (and no floor) get the same list: it is encoded
         once per such group, however many clients share it. The frames sent set the
-        interval until the next flush (``FRAME_BUDGET``)."""
+        interval until the next flush (``frame_budget``)."""
         async with self.stream_lock:
             self._flush_timer = None
             self._last_flush = asyncio.get_running_loop().time()
@@ -228,7 +228,7 @@ class _StreamMixin(socketio.AsyncManager):  # type: ignore[misc]
                     if eio_sid is not None:
                         frames += await self._push(sid, eio_sid, packets, first, MAX_BATCH_BACKLOG)
             self._batch_interval = min(
-                MAX_BATCH_INTERVAL, max(BATCH_INTERVAL, frames / FRAME_BUDGET)
+                MAX_BATCH_INTERVAL, max(BATCH_INTERVAL, frames / self.frame_budget)
             )
 
     async def stop_batches(self) -> None:
@@ -447,7 +447,7 @@ class Stream:
         manager: _StreamMixin = (
             _RedisManager(queue.reveal(), settings.socketio_channel) if queue else _LocalManager()
         )
-        manager.setup_stream()
+        manager.setup_stream(settings.socketio_frame_budget)
         if isinstance(manager, _RedisManager):
             manager.on_restored = self._resync_everyone
         self._manager = manager
