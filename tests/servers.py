@@ -16,16 +16,25 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import psutil
 import uvicorn
 
 from webhook_service.app import Service, create_app
 from webhook_service.config import Settings
 
+_HANDED_OUT: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on, and never the same one twice in this
+    process: two servers asked for ports back to back could otherwise both get it."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @asynccontextmanager
@@ -73,10 +82,25 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
+                if (
+                    httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200
+                    and self._listening()
+                ):
                     return
             time.sleep(0.05)
         raise RuntimeError(f"server did not become ready: {self.log_tail()}")
+
+    def _listening(self) -> bool:
+        """Whether this process (not another that took the port) listens on it."""
+        assert self.process is not None
+        try:
+            connections = psutil.Process(self.process.pid).net_connections(kind="tcp")
+        except psutil.Error:
+            return False
+        return any(
+            c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == self.port
+            for c in connections
+        )
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
