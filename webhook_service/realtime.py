@@ -11,8 +11,8 @@
   message per event: each is a list of the same payloads, in id order, sent at most
   every ``BATCH_INTERVAL`` (the first after a quiet spell at once). Under load a
   client then costs the server one frame per interval instead of one per event. A
-  frame costs the server about 50 us whatever its size (Engine.IO's writer task, the
-  ASGI and websocket layers, the system call), so with many batch clients the
+  frame costs the server far more than its bytes (Engine.IO's writer task, the ASGI
+  and websocket layers, the system call), so with many batch clients the
   interval grows to keep all of them together within ``SOCKETIO_FRAME_BUDGET`` frames
   a second (at most ``MAX_BATCH_INTERVAL`` apart): with the default of 500, up to 25
   clients get one every 0.05 s, 200 get one every 0.4 s.

@@ -19,6 +19,7 @@ import os
 import re
 import sqlite3
 import time
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -95,8 +96,9 @@ def log_unavailable(
     log.log(logging.DEBUG if exc.reported else logging.WARNING, message, *args, **kwargs)
 
 
-#: The Availability trackers whose outage is ongoing (logged, not yet over).
-_OUTAGES: set[int] = set()
+#: The Availability trackers whose outage is ongoing (logged, not yet over); weak, so
+#: a store dropped during an outage does not silence asyncpg for the process.
+_OUTAGES: weakref.WeakSet[Availability] = weakref.WeakSet()
 
 
 class Availability:
@@ -117,7 +119,7 @@ class Availability:
         if self.down_since is None:
             self.down_since = time.monotonic()
             self.failures = 0
-            _OUTAGES.add(id(self))
+            _OUTAGES.add(self)
             logger.warning(
                 "database unavailable: %s (until it answers again, failures are logged at DEBUG)",
                 message,
@@ -133,7 +135,7 @@ class Availability:
                 self.failures,
             )
             self.down_since = None
-            _OUTAGES.discard(id(self))
+            _OUTAGES.discard(self)
 
 
 class _PoolFloorRetries(logging.Filter):
