@@ -12,7 +12,6 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -20,13 +19,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from webhook_service.core import InvalidTransition, PullRequest, Source, TaskStatus, timestamp
+from webhook_service.core import InvalidTransition, Source, TaskStatus
 from webhook_service.creator import CreateError, create_pull_request
 from webhook_service.github import GitHubError
 from webhook_service.payloads import PayloadError
 from webhook_service.reconciler import Reconciler
 from webhook_service.store import Store, StoreUnavailable, TaskRecord, utcnow
 from webhook_service.sync import PRSyncWorker
+from webhook_service.views import pull_json, task_json
 
 Handler = Callable[[Request], Awaitable[Response]]
 _REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
@@ -46,6 +46,12 @@ class Context:
     ready: Callable[[], dict[str, bool]]
     worker: Callable[[], PRSyncWorker | None] = lambda: None
     monitor: Callable[[], dict[str, Any]] = dict
+    #: ``/stats`` while no worker runs (sync.idle_stats: the same keys, zeros and nulls).
+    idle_stats: Callable[[], dict[str, Any]] = lambda: {"running": False}
+
+    def worker_stats(self) -> dict[str, Any]:
+        worker = self.worker()
+        return worker.get_stats() if worker is not None else self.idle_stats()
 
     def require_worker(self) -> PRSyncWorker:
         worker = self.worker()
@@ -126,8 +132,7 @@ def _readyz(ctx: Context) -> Handler:
 
 def _stats(ctx: Context) -> Handler:
     async def stats(request: Request) -> Response:
-        worker = ctx.worker()
-        body: dict[str, Any] = worker.get_stats() if worker is not None else {"running": False}
+        body = ctx.worker_stats()
         body["monitor"] = ctx.monitor()  # the webhook side and the stream
         return _json(body)
 
@@ -138,8 +143,7 @@ def _health(ctx: Context) -> Handler:
     """The original design's health check: healthy while the sync worker runs."""
 
     async def health(request: Request) -> Response:
-        worker = ctx.worker()
-        stats: dict[str, Any] = worker.get_stats() if worker is not None else {"running": False}
+        stats = ctx.worker_stats()
         healthy = bool(stats["running"])
         body = {
             "service": "pr_sync_worker",
@@ -350,44 +354,6 @@ async def _events(ctx: Context, request: Request) -> Any:
         "events": [e.message() for e in events],
         "last_id": events[-1].id if events else since,
     }
-
-
-def pull_json(pr: PullRequest) -> dict[str, Any]:
-    return {
-        "id": pr.id,
-        "repository": pr.repository,
-        "number": pr.number,
-        "status": pr.status,
-        "draft": pr.draft,
-        "title": pr.title,
-        "head_ref": pr.head_ref,
-        "head_sha": pr.head_sha,
-        "base_ref": pr.base_ref,
-        "url": pr.url,
-        "merged_at": _iso(pr.merged_at),
-        "closed_at": _iso(pr.closed_at),
-        "github_updated_at": _iso(pr.github_updated_at),
-        "task_id": pr.task_id,
-        "last_source": pr.last_source,
-        "last_delivery_id": pr.last_delivery_id,
-    }
-
-
-def task_json(task: TaskRecord) -> dict[str, Any]:
-    return {
-        "id": task.id,
-        "title": task.title,
-        "status": task.status,
-        "repository": task.repository,
-        "branch": task.branch,
-        "worktree_path": task.worktree_path,
-        "created_at": _iso(task.created_at),
-        "updated_at": _iso(task.updated_at),
-    }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else timestamp(value)
 
 
 def _is_uuid(value: str) -> bool:

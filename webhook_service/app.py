@@ -29,7 +29,7 @@ from webhook_service.outbox import Dispatcher
 from webhook_service.realtime import Stream
 from webhook_service.reconciler import Reconciler
 from webhook_service.store import Leadership, Store, StoreUnavailable, log_unavailable, utcnow
-from webhook_service.sync import PRSyncWorker
+from webhook_service.sync import PRSyncWorker, idle_stats
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +120,7 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
         api_token=settings.api_token.reveal().encode() if settings.api_token else None,
         ready=ready,
         worker=lambda: service.worker,
+        idle_stats=lambda: idle_stats(settings),
         monitor=lambda: {
             "deliveries_received": receiver.received,
             "batches_committed": reconciler.batches,

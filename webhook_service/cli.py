@@ -9,10 +9,12 @@ import os
 import signal
 import socket
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from webhook_service import logs
@@ -255,9 +257,9 @@ async def _sync(settings: Settings, *, once: bool) -> int:
 
 async def _track(settings: Settings, target: str, task_id: str | None, *, as_json: bool) -> int:
     """MonitorPR from the command line: fetch the PR now, link it, keep polling it."""
-    from webhook_service.api import pull_json
     from webhook_service.core import Source
     from webhook_service.sync import PRSyncWorker
+    from webhook_service.views import pull_json
 
     repository, sep, number = target.partition("#")
     if not sep or not number.isdigit() or repository.count("/") != 1:
@@ -308,7 +310,7 @@ async def _create_pr(settings: Settings, args: argparse.Namespace) -> int:
 async def _tasks(
     settings: Settings, status: str | None, repository: str | None, *, as_json: bool
 ) -> int:
-    from webhook_service.api import task_json
+    from webhook_service.views import task_json
 
     async with _database(settings) as store:
         tasks = await store.list_tasks(status=status, repository=repository)
@@ -404,12 +406,10 @@ class _Progress:
 
 
 def _stats(settings: Settings, url: str | None, *, as_json: bool) -> int:
-    import httpx
-
     base = url or f"http://{settings.host}:{settings.port}"
     try:
-        stats = httpx.get(f"{base.rstrip('/')}/stats", timeout=10).json()
-    except (httpx.HTTPError, ValueError) as exc:
+        stats = _get_json(f"{base.rstrip('/')}/stats")
+    except (OSError, ValueError) as exc:
         print(f"webhook-service: cannot read {base}/stats: {exc}", file=sys.stderr)
         return 1
     if as_json:
@@ -427,6 +427,21 @@ def _stats(settings: Settings, url: str | None, *, as_json: bool) -> int:
     ]
     print(_table(flat, ["name", "value"]))
     return 0
+
+
+def _get_json(url: str) -> dict[str, Any]:
+    """GET a JSON object with the standard library (the CLI needs no HTTP client)."""
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise ValueError(f"not an http(s) URL: {url}")
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (checked)
+            body = response.read()
+    except urllib.error.HTTPError as exc:  # an answer all the same, e.g. 503 with JSON
+        body = exc.read()
+    document = json.loads(body)
+    if not isinstance(document, dict):
+        raise ValueError("the answer is not a JSON object")
+    return document
 
 
 def _table(rows: Sequence[dict[str, object]], columns: Sequence[str]) -> str:

@@ -43,6 +43,7 @@ from webhook_service.github import GitHub, GitHubError, GitHubValidationError
 from webhook_service.payloads import PayloadError, snapshot_from_api
 from webhook_service.reconciler import DeliveryStatus, Reconciler
 from webhook_service.store import Store
+from webhook_service.views import pull_json
 
 #: GitHub statuses passed on as they are; any other GitHub failure is a 502.
 _PASSED_ON = frozenset({404, 409, 422})
@@ -76,8 +77,6 @@ async def create_pull_request(
     whose answer was lost, then found by a retry, reads false). The reconciler must be
     running. Raises :class:`CreateError`; ``StoreUnavailable`` passes through (503).
     """
-    from webhook_service.api import pull_json  # api.py imports this module
-
     task = await store.get_task(task_id.lower())
     if task is None:
         raise CreateError(404, f"task {task_id} does not exist")

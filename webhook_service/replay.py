@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
 from webhook_service.core import Observation, Source
@@ -128,11 +128,12 @@ async def replay_http(
     retries: int = 3,
     retry_delay: float = 0.5,
     progress: Callable[[int], None] = lambda done: None,
-    transport: httpx.AsyncBaseTransport | None = None,
 ) -> Summary:
     """POST each delivery to ``url`` (the receiver's full URL), in order."""
     summary = Summary()
-    async with httpx.AsyncClient(timeout=15.0, transport=transport) as client:
+    timeout = aiohttp.ClientTimeout(total=15.0)
+    # aiohttp, not httpx: it is already a runtime dependency (gidgethub's client).
+    async with aiohttp.ClientSession(timeout=timeout) as client:
         for done, delivery in enumerate(deliveries, start=1):
             name = str(delivery.path)
             headers = headers_for(delivery, secret, new_guid=new_guid)
@@ -146,7 +147,7 @@ async def replay_http(
 
 
 async def _post(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     url: str,
     body: bytes,
     headers: dict[str, str],
@@ -161,32 +162,29 @@ async def _post(
         if attempt:
             await asyncio.sleep(retry_delay * 2 ** (attempt - 1))
         try:
-            response = await client.post(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+            async with client.post(url, data=body, headers=headers) as response:
+                status, text = response.status, await response.text(errors="replace")
+        except (aiohttp.ClientError, TimeoutError) as exc:
             reason = f"{url}: {type(exc).__name__}: {exc or 'connection failed'}"
             continue
         summary.sent += 1
-        if response.is_success:
-            summary.count(_status(response))
+        answer = _answer(text)
+        if 200 <= status < 300:
+            summary.count(str(answer.get("status", "applied")))
             return None
-        reason = f"HTTP {response.status_code}: {_error(response)}"
-        if response.status_code < 500:
+        reason = f"HTTP {status}: {answer.get('error') or text[:200]}"
+        if status < 500:
             return reason
     return f"{reason} (after {retries} retries)"
 
 
-def _status(response: httpx.Response) -> str:
+def _answer(text: str) -> dict[str, Any]:
+    """The receiver's JSON answer, or {} for anything else."""
     try:
-        return str(response.json().get("status", "applied"))
-    except ValueError:
-        return "applied"
-
-
-def _error(response: httpx.Response) -> str:
-    try:
-        return str(response.json().get("error") or response.text[:200])
-    except ValueError:
-        return response.text[:200] or response.reason_phrase
+        document = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {}
+    return document if isinstance(document, dict) else {}
 
 
 async def replay_offline(

@@ -126,21 +126,13 @@ class PRSyncWorker:
 
     def get_stats(self) -> dict[str, Any]:
         api = self._github.stats
-        s = self._settings
         return {
             "running": self.is_running(),
             "leader": self.is_leader(),
             "last_sync_at": _iso(self._stats.last_sync_at),
             "sync_count": self._stats.sync_count,
             "error_count": self._stats.error_count,
-            "config": {
-                "sync_interval": s.sync_interval,
-                "batch_size": s.sync_batch_size,
-                "max_concurrent_syncs": s.sync_max_concurrency,
-                "sync_timeout": s.sync_timeout,
-                "retry_attempts": s.sync_retry_attempts,
-                "retry_delay": s.sync_retry_delay,
-            },
+            "config": stats_config(self._settings),
             "api_calls": api.calls,
             "not_modified": api.not_modified,
             "retries": api.retries,
@@ -392,3 +384,39 @@ def _failures(labels: Sequence[str], outcomes: Sequence[object]) -> list[str]:
 
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else timestamp(value)
+
+
+def stats_config(settings: Settings) -> dict[str, Any]:
+    """The worker's settings, as ``/stats`` shows them under ``config``."""
+    return {
+        "sync_interval": settings.sync_interval,
+        "batch_size": settings.sync_batch_size,
+        "max_concurrent_syncs": settings.sync_max_concurrency,
+        "sync_timeout": settings.sync_timeout,
+        "retry_attempts": settings.sync_retry_attempts,
+        "retry_delay": settings.sync_retry_delay,
+    }
+
+
+def idle_stats(settings: Settings) -> dict[str, Any]:
+    """``/stats`` of a service with no sync worker (no GitHub credential): the same keys
+    as :meth:`PRSyncWorker.get_stats`, not running, with nulls and zeros, so monitoring
+    that reads the original design's shape does not break."""
+    return {
+        "running": False,
+        "leader": False,
+        "last_sync_at": None,
+        "sync_count": 0,
+        "error_count": 0,
+        "config": stats_config(settings),
+        "api_calls": 0,
+        "not_modified": 0,
+        "retries": 0,
+        "rate_limited": 0,
+        "rate_limit_remaining": None,
+        "rate_limit_reset": None,
+        "last_error": None,
+        "observations": 0,
+        "redeliveries_requested": 0,
+        "first_sweep_done": False,
+    }
