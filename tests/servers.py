@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -60,20 +60,33 @@ async def uvicorn_server(settings: Settings) -> AsyncIterator[tuple[Service, str
 
 
 class ServerProcess:
-    """``python -m webhook_service serve`` in a child process."""
+    """``python -m webhook_service serve`` in a child process (or ``command``, e.g. an
+    installed ``webhook-service serve``; ``inherit_env=False`` gives it ``env`` alone)."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        command: Sequence[str] = (sys.executable, "-m", "webhook_service", "serve"),
+        inherit_env: bool = True,
+        cwd: Path | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(self.port)}
+        base = os.environ if inherit_env else {}
+        self._env = {**base, **env, "HOST": "127.0.0.1", "PORT": str(self.port)}
+        self._command = list(command)
+        self._cwd = cwd
         self._log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
         with self._log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "webhook_service", "serve"],
+                self._command,
                 env=self._env,
+                cwd=self._cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -78,7 +78,7 @@ async def test_a_refusing_or_absent_target_is_reported(database_url: str) -> Non
         retry_delay=0.01,
     )
     assert absent.sent == 0
-    assert "ConnectError" in absent.rejected[0][1] and "after 2 retries" in absent.rejected[0][1]
+    assert "Cannot connect" in absent.rejected[0][1] and "after 2 retries" in absent.rejected[0][1]
 
 
 async def test_replay_command_exits_non_zero_on_bad_fixtures(

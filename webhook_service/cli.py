@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from webhook_service import logs
+from webhook_service import __version__, logs
 from webhook_service.config import ConfigError, Settings, load_settings
 from webhook_service.store import Store, StoreUnavailable
 
@@ -31,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="webhook-service",
         description="Keep pull requests and tasks in sync with GitHub.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the HTTP + Socket.IO server")
     serve.add_argument("--host", help="interface to bind (default: HOST or 127.0.0.1)")

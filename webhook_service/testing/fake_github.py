@@ -345,8 +345,9 @@ class FakeGitHub:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    async def start(self) -> str:
-        """Listen on a free port of 127.0.0.1; return the base URL (also :attr:`url`)."""
+    async def start(self, port: int = 0) -> str:
+        """Listen on 127.0.0.1 (``port`` 0: a free one); return the base URL (also
+        :attr:`url`)."""
         if self._runner is not None:
             return self.url
 
@@ -377,7 +378,7 @@ class FakeGitHub:
             self._routes[(method, path)] = (auth, handler)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
         self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
         self._session = aiohttp.ClientSession()
         self._cache.clear()  # rendered URLs now point at self.url
