@@ -1,6 +1,6 @@
 """Ingest benchmark: N signed, realistic pull_request deliveries at concurrency C.
 
-    .venv/bin/python scripts/bench_ingest.py [--backend postgresql|sqlite|both]
+    .venv-dev/bin/python scripts/bench_ingest.py [--backend postgresql|sqlite|both]
         [-n N] [-c C] [--prs P] [--keep]
         [--replicas R] [--message-queue URL|none]    (R > 1: --backend postgresql)
 

@@ -1,6 +1,6 @@
 """Poller benchmark: what the sync worker costs GitHub, against the fake GitHub.
 
-    .venv/bin/python scripts/bench_poll.py [--prs N] [--repos R] [--changed K]
+    .venv-dev/bin/python scripts/bench_poll.py [--prs N] [--repos R] [--changed K]
         [--also-changed K2] [--also-n N2] [--hour-changes H] [--postgres [URL]]
 
 Everything runs on 127.0.0.1. The parent process runs ``FakeGitHub``

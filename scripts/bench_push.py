@@ -1,6 +1,6 @@
 """Push benchmark: webhook POST -> Socket.IO event, and slow or stuck clients under load.
 
-    .venv/bin/python scripts/bench_push.py [--backend postgresql|sqlite|both]
+    .venv-dev/bin/python scripts/bench_push.py [--backend postgresql|sqlite|both]
         [--rate 200] [--seconds 20] [--clients 200] [--stuck 50] [--only push|slow]
         [--client-modes per-event,batch] [--push-replica [--message-queue URL]]
 

@@ -3,7 +3,7 @@
 Each scenario is a directory of deliveries numbered in the order GitHub would send
 them (``NN-<event>.<action>``); the derived bodies differ from the recorded ones only
 in the pull request's state, merge fields, draft flag and ``updated_at`` (and the
-action). Run it again to rebuild them: ``.venv/bin/python scripts/make_scenarios.py``.
+action). Run it again to rebuild them: ``.venv-dev/bin/python scripts/make_scenarios.py``.
 """
 
 from __future__ import annotations

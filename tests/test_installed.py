@@ -441,3 +441,51 @@ def test_pipx_install_gives_a_working_command(installed: Installed, tmp_path: Pa
                                             "DEV_MODE": "true"}, cwd=tmp_path)
     assert migrated.stdout.startswith("applied ") and database.exists()
     assert os.access(command, os.X_OK)
+
+
+# -- the README's quick start, as written ----------------------------------------------
+
+
+def _readme_block(after: str) -> str:
+    """The first ``sh`` code block of the README after the line ``after``."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("\n", text.index("```sh\n", text.index(f"\n{after}\n"))) + 1
+    return text[start : text.index("```", start)]
+
+
+async def test_the_readme_quick_start_runs_as_written(
+    installed: Installed, tmp_path: Path
+) -> None:
+    """In a copy of the checkout: the one command that installs and serves, then the
+    try-out with the shipped fixtures, each as the README writes it (the port aside:
+    PORT picks a free one, as a user whose 3000 is taken would)."""
+    serve_command = _readme_block("## Quick start")
+    try_out = _readme_block("and list what they did:")
+    assert serve_command.strip().endswith("scripts/serve")
+    checkout = tmp_path / "clone"
+    shutil.copytree(installed.source, checkout)
+    server = ServerProcess(
+        _clean_env(tmp_path), tmp_path / "quick-start.log",
+        command=["bash", "-c", serve_command.strip()], inherit_env=False,
+        cwd=checkout,
+    )
+    await asyncio.to_thread(server.start, 240.0)  # the first run installs .venv
+    try:
+        # The quick start's venv is what a user installs: no test extras in it.
+        assert not list((checkout / ".venv").glob("lib/python*/site-packages/httpx"))
+        env = _clean_env(tmp_path, PORT=str(server.port))
+        result = await asyncio.to_thread(
+            subprocess.run, ["bash", "-e", "-c", try_out], env=env, cwd=checkout,
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        sent = len(_fixture_bodies(checkout / "fixtures" / "deliveries"))
+        assert f"sent {sent}, applied " in result.stdout
+        assert "rejected 0, bad fixtures 0" in result.stdout
+        assert re.search(rf"^monitor\.deliveries_received\s+{sent}$", result.stdout, re.M), (
+            result.stdout
+        )
+        page = await asyncio.to_thread(_get, f"{server.url}/")  # the dashboard URL
+        assert b"socket.io" in page
+    finally:
+        await asyncio.to_thread(server.stop)
