@@ -4,10 +4,12 @@ and the PR Creator's answer. No I/O; imports nothing of the HTTP layer."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from webhook_service.core import PullRequest, timestamp
-from webhook_service.store import TaskRecord
+
+if TYPE_CHECKING:
+    from webhook_service.store import TaskRecord
 
 
 def pull_json(pr: PullRequest) -> dict[str, Any]:
