@@ -184,4 +184,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE cleanup_jobs ADD COLUMN branch TEXT",
         ),
     ),
+    Migration(
+        6,
+        "tasks: an index for paging newest first",
+        (
+            # GET /api/tasks pages by (created_at, id) descending (a keyset cursor);
+            # pull_requests pages by its UNIQUE (repository, number), events by id.
+            "CREATE INDEX tasks_created ON tasks (created_at, id)",
+        ),
+    ),
 )

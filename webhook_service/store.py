@@ -45,6 +45,7 @@ from webhook_service.payloads import RepositoryChange
 logger = logging.getLogger(__name__)
 
 PRKey = tuple[str, int]  # (repository, number)
+TaskKey = tuple[datetime, str]  # (created_at, id): the order of list_tasks
 
 #: Errors that mean "the database is not there" (HTTP 503), as opposed to a bug.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -528,16 +529,31 @@ class Store:
     # -- reads for the API ----------------------------------------------------
 
     async def list_pulls(
-        self, *, repository: str | None = None, status: str | None = None, limit: int = 500
+        self,
+        *,
+        repository: str | None = None,
+        status: str | None = None,
+        limit: int = 500,
+        after: PRKey | None = None,
     ) -> list[PullRequest]:
+        """Stored PRs in (repository, number) order: a unique key that never changes,
+        so paging by ``after`` (the last key of the previous page) neither repeats nor
+        skips a row, whatever is inserted or updated meanwhile."""
+        where = _Where()
+        where.equal("repository", repository, "text")
+        where.equal("status", status, "text")
+        if after is not None:
+            where.add(
+                f"(repository, number) > ({where.param(after[0])}::text,"
+                f" {where.param(after[1])}::int4)"
+            )
+            if after[0] == repository:  # the same, in a form SQLite's planner uses too
+                where.add(f"number > {where.param(after[1])}::int4")
         async with self.connection() as conn:
             rows = await conn.fetch(
-                f"SELECT {_PR_COLUMNS} FROM pull_requests"
-                " WHERE ($1::text IS NULL OR repository = $1) AND ($2::text IS NULL OR status = $2)"
-                " ORDER BY github_updated_at DESC LIMIT $3",
-                repository,
-                status,
-                limit,
+                f"SELECT {_PR_COLUMNS} FROM pull_requests{where.sql}"
+                f" ORDER BY repository, number LIMIT {where.param(limit)}",
+                *where.args,
             )
         return [_pull(r) for r in rows]
 
@@ -547,16 +563,28 @@ class Store:
         return prs.get((repository, number))
 
     async def list_tasks(
-        self, *, status: str | None = None, repository: str | None = None, limit: int = 500
+        self,
+        *,
+        status: str | None = None,
+        repository: str | None = None,
+        limit: int = 500,
+        after: TaskKey | None = None,
     ) -> list[TaskRecord]:
+        """Tasks newest first: (created_at, id) descending, a unique key that never
+        changes; ``after`` is the last key of the previous page (see list_pulls)."""
+        where = _Where()
+        where.equal("status", status, "text")
+        where.equal("repository", repository, "text")
+        if after is not None:
+            where.add(
+                f"(created_at, id) < ({where.param(after[0])}::timestamptz,"
+                f" {where.param(after[1])}::text)"
+            )
         async with self.connection() as conn:
             rows = await conn.fetch(
-                f"SELECT {_TASK_COLUMNS} FROM tasks"
-                " WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR repository = $2)"
-                " ORDER BY created_at DESC LIMIT $3",
-                status,
-                repository,
-                limit,
+                f"SELECT {_TASK_COLUMNS} FROM tasks{where.sql}"
+                f" ORDER BY created_at DESC, id DESC LIMIT {where.param(limit)}",
+                *where.args,
             )
         return [_task_record(r) for r in rows]
 
@@ -1153,6 +1181,30 @@ def _load_statement(d: _Dialect) -> str:
         f" UNION ALL SELECT {pr_nulls}, guid, outcome FROM webhook_deliveries"
         f" WHERE guid {d.member(1)}"
     )
+
+
+class _Where:
+    """A WHERE clause built from the filters given (None: no filter), so that each
+    combination is its own statement, planned with the indexes it can use."""
+
+    def __init__(self) -> None:
+        self.args: list[Any] = []
+        self._conditions: list[str] = []
+
+    def param(self, value: Any) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}"
+
+    def add(self, condition: str) -> None:
+        self._conditions.append(condition)
+
+    def equal(self, column: str, value: Any, kind: str) -> None:
+        if value is not None:
+            self.add(f"{column} = {self.param(value)}::{kind}")
+
+    @property
+    def sql(self) -> str:
+        return f" WHERE {' AND '.join(self._conditions)}" if self._conditions else ""
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
