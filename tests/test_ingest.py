@@ -582,9 +582,10 @@ async def test_events_since_returns_only_later_events(database_url: str) -> None
         assert await _events(client, since=ids[0]) == every[1:]
         assert await _events(client, since=ids[1]) == every[2:]
         latest = (await client.get(f"/api/events?since={ids[2]}", headers=AUTH)).json()
-        assert latest == {"events": [], "last_id": ids[2]}
+        assert latest == {"events": [], "last_id": ids[2], "next": None}
         first = (await client.get("/api/events?since=0&limit=1", headers=AUTH)).json()
-        assert first == {"events": every[:1], "last_id": ids[0]}
+        next_page = f"/api/events?limit=1&since={ids[0]}"
+        assert first == {"events": every[:1], "last_id": ids[0], "next": next_page}
         without_since = (await client.get("/api/events", headers=AUTH)).json()
         assert without_since["events"] == every
 

@@ -3,16 +3,33 @@
 Every ``/api`` route needs ``Authorization: Bearer API_TOKEN``. Errors are JSON
 ``{"error": "..."}`` with a 4xx status for bad requests and 503 when the database is
 unavailable.
+
+The lists (``/api/pulls``, ``/api/tasks``, ``/api/events``) are paged by keyset, not
+by offset: each page ends with ``next``, the relative URL of the following page (the
+same query with ``cursor=`` or, for events, ``since=`` moved on), or null after the
+last, and the same URL in a ``Link: <...>; rel="next"`` header. A cursor is the last
+row's key in the list's order, so rows written while a client pages never make it see
+a row twice or miss one that was there when it started:
+
+* pulls: ``(repository, number)`` ascending; tasks: ``(created_at, id)`` descending
+  (newest first); the cursor is base64url (unpadded) of the JSON
+  ``["pulls", repository, number]`` or ``["tasks", created_at, id]``: opaque to
+  clients, which only pass it back;
+* events: ``id`` ascending; ``since=ID`` is the cursor (``last_id`` of the page).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import orjson
 from starlette.requests import Request
@@ -29,6 +46,7 @@ from webhook_service.sync import PRSyncWorker
 from webhook_service.views import pull_json, task_json
 
 Handler = Callable[[Request], Awaitable[Response]]
+_Key = TypeVar("_Key")
 _REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 
 
@@ -72,6 +90,8 @@ def routes(ctx: Context) -> list[Route]:
                 return _json({"error": str(exc)}, exc.status)
             except StoreUnavailable:
                 return _json({"error": "database unavailable"}, 503)
+            if isinstance(body, _Page):
+                return body.response()
             return _json(body, status)
 
         return endpoint
@@ -237,8 +257,19 @@ async def _list_pulls(ctx: Context, request: Request) -> Any:
     status = request.query_params.get("status")
     if status is not None and status not in ("OPEN", "CLOSED", "MERGED"):
         raise APIError(400, "status must be OPEN, CLOSED or MERGED")
-    pulls = await ctx.store.list_pulls(repository=repository, status=status, limit=_limit(request))
-    return {"pulls": [pull_json(p) for p in pulls]}
+    limit = _limit(request)
+    after = _cursor(request, "pulls", _pull_key)
+    pulls = await ctx.store.list_pulls(
+        repository=repository, status=status, limit=limit + 1, after=after
+    )
+    page, more = pulls[:limit], len(pulls) > limit
+    last = page[-1] if more else None
+    return _Page(
+        {"pulls": [pull_json(p) for p in page]},
+        _next_url(request, cursor=_encode_cursor("pulls", last.repository, last.number))
+        if last is not None
+        else None,
+    )
 
 
 async def _get_pull(ctx: Context, request: Request) -> Any:
@@ -255,10 +286,19 @@ async def _list_tasks(ctx: Context, request: Request) -> Any:
     status = request.query_params.get("status")
     if status is not None and status not in TaskStatus.__members__:
         raise APIError(400, f"status must be one of {', '.join(TaskStatus)}")
+    limit = _limit(request)
+    after = _cursor(request, "tasks", _task_key)
     tasks = await ctx.store.list_tasks(
-        status=status, repository=_query_repo(request), limit=_limit(request)
+        status=status, repository=_query_repo(request), limit=limit + 1, after=after
     )
-    return {"tasks": [task_json(t) for t in tasks]}
+    page, more = tasks[:limit], len(tasks) > limit
+    last = page[-1] if more else None
+    return _Page(
+        {"tasks": [task_json(t) for t in page]},
+        _next_url(request, cursor=_encode_cursor("tasks", last.created_at.isoformat(), last.id))
+        if last is not None
+        else None,
+    )
 
 
 async def _create_task(ctx: Context, request: Request) -> Any:
@@ -348,12 +388,76 @@ async def _create_pr(ctx: Context, request: Request) -> Any:
 
 
 async def _events(ctx: Context, request: Request) -> Any:
+    """The stored events after ``since`` in id order; ``last_id`` is where to resume
+    (``since`` itself when there is nothing newer), ``next`` the following page while
+    more are stored now."""
     since = _int_param(request, "since", 0)
-    events = await ctx.store.events_since(since, _limit(request))
-    return {
-        "events": [e.message() for e in events],
-        "last_id": events[-1].id if events else since,
-    }
+    limit = _limit(request)
+    events = await ctx.store.events_since(since, limit + 1)
+    page = events[:limit]
+    last_id = page[-1].id if page else since
+    return _Page(
+        {"events": [e.message() for e in page], "last_id": last_id},
+        _next_url(request, since=str(last_id)) if len(events) > limit else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    """One page of a list: its body gets ``next``, its response a ``Link`` header."""
+
+    body: Mapping[str, Any]
+    next: str | None
+
+    def response(self) -> Response:
+        response = _json({**self.body, "next": self.next})
+        if self.next is not None:
+            response.headers["Link"] = f'<{self.next}>; rel="next"'
+        return response
+
+
+def _next_url(request: Request, **moved: str) -> str:
+    """This request's path and query with the ``moved`` parameters replaced."""
+    query = [(k, v) for k, v in request.query_params.multi_items() if k not in moved]
+    return f"{request.url.path}?{urlencode([*query, *moved.items()])}"
+
+
+def _encode_cursor(kind: str, *key: Any) -> str:
+    raw = orjson.dumps([kind, *key])
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _cursor(request: Request, kind: str, parse: Callable[[Sequence[Any]], _Key]) -> _Key | None:
+    """The key in ``?cursor=``, given out by this list (kind) earlier; 400 otherwise."""
+    raw = request.query_params.get("cursor")
+    if raw is None:
+        return None
+    try:
+        decoded = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        if not isinstance(decoded, list) or not decoded or decoded[0] != kind:
+            raise ValueError(kind)
+        return parse(decoded[1:])
+    except (binascii.Error, ValueError, TypeError):  # orjson.JSONDecodeError is a ValueError
+        raise APIError(
+            400, f"'cursor' is not a cursor of /api/{kind}: pass back the one a page gave"
+        ) from None
+
+
+def _pull_key(key: Sequence[Any]) -> tuple[str, int]:
+    match key:
+        case [str(repository), int(number)] if not isinstance(number, bool) and 0 < number < 2**31:
+            return repository, number
+    raise ValueError(key)
+
+
+def _task_key(key: Sequence[Any]) -> tuple[datetime, str]:
+    match key:
+        case [str(created_at), str(task_id)]:
+            created = datetime.fromisoformat(created_at)
+            if created.tzinfo is None:
+                raise ValueError(created_at)
+            return created.astimezone(UTC), task_id
+    raise ValueError(key)
 
 
 def _is_uuid(value: str) -> bool:
