@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, Route, expect
 
 from tests.browser import WAIT_MS, chromium, open_page
 from tests.helpers import API_TOKEN, AUTH, make_settings, payload, post_delivery
@@ -250,6 +250,45 @@ async def test_dashboard_follows_deliveries_live(database_url: str, backend: str
         await expect(page.locator("#content")).to_be_hidden()
         assert await stored_tokens(page) == []
 
+    assert problems == []
+
+
+async def test_dashboard_loads_every_page_of_the_lists(tmp_path: Path) -> None:
+    """The lists are loaded by following ``next``: with the page size cut to 2 (the
+    requests rewritten on their way), 5 PRs and 3 tasks take 3 and 2 requests."""
+    problems: list[str] = []
+    requested: list[str] = []
+
+    async def small_pages(route: Route) -> None:
+        url = route.request.url.replace("limit=5000", "limit=2")
+        requested.append(url)
+        await route.continue_(url=url)
+
+    settings = make_settings(f"sqlite:///{tmp_path / 'dashboard.db'}")
+    async with (
+        uvicorn_server(settings) as (_service, url),
+        httpx.AsyncClient(base_url=url, headers=AUTH, timeout=10) as http,
+        chromium() as browser,
+    ):
+        for n in range(1, 4):
+            created = await http.post("/api/tasks", json={"title": f"task {n}"})
+            assert created.status_code == 201, created.text
+        for n in range(1, 6):
+            opened = await post_delivery(http, payload("pull_request/opened", number=n, id=n))
+            assert opened.status_code == 200, opened.text
+        page = await open_page(browser, problems)
+        await page.route(re.compile(r"/api/(pulls|tasks)\?"), small_pages)
+        await page.goto(f"{url}/")
+        await enter_token(page, API_TOKEN)
+        await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+        await expect(page.locator("#pulls tbody tr")).to_have_count(5)
+        await expect(page.locator("#tasks tbody tr")).to_have_count(3)
+        for n in range(1, 6):
+            await expect(pr_row(page, REPO, n)).to_be_visible()
+    assert len([u for u in requested if "/api/pulls?" in u]) == 3, requested
+    assert len([u for u in requested if "/api/tasks?" in u]) == 2, requested
+    assert all("limit=2" in u for u in requested)
+    assert sum("cursor=" in u for u in requested) == 3  # every request but the first two
     assert problems == []
 
 

@@ -7,8 +7,9 @@
 //     included, so each one resumes from the last event applied. The server replays
 //     stored events after `since`, then streams live ones.
 //   * Without a cursor (first connection, nothing received yet) and on
-//     `resync_required`, the lists are (re)loaded from the HTTP API. Events arriving
-//     while a load is in flight are kept and applied after it, in order.
+//     `resync_required`, the lists are (re)loaded from the HTTP API, every page of
+//     them (each answer's `next` until it is null). Events arriving while a load is
+//     in flight are kept and applied after it, in order.
 //   * Events come in batches (`events`: a list, in id order, at most 20 per second),
 //     so a busy service costs the page one message per batch, not one per event.
 //   * Events are at least once: any event_id <= lastEventId is a repeat and dropped.
@@ -21,7 +22,7 @@
   const TOKEN_KEY = "webhook-service.dashboard.token";
   const FILTER_KEY = "webhook-service.dashboard.repository";
   const RETRY_MS = 5000;
-  const LIST_LIMIT = 5000;
+  const PAGE_SIZE = 5000; // rows per request while loading the lists (the API's maximum)
   const ASK =
     "Enter the service's API token (API_TOKEN). It is kept in this browser's local storage.";
 
@@ -173,6 +174,19 @@
     return response.json();
   }
 
+  // Every row of a list: the pages are followed through `next` (a path on this
+  // server), until it is null or the session ends.
+  async function apiAll(path, key, session) {
+    const rows = [];
+    let next = path;
+    while (next && session === state.session) {
+      const page = await api(next);
+      for (const row of page[key]) rows.push(row);
+      next = typeof page.next === "string" && page.next.startsWith("/api/") ? page.next : null;
+    }
+    return rows;
+  }
+
   const pullPath = (repository, number) => {
     const [owner, name] = repository.split("/");
     return `/api/pulls/${encodeURIComponent(owner)}/${encodeURIComponent(name)}/${number}`;
@@ -197,11 +211,11 @@
         do {
           state.reloadAgain = false;
           const [pulls, tasks] = await Promise.all([
-            api(`/api/pulls?limit=${LIST_LIMIT}`),
-            api(`/api/tasks?limit=${LIST_LIMIT}`),
+            apiAll(`/api/pulls?limit=${PAGE_SIZE}`, "pulls", session),
+            apiAll(`/api/tasks?limit=${PAGE_SIZE}`, "tasks", session),
           ]);
           if (session !== state.session) return;
-          replaceLists(pulls.pulls, tasks.tasks);
+          replaceLists(pulls, tasks);
         } while (state.reloadAgain && session === state.session);
       } catch (error) {
         failed = error;
@@ -251,9 +265,6 @@
     ui.tasksBody.replaceChildren();
     for (const key of state.pulls.keys()) renderPull(key, false);
     for (const id of state.tasks.keys()) renderTask(id, false);
-    if (pulls.length >= LIST_LIMIT || tasks.length >= LIST_LIMIT) {
-      showNotice(`Showing the first ${LIST_LIMIT} rows of each list.`);
-    }
     refreshFilterOptions();
     applyFilter();
   }
