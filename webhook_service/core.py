@@ -453,3 +453,29 @@ def decide_task_status(task: Task, wanted: TaskStatus, *, now: datetime) -> Deci
         frozenset({FollowUp.CLEANUP_WORKTREE}) if wanted is TaskStatus.DONE else frozenset()
     )
     return Decision(Outcome.UPDATED, None, changed, (event,), follow_ups)
+
+
+#: A task's fields an operator may change besides its status (``PATCH /api/tasks/{id}``).
+TASK_FIELDS: tuple[str, ...] = ("title", "repository", "branch", "worktree_path")
+
+
+def task_updated_event(
+    task_id: str,
+    changes: Mapping[str, tuple[str | None, str | None]],
+    *,
+    repository: str | None,
+    now: datetime,
+) -> EventDraft:
+    """An operator changed some of a task's TASK_FIELDS: ``changes`` maps each changed
+    field to (old, new). Its status has its own event (``task_status_change``)."""
+    return EventDraft(
+        type="task_updated",
+        repository=repository,
+        task_id=task_id,
+        payload={
+            "type": "task_updated",
+            "task_id": task_id,
+            "changes": {name: {"old": old, "new": new} for name, (old, new) in changes.items()},
+            "timestamp": timestamp(now),
+        },
+    )

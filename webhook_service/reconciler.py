@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from webhook_service.core import (
+    TASK_FIELDS,
     Decision,
     FollowUp,
     Observation,
@@ -33,6 +34,7 @@ from webhook_service.core import (
     decide,
     decide_link,
     decide_task_status,
+    task_updated_event,
 )
 from webhook_service.payloads import Delivery, RepositoryChange
 from webhook_service.store import (
@@ -44,6 +46,7 @@ from webhook_service.store import (
     Store,
     StoredEvent,
     StoreUnavailable,
+    TaskRecord,
     UnitOfWork,
     utcnow,
 )
@@ -196,14 +199,76 @@ class Reconciler:
 
     async def set_task_status(self, task_id: str, status: TaskStatus) -> Result:
         """An operator changes a task's status (``InvalidTransition`` if not allowed)."""
+        return (await self.edit_task(task_id, status=status))[1]
+
+    async def edit_task(
+        self,
+        task_id: str,
+        *,
+        status: TaskStatus | None = None,
+        fields: Mapping[str, str | None] | None = None,
+    ) -> tuple[TaskRecord, Result]:
+        """An operator changes a task: its status and/or some of its TASK_FIELDS, in
+        one transaction. Returns the task as committed.
+
+        * ``status``: as :func:`decide_task_status` (``InvalidTransition`` if the move
+          is not allowed; nothing is written then): ``task_status_change`` with
+          ``pr_trigger: false``.
+        * ``fields`` (title, repository, branch, worktree_path; None clears all but the
+          title): those that differ are written, with one ``task_updated`` event
+          listing them (old and new values).
+        * A new branch that names this task by TASK_BRANCH_PATTERN links the stored PRs
+          of that head that no task has yet, as the PRs' next observation would (the
+          reconciler links by the head branch): each as :func:`decide_link`, so the
+          task follows the PR's status (``task_status_change``, ``pr_trigger: true``),
+          after the status asked for here. Links are never undone: a PR keeps the task
+          it has, here as in :func:`decide`.
+        """
+        fields = fields or {}
+        if not set(fields) <= set(TASK_FIELDS) or fields.get("title", "") is None:
+            raise ValueError(f"not task fields to set: {dict(fields)}")
         now = self._clock()
         async with self._store.transaction() as uow:
-            task = (await uow.load_tasks([task_id])).get(task_id)
-            if task is None:
+            before = await uow.load_task_record(task_id)
+            if before is None:
                 raise LookupError(f"task {task_id} does not exist")
-            decision = decide_task_status(task, status, now=now)
-            events = await self._write_one(uow, decision, now)
-        return self._committed(decision, events)
+            task = Task(before.id, before.status)
+            decisions: list[Decision] = []
+            if status is not None:
+                decisions.append(decide_task_status(task, status, now=now))
+            changes = {
+                name: (old, new)
+                for name, new in fields.items()
+                if (old := getattr(before, name)) != new
+            }
+            events = [e for d in decisions for e in d.events]
+            if changes:
+                await uow.update_task_fields(task_id, {n: c[1] for n, c in changes.items()}, now)
+                repository = changes.get("repository", (None, before.repository))[1]
+                events.append(task_updated_event(task_id, changes, repository=repository, now=now))
+            branch = changes["branch"][1] if "branch" in changes else None
+            if branch is not None and self.task_for_branch(branch) == task_id:
+                for pr in await uow.unlinked_pulls_of_branch(branch):
+                    current = next((d.task for d in reversed(decisions) if d.task), task)
+                    decision = decide_link(pr, current, now=now, source=Source.MANUAL)
+                    decisions.append(decision)
+                    events.extend(decision.events)
+            final = next((d.task for d in reversed(decisions) if d.task), task)
+            stored = await uow.write(
+                Changes(
+                    pulls=[d.pr for d in decisions if d.pr],
+                    tasks=[final] if final != task else [],
+                    events=events,
+                    cleanups=_cleanups(decisions) if self._cleanup_on_merge else [],
+                ),
+                now,
+            )
+            after = await uow.load_task_record(task_id)
+            assert after is not None
+        if stored:
+            self._on_commit(stored)
+        outcome = Outcome.UPDATED if stored or after != before else Outcome.UNCHANGED
+        return after, Result(DeliveryStatus.APPLIED, outcome, str(outcome), tuple(stored))
 
     async def _write_one(
         self, uow: UnitOfWork, decision: Decision, now: datetime

@@ -32,6 +32,7 @@ import orjson
 from databases import Database
 
 from webhook_service.core import (
+    TASK_FIELDS,
     EventDraft,
     PRStatus,
     PullRequest,
@@ -1078,6 +1079,37 @@ class UnitOfWork:
             self._d.list_param(ids),
         )
         return {str(r["id"]): Task(str(r["id"]), TaskStatus(r["status"])) for r in rows}
+
+    async def load_task_record(self, task_id: str) -> TaskRecord | None:
+        rows = await self._conn.fetch(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = $1", task_id)
+        return _task_record(rows[0]) if rows else None
+
+    async def update_task_fields(
+        self, task_id: str, fields: Mapping[str, str | None], now: datetime
+    ) -> None:
+        """Set some of a task's TASK_FIELDS (title, repository, branch, worktree_path)."""
+        unknown = set(fields) - set(TASK_FIELDS)
+        if unknown:
+            raise ValueError(f"not editable task fields: {sorted(unknown)}")
+        if not fields:
+            return
+        names = list(fields)
+        assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=3))
+        await self._conn.execute(
+            f"UPDATE tasks SET updated_at = $2, {assignments} WHERE id = $1",
+            task_id,
+            now,
+            *(fields[name] for name in names),
+        )
+
+    async def unlinked_pulls_of_branch(self, branch: str) -> list[PullRequest]:
+        """Stored PRs whose head is ``branch`` and that no task has, by key."""
+        rows = await self._conn.fetch(
+            f"SELECT {_PR_COLUMNS} FROM pull_requests WHERE head_ref = $1 AND task_id IS NULL"
+            " ORDER BY repository, number",
+            branch,
+        )
+        return [_pull(r) for r in rows]
 
     async def write(self, changes: Changes, now: datetime) -> list[StoredEvent]:
         """Write ``changes``; returns the stored events with their ids.
