@@ -1,4 +1,7 @@
-"""Tasks by hand: PATCH /api/tasks/{id} and the original design's health check."""
+"""Tasks by hand: PATCH /api/tasks/{id} and the original design's health check.
+
+(The PATCH of fields other than the status: tests/test_task_edits.py.)
+"""
 
 from __future__ import annotations
 
@@ -34,7 +37,8 @@ async def test_status_changes_by_hand_follow_the_allowed_transitions(database_ur
         ({"status": "NOPE"}, 400),
         ({"status": 3}, 400),
         ({}, 400),
-        ({"status": "DONE", "title": "x"}, 400),
+        ({"status": "DONE", "bogus": "x"}, 400),
+        ({"status": "TODO", "title": ""}, 400),
     ],
 )
 async def test_bad_patch_bodies_are_400(

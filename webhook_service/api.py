@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from webhook_service.core import InvalidTransition, Source, TaskStatus
+from webhook_service.core import TASK_FIELDS, InvalidTransition, Source, TaskStatus
 from webhook_service.creator import CreateError, create_pull_request
 from webhook_service.github import GitHubError
 from webhook_service.payloads import PayloadError
@@ -175,26 +175,56 @@ def _health(ctx: Context) -> Handler:
     return health
 
 
+_PATCHABLE = ("status", *TASK_FIELDS)
+
+
 async def _patch_task(ctx: Context, request: Request) -> Any:
-    """Change a task's status by hand: ``{"status": "IMPLEMENTING"}``."""
+    """Change a task by hand: any of ``status``, ``title``, ``repository``, ``branch``
+    and ``worktree_path`` (validated as by ``POST /api/tasks``; null clears all but
+    status and title), in one transaction (see ``Reconciler.edit_task``)."""
     task_id = str(request.path_params["task_id"]).lower()
     data = await _body(request)
-    status = data.get("status")
-    if (
-        set(data) != {"status"}
-        or not isinstance(status, str)
-        or status not in TaskStatus.__members__
-    ):
-        raise APIError(400, f"expected {{'status': one of {', '.join(TaskStatus)}}}")
+    for name in data:
+        if name not in _PATCHABLE:
+            raise APIError(400, f"'{name}' cannot be changed; give any of {', '.join(_PATCHABLE)}")
+    if not data:
+        raise APIError(400, f"nothing to change; give any of {', '.join(_PATCHABLE)}")
+    status = _task_status(data["status"]) if "status" in data else None
     try:
-        await ctx.reconciler.set_task_status(task_id, TaskStatus(status))
+        task, _ = await ctx.reconciler.edit_task(task_id, status=status, fields=_task_fields(data))
     except LookupError as exc:
         raise APIError(404, str(exc)) from None
     except InvalidTransition as exc:
         raise APIError(409, str(exc)) from None
-    task = await ctx.store.get_task(task_id)
-    assert task is not None
     return task_json(task)
+
+
+def _task_fields(data: Mapping[str, Any]) -> dict[str, str | None]:
+    """The TASK_FIELDS present in a task's JSON (POST and PATCH), validated: a
+    non-empty title (stripped), a repository as owner/name, branch and worktree_path
+    non-empty; those three may be null (none)."""
+    fields: dict[str, str | None] = {}
+    for name in TASK_FIELDS:
+        if name not in data:
+            continue
+        value = data[name]
+        if name == "title":
+            if not isinstance(value, str) or not value.strip():
+                raise APIError(400, "'title' must be a non-empty string")
+            fields[name] = value.strip()
+            continue
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise APIError(400, f"'{name}' must be a non-empty string or null")
+        if name == "repository" and value is not None and not _REPO.fullmatch(value):
+            raise APIError(400, "'repository' must be owner/name")
+        fields[name] = value
+    return fields
+
+
+def _task_status(value: Any) -> TaskStatus:
+    if not isinstance(value, str) or value not in TaskStatus.__members__:
+        raise APIError(400, f"'status' must be one of {', '.join(TaskStatus)}")
+    return TaskStatus(value)
 
 
 async def _force_sync(ctx: Context, request: Request) -> Any:
@@ -303,31 +333,21 @@ async def _list_tasks(ctx: Context, request: Request) -> Any:
 
 async def _create_task(ctx: Context, request: Request) -> Any:
     data = await _body(request)
-    title = data.get("title")
-    if not isinstance(title, str) or not title.strip():
+    if data.get("title") is None:
         raise APIError(400, "'title' is required and must be a non-empty string")
+    fields = _task_fields(data)
     task_id = data.get("id") or str(uuid.uuid4())
     if not isinstance(task_id, str) or not _is_uuid(task_id):
         raise APIError(400, "'id' must be a UUID")
-    fields = {}
-    for name in ("repository", "branch", "worktree_path"):
-        value = data.get(name)
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise APIError(400, f"'{name}' must be a non-empty string")
-        fields[name] = value
-    if fields["repository"] is not None and not _REPO.fullmatch(fields["repository"]):
-        raise APIError(400, "'repository' must be owner/name")
-    status = data.get("status", TaskStatus.TODO)
-    if status not in TaskStatus.__members__:
-        raise APIError(400, f"'status' must be one of {', '.join(TaskStatus)}")
+    status = _task_status(data["status"]) if "status" in data else TaskStatus.TODO
     now = utcnow()
     task = TaskRecord(
         id=task_id.lower(),
-        title=title.strip(),
-        status=TaskStatus(status),
-        repository=fields["repository"],
-        branch=fields["branch"],
-        worktree_path=fields["worktree_path"],
+        title=str(fields["title"]),
+        status=status,
+        repository=fields.get("repository"),
+        branch=fields.get("branch"),
+        worktree_path=fields.get("worktree_path"),
         created_at=now,
         updated_at=now,
     )
