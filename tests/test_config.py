@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.helpers import app_private_key
 from webhook_service.config import (
     DEFAULT_DATABASE_URL,
     DEFAULT_TASK_BRANCH_PATTERN,
@@ -75,6 +79,7 @@ def test_values_are_read() -> None:
         GITHUB_API_URL="https://ghe.example.com/api/v3/",
         GITHUB_REPOSITORIES="octo/one, octo/two.js",
         APP_ID="12345",
+        PRIVATE_KEY=PEM,
         SYNC_INTERVAL="2.5",
         SYNC_BATCH_SIZE="50",
         SYNC_MAX_CONCURRENCY="10",
@@ -199,6 +204,14 @@ def test_dev_mode_false_still_refuses(value: str) -> None:
         ("SYNC_RETRY_ATTEMPTS", "21"),
         ("INGEST_BATCH_MAX", "0"),
         ("LOG_FORMAT", "xml"),
+        ("LOG_LEVEL", "LOUD"),
+        ("DATABASE_URL", "mysql://db/hooks"),
+        ("DATABASE_URL", "webhook-service.db"),
+        ("GITHUB_API_URL", "api.github.com"),
+        ("GHE_HOST", "https://github.example.com"),
+        ("GHE_HOST", "github.example.com/api/v3"),
+        ("GHE_PROTOCOL", "ftp"),
+        ("APP_ID", "my-app"),
         ("TASK_BRANCH_PATTERN", r"^task/(.+)$"),
         ("TASK_BRANCH_PATTERN", r"^task/(?P<id>.+)$"),
         ("TASK_BRANCH_PATTERN", r"^task/(?P<task_id>.+"),
@@ -246,6 +259,25 @@ def test_env_file_is_read(tmp_path: Path) -> None:
     assert settings.log_format == "json"
 
 
+def test_env_file_inline_comments_quotes_and_multiline_values(tmp_path: Path) -> None:
+    path = _write_env(
+        tmp_path,
+        "WEBHOOK_SECRET=abc # note\n"  # an inline comment is not part of the value
+        "API_TOKEN='tok # not a comment'\n"
+        "SOCKETIO_CHANNEL=a#b\n"  # no space before '#': part of the value
+        'TASK_BRANCH_PATTERN="^task/(?P<task_id>[0-9a-f-]{36})$"\n'
+        "GITHUB_REPOSITORIES='octo/one,\n  octo/two'\n"  # quoted: may span lines
+        "DATABASE_URL=sqlite:///./${HOME}.db\n",  # no ${VAR} expansion
+    )
+    settings = load_settings({}, env_file=path)
+    assert [s.reveal() for s in settings.webhook_secrets] == ["abc"]
+    assert settings.api_token == Secret("tok # not a comment")
+    assert settings.socketio_channel == "a#b"
+    assert settings.task_branch_pattern.pattern == "^task/(?P<task_id>[0-9a-f-]{36})$"
+    assert settings.github_repositories == ("octo/one", "octo/two")
+    assert settings.database_url.reveal() == "sqlite:///./${HOME}.db"
+
+
 def test_environment_wins_over_env_file(tmp_path: Path) -> None:
     path = _write_env(tmp_path, "PORT=4000\nWEBHOOK_SECRET=from-file\nHOST=file-host\n")
     settings = load_settings({"PORT": "5000", "WEBHOOK_SECRET": "from-env"}, env_file=path)
@@ -266,9 +298,12 @@ def test_missing_env_file_is_ignored(tmp_path: Path) -> None:
     assert load_settings({}, env_file=tmp_path / "absent.env") == Settings()
 
 
-def test_malformed_env_file_names_file_and_line(tmp_path: Path) -> None:
-    path = _write_env(tmp_path, "PORT=1\nthis is not a setting\n")
-    with pytest.raises(ConfigError, match=r"\.env:2"):
+@pytest.mark.parametrize(
+    "line", ["this is not a setting", "PORT", "WEBHOOK_SECRET='never closed"]
+)
+def test_malformed_env_file_names_file_and_line(tmp_path: Path, line: str) -> None:
+    path = _write_env(tmp_path, f"PORT=1\n{line}\nHOST=x\n")
+    with pytest.raises(ConfigError, match=r"\.env:2: expected KEY=value"):
         load_settings({}, env_file=path)
 
 
@@ -278,53 +313,148 @@ def test_bad_value_from_env_file_names_variable(tmp_path: Path) -> None:
         load_settings({}, env_file=path)
 
 
-# -- private key -------------------------------------------------------------------------
+# -- private key and APP_ID ---------------------------------------------------------------
 
-PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\nabcdef\n-----END RSA PRIVATE KEY-----\n"
+#: A real RSA key in PEM, as GitHub hands it out (the App's "Generate a private key").
+PEM = app_private_key()
+APP = {"APP_ID": "12345"}
+
+
+def _key(settings: Settings) -> str:
+    assert settings.private_key is not None
+    return settings.private_key.reveal()
 
 
 def test_private_key_literal_backslash_n_becomes_newlines() -> None:
     one_line = PEM.replace("\n", "\\n")
     assert "\n" not in one_line
-    settings = _load(PRIVATE_KEY=one_line)
-    assert settings.private_key is not None
-    assert settings.private_key.reveal() == PEM
-    assert settings.private_key.reveal().count("\n") == 4
+    assert _key(_load(**APP, PRIVATE_KEY=one_line)) == PEM.strip()
 
 
 def test_private_key_with_real_newlines_is_kept() -> None:
-    settings = _load(PRIVATE_KEY=PEM)
-    assert settings.private_key is not None
-    assert settings.private_key.reveal() == PEM.strip()
+    assert _key(_load(**APP, PRIVATE_KEY=PEM)) == PEM.strip()
+
+
+def test_private_key_may_be_base64_of_the_pem() -> None:
+    # Probot (and kodiak) accept the .pem file base64-encoded: one line, no quoting.
+    encoded = base64.b64encode(PEM.encode()).decode()
+    assert _key(_load(**APP, PRIVATE_KEY=encoded)) == PEM.strip()
 
 
 def test_private_key_from_env_file_with_escaped_newlines(tmp_path: Path) -> None:
     one_line = PEM.strip().replace("\n", "\\n")
-    path = _write_env(tmp_path, f'PRIVATE_KEY="{one_line}"\n')
+    path = _write_env(tmp_path, f'APP_ID=1\nPRIVATE_KEY="{one_line}"\n')
+    assert _key(load_settings({}, env_file=path)) == PEM.strip()
+
+
+def test_private_key_from_env_file_on_several_lines(tmp_path: Path) -> None:
+    path = _write_env(tmp_path, f'APP_ID=1\nPRIVATE_KEY="{PEM.strip()}"\nPORT=4000\n')
     settings = load_settings({}, env_file=path)
-    assert settings.private_key is not None
-    assert settings.private_key.reveal() == PEM.strip()
+    assert _key(settings) == PEM.strip()
+    assert settings.port == 4000  # the lines after the key are read too
 
 
 def test_private_key_path_is_read(tmp_path: Path) -> None:
     key_file = tmp_path / "app.pem"
     key_file.write_text(PEM)
-    settings = _load(PRIVATE_KEY_PATH=str(key_file))
-    assert settings.private_key is not None
-    assert settings.private_key.reveal() == PEM
+    assert _key(_load(**APP, PRIVATE_KEY_PATH=str(key_file))) == PEM.strip()
 
 
 def test_private_key_wins_over_private_key_path(tmp_path: Path) -> None:
     key_file = tmp_path / "app.pem"
-    key_file.write_text("from the file")
-    settings = _load(PRIVATE_KEY="inline key", PRIVATE_KEY_PATH=str(key_file))
-    assert settings.private_key is not None
-    assert settings.private_key.reveal() == "inline key"
+    key_file.write_text("not even a key: never read")
+    assert _key(_load(**APP, PRIVATE_KEY=PEM, PRIVATE_KEY_PATH=str(key_file))) == PEM.strip()
 
 
 def test_unreadable_private_key_path_names_variable(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="PRIVATE_KEY_PATH"):
-        _load(PRIVATE_KEY_PATH=str(tmp_path / "missing.pem"))
+    with pytest.raises(ConfigError, match=r"PRIVATE_KEY_PATH: cannot read .*missing\.pem"):
+        _load(**APP, PRIVATE_KEY_PATH=str(tmp_path / "missing.pem"))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\nabcdef\n"
+        "-----END RSA PRIVATE KEY-----\n",
+        PEM[:200],  # cut short
+        "c2hvcnQ=",  # base64, but not of a PEM
+        "ghp_this-is-a-token-not-a-key",
+    ],
+    ids=["garbled", "truncated", "base64-not-pem", "a-token"],
+)
+def test_malformed_private_key_refuses_to_start(key: str) -> None:
+    # Before, each sync cycle logged a 40-line traceback while /health said healthy.
+    with pytest.raises(ConfigError, match=r"^PRIVATE_KEY is not a readable RSA private key"):
+        _load(**APP, PRIVATE_KEY=key)
+
+
+def test_private_key_file_that_is_not_a_key_names_the_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "app.pem"
+    key_file.write_text("hello\n")
+    with pytest.raises(ConfigError, match=r"PRIVATE_KEY_PATH \(.*app\.pem\) is not a readable"):
+        _load(**APP, PRIVATE_KEY_PATH=str(key_file))
+
+
+def test_private_key_of_another_kind_is_refused() -> None:
+    ec_pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+    with pytest.raises(ConfigError, match="PRIVATE_KEY is not an RSA key"):
+        _load(**APP, PRIVATE_KEY=ec_pem)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"APP_ID": "12345"}, "APP_ID is set but PRIVATE_KEY or PRIVATE_KEY_PATH is not"),
+        ({"PRIVATE_KEY": PEM}, "PRIVATE_KEY is set but APP_ID is not"),
+    ],
+    ids=["app-id-alone", "key-alone"],
+)
+def test_app_id_and_key_come_together(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _load(**env)
+
+
+def test_key_path_without_app_id_names_the_path_setting(tmp_path: Path) -> None:
+    key_file = tmp_path / "app.pem"
+    key_file.write_text(PEM)
+    with pytest.raises(ConfigError, match="PRIVATE_KEY_PATH is set but APP_ID is not"):
+        _load(PRIVATE_KEY_PATH=str(key_file))
+
+
+# -- GitHub Enterprise Server -------------------------------------------------------------
+
+
+def test_github_urls_default_to_github_com() -> None:
+    settings = _load()
+    assert (settings.github_url, settings.github_api_url) == (
+        "https://github.com",
+        "https://api.github.com",
+    )
+
+
+def test_ghe_host_sets_web_and_api_urls() -> None:
+    settings = _load(GHE_HOST="github.example.com")
+    assert settings.github_url == "https://github.example.com"
+    assert settings.github_api_url == "https://github.example.com/api/v3"
+
+
+def test_ghe_protocol_and_port() -> None:
+    settings = _load(GHE_HOST="ghe.internal:8443", GHE_PROTOCOL="http")
+    assert settings.github_api_url == "http://ghe.internal:8443/api/v3"
+
+
+def test_github_api_url_wins_over_ghe_host_for_the_api() -> None:
+    settings = _load(GHE_HOST="github.example.com", GITHUB_API_URL="http://127.0.0.1:9/")
+    assert settings.github_api_url == "http://127.0.0.1:9"
+    assert settings.github_url == "https://github.example.com"
 
 
 # -- secrets stay hidden -----------------------------------------------------------------
@@ -333,7 +463,8 @@ SECRET_VALUES = {
     "WEBHOOK_SECRET": "whsec-alpha-1111,whsec-beta-2222",
     "API_TOKEN": "api-token-3333",
     "GITHUB_TOKEN": "ghp_token4444",
-    "PRIVATE_KEY": "-----BEGIN KEY-----\\nkeymaterial5555\\n-----END KEY-----",
+    "APP_ID": "12345",
+    "PRIVATE_KEY": PEM.replace("\n", "\\n"),
     "DATABASE_URL": "postgresql://app:dbpass6666@db.internal:5432/hooks",
 }
 REVEALING = [
@@ -341,7 +472,7 @@ REVEALING = [
     "whsec-beta-2222",
     "api-token-3333",
     "ghp_token4444",
-    "keymaterial5555",
+    PEM.splitlines()[5],  # a line of the key material
     "dbpass6666",
 ]
 

@@ -3,16 +3,25 @@
 Values come from the environment, then a ``.env`` file in the working directory, then
 the defaults below. Nothing is read at import time: call :func:`load_settings`.
 Secrets are wrapped in :class:`Secret`, whose repr never shows the value.
+
+``.env`` is read by python-dotenv's parser (the syntax its users know: ``export``,
+quotes, inline ``# comments`` after an unquoted value, multi-line quoted values), with
+no ``${VAR}`` expansion: a secret is taken as written. Where Probot has a name for a
+setting (``APP_ID``, ``PRIVATE_KEY``, ``WEBHOOK_SECRET``, ``GHE_HOST``...), it is used.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from dotenv.parser import parse_stream
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +74,8 @@ class Settings:
     # GitHub access (used by the poller and the PR creator).
     github_token: Secret | None = None
     github_api_url: str = "https://api.github.com"
+    #: GitHub's web address (GitHub Enterprise Server: ``GHE_HOST``'s).
+    github_url: str = "https://github.com"
     github_repositories: tuple[str, ...] = ()
     app_id: str | None = None
     private_key: Secret | None = None
@@ -123,13 +134,8 @@ def load_settings(environ: Mapping[str, str], *, env_file: Path | None = Path(".
     values = dict(read_env_file(env_file)) if env_file is not None and env_file.is_file() else {}
     values.update(environ)
     reader = _Reader(values)
-    private_key = reader.text("PRIVATE_KEY")
-    key_path = reader.text("PRIVATE_KEY_PATH")
-    if private_key is None and key_path is not None:
-        try:
-            private_key = Path(key_path).read_text()
-        except OSError as exc:
-            raise ConfigError(f"PRIVATE_KEY_PATH: cannot read {key_path}: {exc}") from exc
+    github_url, github_api_url = _github_urls(reader)
+    app_id, private_key = _app_credentials(reader)
     settings = Settings(
         webhook_secrets=tuple(Secret(s) for s in reader.csv("WEBHOOK_SECRET")),
         webhook_path=reader.text("WEBHOOK_PATH") or "/webhooks/github",
@@ -137,17 +143,17 @@ def load_settings(environ: Mapping[str, str], *, env_file: Path | None = Path(".
         dev_mode=reader.boolean("DEV_MODE", False),
         host=reader.text("HOST") or "127.0.0.1",
         port=reader.integer("PORT", 3000, low=0, high=65535),
-        log_level=(reader.text("LOG_LEVEL") or "INFO").upper(),
+        log_level=reader.choice("LOG_LEVEL", _LOG_LEVELS, "info").upper(),
         log_format=reader.choice("LOG_FORMAT", ("console", "json"), "console"),
-        database_url=Secret(reader.text("DATABASE_URL") or DEFAULT_DATABASE_URL),
+        database_url=Secret(_database_url(reader)),
         retention_days=reader.number("RETENTION_DAYS", 7.0, low=0.001),
         task_branch_pattern=reader.pattern("TASK_BRANCH_PATTERN", DEFAULT_TASK_BRANCH_PATTERN),
         github_token=reader.secret("GITHUB_TOKEN"),
-        github_api_url=(reader.text("GITHUB_API_URL") or "https://api.github.com").rstrip("/"),
+        github_api_url=github_api_url,
+        github_url=github_url,
         github_repositories=tuple(_repository(r) for r in reader.csv("GITHUB_REPOSITORIES")),
-        app_id=reader.text("APP_ID"),
-        # PEMs pasted into one line with literal "\n" are accepted.
-        private_key=Secret(private_key.replace("\\n", "\n")) if private_key else None,
+        app_id=app_id,
+        private_key=private_key,
         sync_interval=reader.number("SYNC_INTERVAL", 60.0, low=1.0),
         sync_batch_size=reader.integer("SYNC_BATCH_SIZE", 20, low=1, high=1000),
         sync_max_concurrency=reader.integer("SYNC_MAX_CONCURRENCY", 5, low=1, high=100),
@@ -171,21 +177,122 @@ def load_settings(environ: Mapping[str, str], *, env_file: Path | None = Path(".
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """``KEY=value`` lines; ``#`` comments, ``export`` prefixes and quotes allowed."""
+    """A ``.env`` file's ``KEY=value`` bindings, as python-dotenv reads them (no
+    ``${VAR}`` expansion). A line it cannot read is an error naming the file and line:
+    a setting silently dropped would be worse."""
     values: dict[str, str] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        line = line.removeprefix("export ").strip()
-        key, sep, value = line.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise ConfigError(f"{path}:{number}: expected KEY=value")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip()] = value
+    with path.open(encoding="utf-8") as stream:
+        for binding in parse_stream(stream):
+            if binding.error or (binding.key is not None and binding.value is None):
+                raise ConfigError(f"{path}:{binding.original.line}: expected KEY=value")
+            if binding.key is not None and binding.value is not None:
+                values[binding.key] = binding.value
     return values
+
+
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _database_url(reader: _Reader) -> str:
+    url = reader.text("DATABASE_URL") or DEFAULT_DATABASE_URL
+    scheme = urlsplit(url).scheme
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        raise ConfigError(
+            f"DATABASE_URL must start with sqlite:/// or postgresql://, got {redact_url(url)!r}"
+            f" (e.g. {DEFAULT_DATABASE_URL} or postgresql://user@host:5432/db)"
+        )
+    return url
+
+
+def _github_urls(reader: _Reader) -> tuple[str, str]:
+    """GitHub's web and API base URLs: github.com's, or a GitHub Enterprise Server's
+    (``GHE_HOST``, ``GHE_PROTOCOL``: Probot's names). ``GITHUB_API_URL``, when set, is
+    the API's (a local fake, a proxy)."""
+    web, api = "https://github.com", "https://api.github.com"
+    host = reader.text("GHE_HOST")
+    protocol = reader.choice("GHE_PROTOCOL", ("https", "http"), "https")
+    if host is not None:
+        if "/" in host or not re.fullmatch(r"[A-Za-z0-9.-]+(:\d+)?", host):
+            raise ConfigError(
+                f"GHE_HOST must be a host name such as github.example.com (no scheme or path),"
+                f" got {host!r}"
+            )
+        web = f"{protocol}://{host}"
+        api = f"{web}/api/v3"
+    api = (reader.text("GITHUB_API_URL") or api).rstrip("/")
+    if urlsplit(api).scheme not in ("http", "https") or not urlsplit(api).netloc:
+        raise ConfigError(f"GITHUB_API_URL must be an http(s) URL, got {api!r}")
+    return web, api
+
+
+def _app_credentials(reader: _Reader) -> tuple[str | None, Secret | None]:
+    """``APP_ID`` and the App's private key, both or neither.
+
+    The key comes from ``PRIVATE_KEY`` (PEM; with literal ``\\n`` for newlines, as
+    one-line environments need; or base64 of the PEM, as Probot accepts) or else from
+    the file ``PRIVATE_KEY_PATH``. It is checked here, so that a key GitHub could
+    never accept stops the start with one line instead of failing every sync cycle.
+    """
+    app_id = reader.text("APP_ID")
+    if app_id is not None and not app_id.isdigit():
+        raise ConfigError(
+            f"APP_ID must be the App's numeric id (its settings page: 'App ID'), got {app_id!r}"
+        )
+    source, text = "PRIVATE_KEY", reader.text("PRIVATE_KEY")
+    key_path = reader.text("PRIVATE_KEY_PATH")
+    if text is None and key_path is not None:
+        source = f"PRIVATE_KEY_PATH ({key_path})"
+        try:
+            text = Path(key_path).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"PRIVATE_KEY_PATH: cannot read {key_path}: {exc}; point it at the .pem file"
+                " GitHub let you download from the App's settings"
+            ) from exc
+    if (app_id is None) != (text is None):
+        given, missing = (
+            ("APP_ID", "PRIVATE_KEY or PRIVATE_KEY_PATH")
+            if text is None
+            else ("PRIVATE_KEY" if source == "PRIVATE_KEY" else "PRIVATE_KEY_PATH", "APP_ID")
+        )
+        raise ConfigError(
+            f"{given} is set but {missing} is not: a GitHub App needs both (or unset {given})"
+        )
+    if text is None:
+        return None, None
+    pem = _pem(text)
+    _check_private_key(pem, source)
+    return app_id, Secret(pem)
+
+
+def _pem(text: str) -> str:
+    text = text.strip()
+    if "-----BEGIN" not in text:
+        try:
+            decoded = base64.b64decode("".join(text.split()), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return text  # neither PEM nor base64: _check_private_key says so
+        if "-----BEGIN" in decoded:
+            text = decoded.strip()
+    # PEMs pasted into one line with literal "\n" are accepted.
+    return text.replace("\\n", "\n").strip()
+
+
+def _check_private_key(pem: str, source: str) -> None:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(
+            f"{source} is not a readable RSA private key ({reason}); use the App's .pem"
+            " file as GitHub gave it (PEM, or that file's contents base64-encoded)"
+        ) from None
+    if not isinstance(key, RSAPrivateKey):
+        raise ConfigError(f"{source} is not an RSA key: GitHub Apps sign with RSA (RS256)")
 
 
 def _hook_ids(entries: list[str], repositories: list[str]) -> tuple[tuple[str, int], ...]:
@@ -263,10 +370,10 @@ class _Reader:
         return number
 
     def choice(self, key: str, options: tuple[str, ...], default: str) -> str:
-        value = (self.text(key) or default).lower()
-        if value not in options:
-            raise ConfigError(f"{key} must be one of {', '.join(options)}, got {value!r}")
-        return value
+        given = self.text(key) or default
+        if given.lower() not in options:
+            raise ConfigError(f"{key} must be one of {', '.join(options)}, got {given!r}")
+        return given.lower()
 
     def pattern(self, key: str, default: str) -> re.Pattern[str]:
         source = self.text(key) or default
