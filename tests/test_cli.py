@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import AUTH, make_settings, running_app
-from tests.servers import uvicorn_server
+from tests.servers import free_port, uvicorn_server
 from webhook_service.testing import FakeGitHub
 
 
@@ -125,3 +128,71 @@ async def test_create_pr_over_the_api_and_the_command_line(
             task = (await client.get(f"/api/tasks/{tasks[1]}", headers=AUTH)).json()
             assert task["status"] == "CODE_REVIEWING"
         assert len(github.pulls("x/y")) == 2
+
+
+# -- startup mistakes: one line that names the setting, exit 2, no traceback ------------
+
+STARTUP_MISTAKES = {
+    "database-refused": ({"DATABASE_URL": "postgresql://u@127.0.0.1:1/test"}, "DATABASE_URL"),
+    "database-folder-missing": ({"DATABASE_URL": "sqlite:///./no/dir/x.db"}, "DATABASE_URL"),
+    "database-scheme": ({"DATABASE_URL": "mysql://db/hooks"}, "DATABASE_URL"),
+    "database-in-memory": ({"DATABASE_URL": "sqlite:///:memory:"}, "DATABASE_URL"),
+    "key-file-unreadable": (
+        {"APP_ID": "1", "PRIVATE_KEY_PATH": "./missing.pem"},
+        "PRIVATE_KEY_PATH",
+    ),
+    "key-malformed": ({"APP_ID": "1", "PRIVATE_KEY": "not a key"}, "PRIVATE_KEY"),
+    "app-id-without-key": ({"APP_ID": "1"}, "APP_ID"),
+    "interval": ({"SYNC_INTERVAL": "soon"}, "SYNC_INTERVAL"),
+    "log-level": ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+    "host-not-here": ({"HOST": "192.0.2.1"}, "HOST"),  # TEST-NET-1: never this machine's
+    "no-secrets": ({"WEBHOOK_SECRET": ""}, "WEBHOOK_SECRET"),
+}
+
+
+@pytest.mark.parametrize("mistake", list(STARTUP_MISTAKES))
+async def test_startup_mistake_is_one_line_naming_the_setting(
+    mistake: str, tmp_path: Path
+) -> None:
+    env, setting = STARTUP_MISTAKES[mistake]
+    base = {"WEBHOOK_SECRET": "s", "API_TOKEN": "t", "PORT": str(free_port())}
+    code, out, err = await run("serve", env={**base, **env}, cwd=tmp_path)
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("webhook-service: ")
+    assert setting in err
+    assert out == ""
+
+
+async def test_port_in_use_is_one_line_naming_port(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"WEBHOOK_SECRET": "s", "API_TOKEN": "t", "PORT": str(port)}
+        code, _out, err = await run("serve", env=env, cwd=tmp_path)
+    assert code == 2
+    assert err.strip() == (
+        f"webhook-service: PORT: 127.0.0.1:{port} is already in use (another"
+        " webhook-service?); stop that process or choose another port with --port or PORT"
+    )
+
+
+async def test_malformed_env_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("WEBHOOK_SECRET=s\nAPI_TOKEN\n")
+    code, _out, err = await run("serve", env={}, cwd=tmp_path)
+    assert code == 2
+    assert err.strip() == "webhook-service: configuration error: .env:2: expected KEY=value"
+
+
+@pytest.mark.parametrize("command", [("migrate",), ("tasks",)])
+async def test_commands_name_an_unusable_database(command: tuple[str, ...], tmp_path: Path) -> None:
+    env = {"DATABASE_URL": "postgresql://app:pw-9999@127.0.0.1:1/hooks"}
+    code, _out, err = await run(*command, env=env, cwd=tmp_path)
+    assert code == 2
+    assert err.startswith(
+        "webhook-service: DATABASE_URL: cannot use postgresql://app:***@127.0.0.1:1/hooks: "
+    )
+    assert "pw-9999" not in err
+    assert len(err.strip().splitlines()) == 1, err

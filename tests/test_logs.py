@@ -236,6 +236,7 @@ def test_asyncpg_reconnect_attempts_are_one_line_and_quiet_during_a_reported_out
     assert pool.filter(other)
 
     availability = Availability()
+    availability.answered()  # it answered once: what follows is an outage
     exc = availability.failed("cannot connect to the database: refused")
     try:
         assert exc.reported and availability.down
@@ -245,3 +246,16 @@ def test_asyncpg_reconnect_attempts_are_one_line_and_quiet_during_a_reported_out
         availability.answered()
     assert not availability.down
     assert pool.filter(_pool_floor_record())
+
+
+def test_a_database_that_never_answered_is_no_outage(caplog: pytest.LogCaptureFixture) -> None:
+    # A store that cannot be used at all is reported by whoever connects (the CLI: one
+    # line naming DATABASE_URL), not as the start of an outage.
+    availability = Availability()
+    with caplog.at_level(logging.DEBUG, logger="webhook_service.store"):
+        exc = availability.failed("cannot connect to the database: refused")
+    assert not exc.reported
+    assert not availability.down
+    assert caplog.records == []
+    availability.answered()
+    assert availability.failed("gone").reported and availability.down

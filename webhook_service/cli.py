@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import errno
 import json
 import os
 import signal
 import socket
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
@@ -122,6 +125,14 @@ def _serve(settings: Settings, *, host: str | None, port: int | None) -> int:
     from webhook_service.app import create_app
 
     app = create_app(settings)
+    listener = _listen(host or settings.host, port if port is not None else settings.port)
+    try:
+        # A database that cannot be used is one line here, not a traceback from the
+        # lifespan (the service would not start anyway).
+        asyncio.run(_check_database(settings))
+    except BaseException:
+        listener.close()
+        raise
     # uvicorn drains on SIGTERM, then raises the signal again under the handler that
     # was in place before it ran. With the default one the process would end "killed
     # by SIGTERM" after a clean stop; with this one it exits 0.
@@ -131,7 +142,6 @@ def _serve(settings: Settings, *, host: str | None, port: int | None) -> int:
         access_log=False,
         timeout_graceful_shutdown=8,
     )
-    listener = _listen(host or settings.host, port if port is not None else settings.port)
     previous = signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         uvicorn.Server(config).run(sockets=[listener])
@@ -156,19 +166,79 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         sock.bind((host, port))
         sock.listen(2048)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise ConfigError(_listen_problem(host, port, exc)) from None
     return sock
+
+
+def _listen_problem(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"PORT: {host}:{port} is already in use (another webhook-service?); stop that"
+            " process or choose another port with --port or PORT"
+        )
+    if exc.errno == errno.EACCES:
+        return (
+            f"PORT: no permission to listen on port {port} (ports below 1024 need root);"
+            " choose a port above 1023 with --port or PORT"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        return (
+            f"HOST: cannot listen on {host!r} ({exc.strerror or exc}); use an address of this"
+            " machine (127.0.0.1; 0.0.0.0 for every interface) with --host or HOST"
+        )
+    return f"HOST/PORT: cannot listen on {host}:{port}: {exc}"
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-async def _migrate(settings: Settings) -> int:
+async def _open_store(settings: Settings) -> Store:
+    """The store, connected and answering; a database that cannot be used is a
+    :class:`ConfigError` naming ``DATABASE_URL`` and what to check."""
     store = Store(settings.database_url.reveal())
-    await store.connect()
+    folder = store.sqlite_path.parent if store.sqlite_path is not None else None
+    if folder is not None and not folder.is_dir():
+        raise ConfigError(
+            f"DATABASE_URL: cannot use {settings.safe_database_url()}: the folder {folder}"
+            " does not exist; create it, or name a file in an existing folder"
+        )
+    threads = set(threading.enumerate())
+    try:
+        await store.connect()
+        await store.ping()
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            await store.disconnect()
+        # aiosqlite stops the worker thread of a failed connection through the event
+        # loop (Connection.stop() posts its result there): let it finish while the loop
+        # is open, or it dies with a traceback once asyncio.run() has closed the loop.
+        if store.sqlite_path is not None:
+            for thread in set(threading.enumerate()) - threads:
+                thread.join(timeout=2.0)
+        raise ConfigError(_database_problem(settings, exc)) from None
+    return store
+
+
+def _database_problem(settings: Settings, exc: Exception) -> str:
+    cause = exc.__cause__ if isinstance(exc, StoreUnavailable) and exc.__cause__ else exc
+    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    if settings.database_url.reveal().startswith("sqlite"):
+        check = "check that the file's folder exists and is writable"
+    else:
+        check = "check the host, port, database name, user and password, and that it runs"
+    return f"DATABASE_URL: cannot use {settings.safe_database_url()}: {reason}; {check}"
+
+
+async def _check_database(settings: Settings) -> None:
+    store = await _open_store(settings)
+    await store.disconnect()
+
+
+async def _migrate(settings: Settings) -> int:
+    store = await _open_store(settings)
     try:
         applied = await store.migrate()
         version = await store.schema_version()
@@ -181,8 +251,7 @@ async def _migrate(settings: Settings) -> int:
 @asynccontextmanager
 async def _database(settings: Settings) -> AsyncIterator[Store]:
     """The store, connected and migrated, for one command."""
-    store = Store(settings.database_url.reveal())
-    await store.connect()
+    store = await _open_store(settings)
     try:
         await store.migrate()
         yield store

@@ -201,6 +201,11 @@ def _database_url(reader: _Reader) -> str:
             f"DATABASE_URL must start with sqlite:/// or postgresql://, got {redact_url(url)!r}"
             f" (e.g. {DEFAULT_DATABASE_URL} or postgresql://user@host:5432/db)"
         )
+    if scheme == "sqlite" and (":memory:" in url or not urlsplit(url).path.strip("/")):
+        raise ConfigError(
+            f"DATABASE_URL: SQLite needs a file (an in-memory database is one per"
+            f" connection), e.g. {DEFAULT_DATABASE_URL}"
+        )
     return url
 
 

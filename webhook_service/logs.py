@@ -66,3 +66,6 @@ def configure(level: str, fmt: str, secrets: Iterable[str]) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # "Connected to database ..." around every CLI command and replica start says
+    # nothing the service's own "database: ..." line does not.
+    logging.getLogger("databases").setLevel(max(logging.WARNING, root.level))

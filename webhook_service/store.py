@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -111,13 +112,20 @@ class Availability:
     def __init__(self) -> None:
         self.down_since: float | None = None
         self.failures = 0
+        self.answered_once = False
 
     @property
     def down(self) -> bool:
         return self.down_since is not None
 
     def failed(self, message: str) -> StoreUnavailable:
-        """The exception to raise for a failed operation; the first of an outage logs."""
+        """The exception to raise for a failed operation; the first of an outage logs.
+
+        Before the database has ever answered there is no outage to report: the store
+        cannot be used at all, and whoever connects says so (the CLI: one line naming
+        ``DATABASE_URL``)."""
+        if not self.answered_once:
+            return StoreUnavailable(message)
         if self.down_since is None:
             self.down_since = time.monotonic()
             self.failures = 0
@@ -130,6 +138,7 @@ class Availability:
         return StoreUnavailable(message, reported=True)
 
     def answered(self) -> None:
+        self.answered_once = True
         if self.down_since is not None:
             logger.info(
                 "database answers again, after %.1f s and %d failed operations",
@@ -384,6 +393,11 @@ class Store:
         self.availability = Availability()
 
     @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file (None on PostgreSQL)."""
+        return None if self.is_postgres else Path(urlsplit(self.url).path[1:])
+
+    @property
     def is_postgres(self) -> bool:
         return self.dialect.name == "postgresql"
 
@@ -392,7 +406,7 @@ class Store:
             await self._db.connect()
         except UNAVAILABLE_ERRORS as exc:
             raise self.availability.failed(f"cannot connect to the database: {exc}") from exc
-        self.availability.answered()
+        # Not "answered" yet: SQLite's pool opens nothing until the first operation.
 
     async def disconnect(self) -> None:
         if self._db.is_connected:
@@ -984,7 +998,7 @@ class Leadership:
     def _flock(self) -> bool:
         if self._fd is not None:
             return True
-        path = f"{urlsplit(self._store.url).path[1:]}.leader"
+        path = f"{self._store.sqlite_path}.leader"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
