@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
@@ -104,6 +104,15 @@ async def running_app(
         transport = httpx.ASGITransport(app=asgi, raise_app_exceptions=raise_app_exceptions)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield app.state.service, client
+
+
+async def until(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    """Poll ``predicate`` (state of a fake, a worker, a process), bounded."""
+    async with asyncio.timeout(within):
+        while True:
+            if predicate():
+                return
+            await asyncio.sleep(0.01)
 
 
 def fixture(name: str) -> RecordedDelivery:

@@ -19,14 +19,14 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import fake_github, make_settings, running_app
+from tests.helpers import fake_github, make_settings, running_app, until
 from webhook_service.config import Settings
 from webhook_service.core import TaskStatus
 from webhook_service.store import Store, TaskRecord
@@ -71,14 +71,6 @@ def fault_settings(database_url: str, gh: FakeGitHub) -> Settings:
     # SYNC_INTERVAL's floor is 1 s in the environment; the test needs several cycles per
     # fault period.
     return dataclasses.replace(settings, sync_interval=INTERVAL)
-
-
-async def until(predicate: Callable[[], bool], within: float) -> None:
-    async with asyncio.timeout(within):
-        while True:
-            if predicate():
-                return
-            await asyncio.sleep(0.01)
 
 
 async def statuses(store: Store, task_id: str) -> tuple[str | None, str | None]:

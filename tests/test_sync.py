@@ -27,6 +27,7 @@ from tests.helpers import (
     post_delivery,
     reconciling,
     running_app,
+    until,
 )
 from webhook_service.config import Settings
 from webhook_service.github import _API, GitHub, GitHubError, Page
@@ -97,15 +98,6 @@ async def cycle(worker: PRSyncWorker, within: float = CYCLE_TIMEOUT) -> dict[str
     """One forced cycle, bounded."""
     async with asyncio.timeout(within):
         return await worker.force_sync()
-
-
-async def until(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll ``predicate`` (state of the fake or the worker), bounded."""
-    async with asyncio.timeout(within):
-        while True:
-            if predicate():
-                return
-            await asyncio.sleep(0.01)
 
 
 async def first_cycle_done(worker: PRSyncWorker) -> None:

@@ -135,17 +135,36 @@ async def _healthz(request: Request) -> Response:
 
 
 def _readyz(ctx: Context) -> Handler:
+    """Ready to take webhooks: the database answers and the workers run (503 if not).
+
+    A credential GitHub rejects is said here (``status: "degraded"``, ``problems``) but
+    keeps the answer 200: readiness routes webhook traffic, and taking webhooks needs
+    no GitHub credential. Turning them away would lose deliveries GitHub never retries.
+    ``/health`` (the sync worker's) is 503 for it.
+    """
+
     async def readyz(request: Request) -> Response:
         checks = ctx.ready()
+        problems: dict[str, str] = {}
         try:
             await ctx.store.ping()
             checks["database"] = True
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
             checks["database"] = False
+            problems["database"] = str(exc)
+        for name, ok in checks.items():
+            if not ok and name != "database":
+                problems.setdefault(name, "not running")
         ok = all(checks.values())
-        return _json(
-            {"status": "ready" if ok else "unavailable", "checks": checks}, 200 if ok else 503
-        )
+        rejected = ctx.worker_stats().get("credential_error")
+        if rejected:
+            checks["github_credentials"] = False
+            problems["github_credentials"] = rejected
+        status = "unavailable" if not ok else "degraded" if problems else "ready"
+        body: dict[str, Any] = {"status": status, "checks": checks}
+        if problems:
+            body["problems"] = problems
+        return _json(body, 200 if ok else 503)
 
     return readyz
 
@@ -160,11 +179,12 @@ def _stats(ctx: Context) -> Handler:
 
 
 def _health(ctx: Context) -> Handler:
-    """The original design's health check: healthy while the sync worker runs."""
+    """The original design's health check: healthy while the sync worker runs, and
+    GitHub accepted its credentials in the last cycle."""
 
     async def health(request: Request) -> Response:
         stats = ctx.worker_stats()
-        healthy = bool(stats["running"])
+        healthy = bool(stats["running"]) and not stats.get("credential_error")
         body = {
             "service": "pr_sync_worker",
             "status": "healthy" if healthy else "unhealthy",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -62,6 +63,17 @@ class GitHubValidationError(GitHubError):
     def pull_request_exists(self) -> bool:
         """GitHub refused a second open pull request for the same head and base."""
         return any("pull request already exists" in e.lower() for e in self.errors)
+
+
+class CredentialRejected(GitHubError):
+    """GitHub refused the credential itself (401: a revoked or mistyped token, an App
+    JWT signed with another App's key or naming another ``APP_ID``).
+
+    Asking again with it cannot help: after the first 401, calls made with that
+    credential fail at once with the same message, until the next cycle
+    (:meth:`GitHub.new_cycle`). So a credential is tried at most once an interval, and
+    every call it fails says the same thing, once (the worker logs distinct errors).
+    """
 
 
 class Stopped(Exception):
@@ -127,13 +139,35 @@ class Page:
 class _API(gidgethub.aiohttp.GitHubAPI):
     """gidgethub with our hooks for timeouts, rate limits and retries."""
 
-    def __init__(self, client: GitHub, **kwargs: Any) -> None:
+    def __init__(self, client: GitHub, label: str, **kwargs: Any) -> None:
         super().__init__(client.session, "webhook-service", base_url=client.base_url, **kwargs)
         self._client = client
+        self.label = label  # which credential, for messages ("GITHUB_TOKEN", ...)
         self.budget = ApiStats()  # this credential's rate limit (budgets are per credential)
+        # This cycle (GitHub.new_cycle): GitHub's 401 to this credential, or whether it
+        # has accepted it. Until it has, requests go one at a time, so that a rejected
+        # credential costs one request a cycle however many calls were waiting.
+        self.rejected: CredentialRejected | None = None
+        self.accepted = False
+        self._first = asyncio.Lock()
 
     async def _request(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        if self.accepted:
+            return await self._send(method, url, headers, body)
+        async with self._first:
+            if self.rejected is not None:
+                raise self.rejected
+            answer = await self._send(method, url, headers, body)
+            if answer[0] == 401:
+                self.reject(_error_message(answer[2]))
+            else:
+                self.accepted = True
+            return answer
+
+    async def _send(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes
     ) -> tuple[int, Mapping[str, str], bytes]:
         async with self._client.semaphore, asyncio.timeout(self._client.timeout):
             status, response_headers, data = await super()._request(method, url, headers, body)
@@ -154,7 +188,23 @@ class _API(gidgethub.aiohttp.GitHubAPI):
             self._cache.watch(sansio.format_url(url, {}, base_url=self.base_url))
 
     async def manage_rate_limit(self, *, method: str, url: str) -> None:
+        if self.rejected is not None:
+            raise self.rejected  # no request GitHub has already said no to
         await self._client.pace(self.budget)
+
+    def reject(self, message: str) -> CredentialRejected:
+        """GitHub answered 401 (saying ``message``) to this credential: remembered for
+        the rest of the cycle."""
+        if self.rejected is None:
+            fix = _FIXES[self.label.split()[0]]
+            self.rejected = CredentialRejected(
+                f"GitHub rejected {self.label}: GitHub answered 401: {message}; {fix}", 401
+            )
+        return self.rejected
+
+    def new_cycle(self) -> None:
+        self.rejected = None
+        self.accepted = False
 
     async def handle_rate_limit_error(
         self,
@@ -189,11 +239,16 @@ class GitHub:
         self.semaphore = asyncio.Semaphore(settings.sync_max_concurrency)
         self.stats = ApiStats()
         token = settings.github_token.reveal() if settings.github_token else None
-        self._token_api = _API(self, oauth_token=token, cache=ETagCache()) if token else None
+        self._token_api = (
+            _API(self, "GITHUB_TOKEN", oauth_token=token, cache=ETagCache()) if token else None
+        )
         self._app_api: _API | None = None
         if settings.app_id and settings.private_key:
             self._app_api = _API(
-                self, app_id=str(settings.app_id), private_key=settings.private_key.reveal()
+                self,
+                f"APP_ID {settings.app_id} with its PRIVATE_KEY",
+                app_id=str(settings.app_id),
+                private_key=settings.private_key.reveal(),
             )
         self._installations: dict[int, tuple[_API, float]] = {}  # id -> (api, renew at)
         self._installation_lock = asyncio.Lock()
@@ -209,6 +264,23 @@ class GitHub:
     def close(self) -> None:
         """Interrupt waits; calls in flight end with :class:`Stopped`."""
         self._stopping.set()
+
+    def new_cycle(self) -> None:
+        """Forget the credentials GitHub rejected: each is tried again, once a cycle.
+        A rejected installation token is dropped, so that a fresh one is asked for."""
+        for api in (self._token_api, self._app_api):
+            if api is not None:
+                api.new_cycle()
+        for installation_id, (api, _) in list(self._installations.items()):
+            if api.rejected is not None:
+                del self._installations[installation_id]
+            api.new_cycle()
+
+    @property
+    def rejections(self) -> list[str]:
+        """What GitHub said of each credential it rejected in this cycle."""
+        apis = [self._token_api, self._app_api, *(a for a, _ in self._installations.values())]
+        return [str(api.rejected) for api in apis if api is not None and api.rejected]
 
     # -- hooks used by _API ------------------------------------------------------
 
@@ -310,8 +382,9 @@ class GitHub:
 
     # -- calls -------------------------------------------------------------------
 
-    async def _call(self, fn: Callable[[], Awaitable[_T]]) -> _T:
-        """Run one API call, retrying timeouts and connection errors."""
+    async def _call(self, fn: Callable[[], Awaitable[_T]], api: _API) -> _T:
+        """Run one API call with ``api``'s credential, retrying timeouts and connection
+        errors."""
         attempt = 0
         while True:
             attempt += 1
@@ -323,6 +396,8 @@ class GitHub:
                 self.stats.retries += 1
                 await self.sleep(self.backoff(attempt))
             except gidgethub.HTTPException as exc:
+                if exc.status_code == 401:
+                    raise api.reject(" ".join(str(a) for a in exc.args if a)) from exc
                 raise GitHubError(_describe(exc), exc.status_code) from exc
             except gidgethub.GitHubException as exc:
                 raise GitHubError(str(exc)) from exc
@@ -341,11 +416,13 @@ class GitHub:
             answer = await self._call(
                 lambda: app_api.post(
                     f"/app/installations/{installation_id}/access_tokens", data=b""
-                )
+                ),
+                app_api,
             )
             expires = parse_timestamp(answer["expires_at"]).timestamp()
             # A new token means new ETags: the new credential gets a fresh cache.
-            api = _API(self, oauth_token=answer["token"], cache=ETagCache())
+            label = f"installation {installation_id}'s token"
+            api = _API(self, label, oauth_token=answer["token"], cache=ETagCache())
             self._installations[installation_id] = (api, expires - _TOKEN_MARGIN)
             return api
 
@@ -357,7 +434,7 @@ class GitHub:
         """
         api.watch(url)
         data, more, status = await self._call(
-            lambda: api._make_request("GET", url, {}, b"", sansio.accept_format())
+            lambda: api._make_request("GET", url, {}, b"", sansio.accept_format()), api
         )
         return cast(Any, data), more, status
 
@@ -406,11 +483,11 @@ class GitHub:
                 errors = _error_messages(exc.errors)
                 raise GitHubValidationError(_describe(exc), exc.status_code, errors) from exc
 
-        return dict(await self._call(post))
+        return dict(await self._call(post, api))
 
     async def default_branch(self, api: _API, repository: str) -> str:
         """``GET /repos/{o}/{r}``: the repository's default branch."""
-        data = await self._call(lambda: api.getitem(f"/repos/{repository}"))
+        data = await self._call(lambda: api.getitem(f"/repos/{repository}"), api)
         branch = data.get("default_branch") if isinstance(data, dict) else None
         if not isinstance(branch, str) or not branch:
             raise GitHubError(f"GitHub did not say which branch is {repository}'s default")
@@ -426,7 +503,7 @@ class GitHub:
         """
         head = quote(f"{owner}:{branch}", safe=":/")
         url = f"/repos/{repository}/pulls?state=all&head={head}&per_page=100"
-        items = await self._call(lambda: api.getitem(url))
+        items = await self._call(lambda: api.getitem(url), api)
         pulls = [dict(item) for item in items or []]
         for pull in pulls:
             if pull.get("state") == "open":
@@ -439,16 +516,19 @@ class GitHub:
             return {}
         app_api = self._app_api
 
-        async def listed() -> dict[int, list[str]]:
-            found: dict[int, list[str]] = {}
-            async for installation in app_api.getiter("/app/installations"):
-                installation_id = int(installation["id"])
-                api = await self.api_for(installation_id)
-                pages = api.getiter("/installation/repositories", iterable_key="repositories")
-                found[installation_id] = [str(repo["full_name"]) async for repo in pages]
-            return found
+        async def installation_ids() -> list[int]:
+            return [int(i["id"]) async for i in app_api.getiter("/app/installations")]
 
-        return await self._call(listed)
+        found: dict[int, list[str]] = {}
+        for installation_id in await self._call(installation_ids, app_api):
+            api = await self.api_for(installation_id)
+
+            async def repositories(api: _API = api) -> list[str]:
+                pages = api.getiter("/installation/repositories", iterable_key="repositories")
+                return [str(repo["full_name"]) async for repo in pages]
+
+            found[installation_id] = await self._call(repositories, api)
+        return found
 
     async def hook_deliveries(self, hook: HookRef, since: float) -> list[dict[str, Any]]:
         """A hook's deliveries since ``since`` (epoch seconds), newest first, walking
@@ -463,12 +543,12 @@ class GitHub:
                 found.append(dict(delivery))
             return found
 
-        return await self._call(walk)
+        return await self._call(walk, api)
 
     async def redeliver(self, hook: HookRef, delivery_id: int) -> None:
         api = self._hook_api(hook)
         await self._call(
-            lambda: api.post(f"{hook.path}/deliveries/{delivery_id}/attempts", data=b"")
+            lambda: api.post(f"{hook.path}/deliveries/{delivery_id}/attempts", data=b""), api
         )
 
     def _hook_api(self, hook: HookRef) -> _API:
@@ -499,6 +579,23 @@ def _error_messages(errors: Any) -> list[str]:
             fallback = f"{error.get('field', error.get('resource', '?'))} {error.get('code', '')}"
             messages.append(str(message) if message else fallback.strip())
     return messages
+
+
+#: What to check when GitHub rejects a credential, by the first word of its label.
+_FIXES = {
+    "GITHUB_TOKEN": "check that the token is right, unexpired and not revoked",
+    "APP_ID": "check that APP_ID is the App's id and PRIVATE_KEY a key of that App",
+    "installation": "a new token is asked for next cycle; check the App is still installed",
+}
+
+
+def _error_message(body: bytes) -> str:
+    """The ``message`` of GitHub's JSON error body."""
+    with contextlib.suppress(ValueError, UnicodeDecodeError):
+        document = json.loads(body)
+        if isinstance(document, dict) and document.get("message"):
+            return str(document["message"])
+    return "no message"
 
 
 def _describe(exc: gidgethub.HTTPException) -> str:

@@ -125,6 +125,11 @@ class _Collector(Collector):
             "1 while this replica is the one that polls GitHub.",
             value=int(stats["leader"]),
         )
+        yield GaugeMetricFamily(
+            "webhook_github_credential_rejected",
+            "1 while GitHub rejected a credential (401) in the last sync cycle.",
+            value=int(bool(stats["credential_error"])),
+        )
         if stats["rate_limit_remaining"] is not None:
             yield GaugeMetricFamily(
                 "webhook_github_rate_limit_remaining",

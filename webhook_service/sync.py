@@ -29,7 +29,7 @@ from typing import Any
 
 from webhook_service.config import Settings
 from webhook_service.core import Observation, Source, timestamp
-from webhook_service.github import GitHub, GitHubError, HookRef, Stopped
+from webhook_service.github import CredentialRejected, GitHub, GitHubError, HookRef, Stopped
 from webhook_service.payloads import PayloadError, snapshot_from_api
 from webhook_service.reconciler import Reconciler, Result
 from webhook_service.store import Leadership, PRKey, Store, StoreUnavailable, utcnow
@@ -51,6 +51,7 @@ class _Stats:
     observations: int = 0
     redeliveries: int = 0
     first_sweep_done: bool = False
+    credential_error: str | None = None  # GitHub rejected a credential in the last cycle
 
 
 class PRSyncWorker:
@@ -143,6 +144,7 @@ class PRSyncWorker:
             "observations": self._stats.observations,
             "redeliveries_requested": self._stats.redeliveries,
             "first_sweep_done": self._stats.first_sweep_done,
+            "credential_error": self._stats.credential_error,
         }
 
     # -- cycles --------------------------------------------------------------
@@ -185,11 +187,12 @@ class PRSyncWorker:
         forced sync), and otherwise every five minutes.
         """
         async with self._cycle_lock:
+            self._github.new_cycle()  # a rejected credential is tried again, once
             errors: list[str] = []
             try:
                 repositories = await self._repositories()
             except (StoreUnavailable, GitHubError) as exc:
-                errors.append(f"listing repositories: {exc}")
+                errors.append(_failure("listing repositories", exc))
                 repositories = {}
             outcomes = await asyncio.gather(
                 *(self._sync_repository(r) for r in repositories), return_exceptions=True
@@ -199,13 +202,18 @@ class PRSyncWorker:
             errors += await self._refetch_requested()
             if self._hooks and (recover or self._recovery_due()):
                 errors += await self._recover_deliveries()
+            # A rejected credential fails every call made with it, in the same words.
+            errors = list(dict.fromkeys(errors))
+            rejections = self._github.rejections
+            self._stats.credential_error = "; ".join(rejections) or None
             self._stats.sync_count += 1
             self._stats.last_sync_at = utcnow()
             self._stats.error_count += len(errors)
             if errors:
                 self._stats.last_error = errors[-1]
                 for error in errors:
-                    logger.warning("sync: %s", error)
+                    level = logging.ERROR if error in rejections else logging.WARNING
+                    logger.log(level, "sync: %s", error)
             else:
                 self._stats.first_sweep_done = True
 
@@ -297,7 +305,7 @@ class PRSyncWorker:
                 await self.sync_pull(key, authoritative=True)
             except GitHubError as exc:
                 if exc.status != 404:  # a PR that is gone has nothing left to settle
-                    errors.append(f"re-fetching {key[0]}#{key[1]}: {exc}")
+                    errors.append(_failure(f"re-fetching {key[0]}#{key[1]}", exc))
                     continue
             except PayloadError as exc:
                 errors.append(f"re-fetching {key[0]}#{key[1]}: unexpected answer: {exc}")
@@ -336,7 +344,7 @@ class PRSyncWorker:
                     self._stats.redeliveries += 1
                     logger.info("asked GitHub to redeliver %s", guid, extra={"guid": guid})
             except (GitHubError, StoreUnavailable) as exc:
-                errors.append(f"recovering deliveries of {hook.path}: {exc}")
+                errors.append(_failure(f"recovering deliveries of {hook.path}", exc))
         if not errors:
             self._recovered_until = started.timestamp()
         return errors
@@ -375,11 +383,16 @@ def _failures(labels: Sequence[str], outcomes: Sequence[object]) -> list[str]:
         if isinstance(outcome, Stopped):
             raise outcome
         if isinstance(outcome, (GitHubError, StoreUnavailable, PayloadError)):
-            errors.append(f"{label}: {outcome}")
+            errors.append(_failure(label, outcome))
         elif isinstance(outcome, BaseException):
             errors.append(f"{label}: unexpected {outcome!r}")
             logger.error("sync of %s failed", label, exc_info=outcome)
     return errors
+
+
+def _failure(label: str, exc: Exception) -> str:
+    """An error line; a rejected credential's is the same for every call it failed."""
+    return str(exc) if isinstance(exc, CredentialRejected) else f"{label}: {exc}"
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -419,4 +432,5 @@ def idle_stats(settings: Settings) -> dict[str, Any]:
         "observations": 0,
         "redeliveries_requested": 0,
         "first_sweep_done": False,
+        "credential_error": None,
     }
