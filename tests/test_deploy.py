@@ -107,6 +107,9 @@ API_PERMISSION: dict[str, tuple[str, str] | None] = {
     # The default branch: a "Metadata" endpoint (GitHub grants metadata read to any App
     # with a repository permission anyway).
     "/repos/{}": ("metadata", "read"),
+    # GraphQL search for pull requests (the poller's discovery): results only from
+    # repositories the App may read pull requests of.
+    "{}/graphql": ("pull_requests", "read"),
     "/installation/repositories": None,  # the installation's own repositories
     "/app/installations": None,  # App JWT
     "/app/installations/{}/access_tokens": None,  # App JWT

@@ -49,13 +49,17 @@ async def gh() -> AsyncIterator[FakeGitHub]:
 
 
 def sync_settings(database_url: str, gh: FakeGitHub, **env: str) -> Settings:
-    """Token auth on ``REPO``, small retry delays; ``NAME=""`` unsets a setting."""
+    """Token auth on ``REPO``, small retry delays; ``NAME=""`` unsets a setting.
+
+    Discovery is off: every cycle lists every repository, the sweep these tests are
+    about (discovery and the spread sweep: tests/test_sync_discovery.py)."""
     values = {
         "GITHUB_TOKEN": TOKEN,
         "GITHUB_API_URL": gh.url,
         "GITHUB_REPOSITORIES": REPO,
         "SYNC_RETRY_DELAY": "0.05",
         "SYNC_TIMEOUT": "5",
+        "SYNC_DISCOVERY": "off",
         **env,
     }
     return make_settings(database_url, **values)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -62,6 +63,8 @@ class Secret:
 class Settings:
     webhook_secrets: tuple[Secret, ...] = ()
     webhook_path: str = "/webhooks/github"
+    #: A smee.io-compatible channel that forwards deliveries (development only).
+    webhook_proxy_url: str | None = None
     api_token: Secret | None = None
     dev_mode: bool = False
     host: str = "127.0.0.1"
@@ -86,6 +89,14 @@ class Settings:
     sync_timeout: float = 30.0
     sync_retry_attempts: int = 3
     sync_retry_delay: float = 5.0
+    #: The share of each GitHub rate limit (per credential) the poller plans to use.
+    sync_budget_share: float = 0.8
+    #: Every repository is listed at least this often (seconds), spread evenly.
+    sync_full_sweep_interval: float = 3600.0
+    #: How changes are found between sweeps: "search" (GraphQL) or "off".
+    sync_discovery: str = "search"
+    #: How far back each search reaches before the last one (the index's lag).
+    sync_search_overlap: float = 300.0
     #: Repository webhooks whose failed deliveries the poller asks GitHub to redeliver.
     hook_ids: tuple[tuple[str, int], ...] = ()
     # Real-time push and side effects.
@@ -139,6 +150,7 @@ def load_settings(environ: Mapping[str, str], *, env_file: Path | None = Path(".
     settings = Settings(
         webhook_secrets=tuple(Secret(s) for s in reader.csv("WEBHOOK_SECRET")),
         webhook_path=reader.text("WEBHOOK_PATH") or "/webhooks/github",
+        webhook_proxy_url=_http_url(reader, "WEBHOOK_PROXY_URL"),
         api_token=reader.secret("API_TOKEN"),
         dev_mode=reader.boolean("DEV_MODE", False),
         host=reader.text("HOST") or "127.0.0.1",
@@ -160,6 +172,10 @@ def load_settings(environ: Mapping[str, str], *, env_file: Path | None = Path(".
         sync_timeout=reader.number("SYNC_TIMEOUT", 30.0, low=0.1),
         sync_retry_attempts=reader.integer("SYNC_RETRY_ATTEMPTS", 3, low=0, high=20),
         sync_retry_delay=reader.number("SYNC_RETRY_DELAY", 5.0, low=0.0),
+        sync_budget_share=reader.number("SYNC_BUDGET_SHARE", 0.8, low=0.01, high=1.0),
+        sync_full_sweep_interval=reader.number("SYNC_FULL_SWEEP_INTERVAL", 3600.0, low=1.0),
+        sync_discovery=reader.choice("SYNC_DISCOVERY", ("search", "off"), "search"),
+        sync_search_overlap=reader.number("SYNC_SEARCH_OVERLAP", 300.0, low=0.0),
         hook_ids=_hook_ids(reader.csv("HOOK_ID"), reader.csv("GITHUB_REPOSITORIES")),
         socketio_message_queue=reader.secret("SOCKETIO_MESSAGE_QUEUE"),
         socketio_channel=reader.text("SOCKETIO_CHANNEL") or "socketio",
@@ -206,6 +222,15 @@ def _database_url(reader: _Reader) -> str:
             f"DATABASE_URL: SQLite needs a file (an in-memory database is one per"
             f" connection), e.g. {DEFAULT_DATABASE_URL}"
         )
+    return url
+
+
+def _http_url(reader: _Reader, key: str) -> str | None:
+    url = reader.text(key)
+    if url is not None and (
+        urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc
+    ):
+        raise ConfigError(f"{key} must be an http(s) URL, got {url!r}")
     return url
 
 
@@ -362,7 +387,7 @@ class _Reader:
             raise ConfigError(f"{key} must be between {low} and {high}, got {number}")
         return number
 
-    def number(self, key: str, default: float, *, low: float) -> float:
+    def number(self, key: str, default: float, *, low: float, high: float = math.inf) -> float:
         value = self.text(key)
         if value is None:
             return default
@@ -372,6 +397,8 @@ class _Reader:
             raise ConfigError(f"{key} must be a number, got {value!r}") from None
         if not number >= low:
             raise ConfigError(f"{key} must be at least {low}, got {value!r}")
+        if number > high:
+            raise ConfigError(f"{key} must be at most {high}, got {value!r}")
         return number
 
     def choice(self, key: str, options: tuple[str, ...], default: str) -> str:

@@ -7,10 +7,12 @@
   on a 304, so a body is never needed again, and memory stays flat in the number of
   PRs watched.
 - Rate limits (https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api):
-  ``x-ratelimit-*`` is read from every response, errors included; 403/429 with
-  ``retry-after`` waits that long, else until ``x-ratelimit-reset``, else backs off
-  exponentially. Under a reserve of the budget, requests are spread over the time
-  left until the reset instead of spending it.
+  every request, REST or GraphQL, first reserves its points from its credential's
+  :class:`~webhook_service.budget.Budget` (a share of the secondary per-minute limits,
+  spread evenly, and of the primary hourly one). ``x-ratelimit-*`` is read from every
+  response, errors included; 403/429 with ``retry-after`` waits that long (and holds
+  the credential's other requests), else until ``x-ratelimit-reset``, else backs off
+  exponentially.
 - 5xx answers and timeouts are retried with exponential backoff and jitter; other 4xx
   are not (they are our fault, or GitHub saying no).
 """
@@ -33,6 +35,7 @@ import gidgethub
 import gidgethub.aiohttp
 from gidgethub import sansio
 
+from webhook_service.budget import Api, Budget, Limits, points
 from webhook_service.config import Settings
 from webhook_service.payloads import parse_timestamp
 
@@ -86,11 +89,11 @@ class ApiStats:
     not_modified: int = 0
     retries: int = 0
     rate_limited: int = 0
+    secondary_refusals: int = 0  # 403/429 answers for a secondary limit
     rate_limit_limit: int | None = None
     rate_limit_remaining: int | None = None
     rate_limit_reset: float | None = None  # epoch seconds
     last_error: str | None = None
-    hold_until: float = 0.0  # epoch seconds: no request before (a rate-limit wait)
 
 
 class ETagCache(MutableMapping[str, tuple[Any, ...]]):
@@ -143,7 +146,7 @@ class _API(gidgethub.aiohttp.GitHubAPI):
         super().__init__(client.session, "webhook-service", base_url=client.base_url, **kwargs)
         self._client = client
         self.label = label  # which credential, for messages ("GITHUB_TOKEN", ...)
-        self.budget = ApiStats()  # this credential's rate limit (budgets are per credential)
+        self.budget = Budget(client.limits)  # rate limits are per credential
         # This cycle (GitHub.new_cycle): GitHub's 401 to this credential, or whether it
         # has accepted it. Until it has, requests go one at a time, so that a rejected
         # credential costs one request a cycle however many calls were waiting.
@@ -169,9 +172,11 @@ class _API(gidgethub.aiohttp.GitHubAPI):
     async def _send(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes
     ) -> tuple[int, Mapping[str, str], bytes]:
+        api: Api = "graphql" if url == self._client.graphql_url else "rest"
+        await self._client.pace(self.budget, api, points(api, method))
         async with self._client.semaphore, asyncio.timeout(self._client.timeout):
             status, response_headers, data = await super()._request(method, url, headers, body)
-        self._client.observe(status, response_headers, self.budget)
+        self._client.observe(status, response_headers, data, self.budget)
         return status, response_headers, data
 
     async def sleep(self, seconds: float) -> None:
@@ -188,9 +193,7 @@ class _API(gidgethub.aiohttp.GitHubAPI):
             self._cache.watch(sansio.format_url(url, {}, base_url=self.base_url))
 
     async def manage_rate_limit(self, *, method: str, url: str) -> None:
-        if self.rejected is not None:
-            raise self.rejected  # no request GitHub has already said no to
-        await self._client.pace(self.budget)
+        pass  # every request, GraphQL's too, is paced in _send
 
     def reject(self, message: str) -> CredentialRejected:
         """GitHub answered 401 (saying ``message``) to this credential: remembered for
@@ -226,14 +229,25 @@ class GitHub:
         settings: Settings,
         *,
         clock: Callable[[], float] = time.time,
+        limits: Limits | None = None,
     ) -> None:
+        """``limits``: GitHub's limits as planned (default: GitHub's documented ones, at
+        ``SYNC_BUDGET_SHARE``); a time-scaled fake's in tests and benchmarks."""
         self.session = session
         self.base_url = settings.github_api_url
+        # GitHub Enterprise Server: REST at https://HOST/api/v3, GraphQL at
+        # https://HOST/api/graphql; github.com (and the fake): beside REST.
+        self.graphql_url = (
+            self.base_url.removesuffix("v3") + "graphql"
+            if self.base_url.endswith("api/v3")
+            else f"{self.base_url}/graphql"
+        )
         self.timeout = settings.sync_timeout
         self._retries = settings.sync_retry_attempts
         self._retry_delay = settings.sync_retry_delay
-        self._reserve = 0.10
+        self.limits = limits or Limits(share=settings.sync_budget_share)
         self._clock = clock
+        self._monotonic = time.monotonic
         self._stopping = asyncio.Event()
         # Held per HTTP request (never across waits or nested calls).
         self.semaphore = asyncio.Semaphore(settings.sync_max_concurrency)
@@ -284,21 +298,24 @@ class GitHub:
 
     # -- hooks used by _API ------------------------------------------------------
 
-    def observe(self, status: int, headers: Mapping[str, str], budget: ApiStats) -> None:
+    def observe(
+        self, status: int, headers: Mapping[str, str], body: bytes, budget: Budget
+    ) -> None:
         """Count an answer and read its rate-limit headers (errors included)."""
         self.stats.calls += 1
         if status == 304:
             self.stats.not_modified += 1
+        budget.observe(headers)
+        if status in (403, 429) and _secondary_limit(headers, body):
+            self.stats.secondary_refusals += 1
+            retry_after = headers.get("retry-after", "").strip()
+            budget.refused(self._clock() + float(retry_after) if retry_after.isdigit() else None)
         try:
-            limit = int(headers["x-ratelimit-limit"])
-            remaining = int(headers["x-ratelimit-remaining"])
-            reset = float(headers["x-ratelimit-reset"])
+            self.stats.rate_limit_limit = int(headers["x-ratelimit-limit"])
+            self.stats.rate_limit_remaining = int(headers["x-ratelimit-remaining"])
+            self.stats.rate_limit_reset = float(headers["x-ratelimit-reset"])
         except (KeyError, ValueError):
             return
-        for stats in (budget, self.stats):  # the credential's, and the latest overall
-            stats.rate_limit_limit = limit
-            stats.rate_limit_remaining = remaining
-            stats.rate_limit_reset = reset
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
@@ -308,24 +325,19 @@ class GitHub:
         if self._stopping.is_set():
             raise Stopped("the GitHub client was closed")
 
-    async def pace(self, stats: ApiStats) -> None:
-        """Spread what is left of a credential's budget over the time left, under
-        the reserve."""
-        hold = stats.hold_until - self._clock()
-        if hold > 0:  # a rate-limit wait outlives the call that gave up on it
-            await self.sleep(min(hold, _MAX_RATE_WAIT))
-        if stats.rate_limit_remaining is None or stats.rate_limit_reset is None:
-            return
-        left = stats.rate_limit_reset - self._clock()
-        if left <= 0:
-            return
-        if stats.rate_limit_remaining <= 0:
-            await self.sleep(min(left + 1, _MAX_RATE_WAIT))
-        elif stats.rate_limit_remaining < self._reserve * (stats.rate_limit_limit or 0):
-            await self.sleep(min(left / stats.rate_limit_remaining, 60.0))
+    async def pace(self, budget: Budget, api: Api, cost: int) -> None:
+        """Wait for the credential's plan to allow ``cost`` points of ``api``."""
+        wait = budget.reserve(api, cost, now=self._monotonic(), clock=self._clock())
+        await self.sleep(min(wait, _MAX_RATE_WAIT))
+
+    def budgets(self) -> dict[str, dict[str, Any]]:
+        """Each credential's budget and use, for ``/stats``."""
+        apis = [self._token_api, self._app_api, *(a for a, _ in self._installations.values())]
+        now = self._monotonic()
+        return {api.label: api.budget.snapshot(now) for api in apis if api is not None}
 
     async def retry_after_error(
-        self, exc: gidgethub.HTTPException, attempt: int, budget: ApiStats | None = None
+        self, exc: gidgethub.HTTPException, attempt: int, budget: Budget | None = None
     ) -> bool:
         """Whether (after waiting) to retry a request that failed with ``exc``.
 
@@ -382,9 +394,13 @@ class GitHub:
 
     # -- calls -------------------------------------------------------------------
 
-    async def _call(self, fn: Callable[[], Awaitable[_T]], api: _API) -> _T:
+    async def _call(
+        self, fn: Callable[[], Awaitable[_T]], api: _API, *, graphql: bool = False
+    ) -> _T:
         """Run one API call with ``api``'s credential, retrying timeouts and connection
-        errors."""
+        errors. REST's 5xx and rate-limit answers are retried inside gidgethub (our
+        ``handle_rate_limit_error``); its ``graphql()`` does not call that hook, so a
+        ``graphql`` call's are retried here, the same way."""
         attempt = 0
         while True:
             attempt += 1
@@ -395,12 +411,37 @@ class GitHub:
                     raise GitHubError(f"GitHub did not answer: {exc!r}") from exc
                 self.stats.retries += 1
                 await self.sleep(self.backoff(attempt))
-            except gidgethub.HTTPException as exc:
-                if exc.status_code == 401:
+            except gidgethub.GraphQLAuthorizationFailure as exc:
+                raise api.reject(str(exc)) from exc
+            except (gidgethub.HTTPException, gidgethub.BadGraphQLRequest) as exc:
+                status = int(exc.status_code)
+                if status == 401:
                     raise api.reject(" ".join(str(a) for a in exc.args if a)) from exc
-                raise GitHubError(_describe(exc), exc.status_code) from exc
+                if graphql and await self._retry_graphql(status, attempt, api.budget):
+                    continue
+                if isinstance(exc, gidgethub.HTTPException):
+                    raise GitHubError(_describe(exc), status) from exc
+                raise GitHubError(f"GitHub answered {status}: {exc}", status) from exc
             except gidgethub.GitHubException as exc:
                 raise GitHubError(str(exc)) from exc
+
+    async def _retry_graphql(self, status: int, attempt: int, budget: Budget) -> bool:
+        """Whether (after waiting) to send a GraphQL request again, as
+        :meth:`retry_after_error` decides for REST."""
+        if status in (403, 429):
+            if attempt > self._retries + 1:
+                return False
+            # observe() has read retry-after into the budget; pace() waits for it.
+            wait = max(budget.hold_until - self._clock(), self.backoff(attempt))
+            self.stats.rate_limited += 1
+            logger.warning("GitHub rate limit (%d); waiting %.1f s", status, wait)
+            await self.sleep(min(wait, _MAX_RATE_WAIT))
+            return True
+        if status >= 500 and attempt <= self._retries:
+            self.stats.retries += 1
+            await self.sleep(self.backoff(attempt))
+            return True
+        return False
 
     async def api_for(self, installation_id: int | None) -> _API:
         """The credential to use for a repository (its installation's, for an App)."""
@@ -510,25 +551,53 @@ class GitHub:
                 return pull
         return pulls[0] if pulls else None  # newest created first (GitHub's default)
 
-    async def installations(self) -> dict[int, list[str]]:
-        """Every installation of the App and the repositories it covers."""
+    async def installations(self) -> dict[int, Installation]:
+        """Every installation of the App: its account and the repositories it covers."""
         if self._app_api is None:
             return {}
         app_api = self._app_api
 
-        async def installation_ids() -> list[int]:
-            return [int(i["id"]) async for i in app_api.getiter("/app/installations")]
+        async def listed() -> list[dict[str, Any]]:
+            return [dict(i) async for i in app_api.getiter("/app/installations")]
 
-        found: dict[int, list[str]] = {}
-        for installation_id in await self._call(installation_ids, app_api):
+        found: dict[int, Installation] = {}
+        for item in await self._call(listed, app_api):
+            installation_id = int(item["id"])
+            account = item.get("account") or {}
             api = await self.api_for(installation_id)
 
             async def repositories(api: _API = api) -> list[str]:
                 pages = api.getiter("/installation/repositories", iterable_key="repositories")
                 return [str(repo["full_name"]) async for repo in pages]
 
-            found[installation_id] = await self._call(repositories, api)
+            found[installation_id] = Installation(
+                account=str(account.get("login", "")),
+                organization=account.get("type") == "Organization",
+                repositories=tuple(await self._call(repositories, api)),
+            )
         return found
+
+    async def search_pulls(self, api: _API, query: str, after: str | None = None) -> SearchPage:
+        """One page (100) of GraphQL ``search`` for pull requests matching ``query``
+        (GitHub's search syntax). GitHub returns at most 1,000 results per search
+        (docs "About searching on GitHub"); callers narrow the query to see more."""
+        data = await self._call(
+            lambda: api.graphql(
+                SEARCH_PULLS, endpoint=self.graphql_url, q=query, first=100, after=after
+            ),
+            api,
+            graphql=True,
+        )
+        search = data.get("search") if isinstance(data, dict) else None
+        if not isinstance(search, dict):
+            raise GitHubError("GitHub's search answer has no 'search'")
+        info = search.get("pageInfo") or {}
+        return SearchPage(
+            total=int(search.get("issueCount") or 0),
+            nodes=[dict(n) for n in search.get("nodes") or [] if isinstance(n, dict) and n],
+            end_cursor=info.get("endCursor"),
+            has_next=bool(info.get("hasNextPage")),
+        )
 
     async def hook_deliveries(self, hook: HookRef, since: float) -> list[dict[str, Any]]:
         """A hook's deliveries since ``since`` (epoch seconds), newest first, walking
@@ -556,6 +625,43 @@ class GitHub:
         if api is None:
             raise GitHubError(f"no credential to read the deliveries of {hook.path}")
         return api
+
+
+@dataclass(frozen=True, slots=True)
+class Installation:
+    """A GitHub App installation: whose it is, and what it covers."""
+
+    account: str
+    organization: bool
+    repositories: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    total: int  # GitHub's issueCount: every match, beyond the 1,000 it pages through
+    nodes: list[dict[str, Any]]
+    end_cursor: str | None
+    has_next: bool
+
+
+#: The poller's one GraphQL query: pull requests by search, the fields the core needs
+#: (docs: GraphQL "Queries: search" and the "PullRequest" object).
+SEARCH_PULLS = """
+query($q: String!, $first: Int!, $after: String) {
+  search(query: $q, type: ISSUE, first: $first, after: $after) {
+    issueCount
+    pageInfo { hasNextPage endCursor }
+    nodes {
+      ... on PullRequest {
+        number title state merged mergedAt closedAt updatedAt isDraft url id databaseId
+        headRefName headRefOid baseRefName
+        repository { nameWithOwner }
+      }
+    }
+  }
+  rateLimit { cost limit remaining resetAt }
+}
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -587,6 +693,14 @@ _FIXES = {
     "APP_ID": "check that APP_ID is the App's id and PRIVATE_KEY a key of that App",
     "installation": "a new token is asked for next cycle; check the App is still installed",
 }
+
+
+def _secondary_limit(headers: Mapping[str, str], body: bytes) -> bool:
+    """A 403/429 for a secondary limit (GitHub: a ``retry-after``, or the message
+    "You have exceeded a secondary rate limit"), not for the primary one or access."""
+    if headers.get("x-ratelimit-remaining") == "0":
+        return False  # the primary limit
+    return "retry-after" in headers or "secondary rate limit" in _error_message(body).lower()
 
 
 def _error_message(body: bytes) -> str:

@@ -118,6 +118,13 @@ class _Collector(Collector):
             ("webhook_github_api_calls", "api_calls", "GitHub API answers received."),
             ("webhook_github_not_modified", "not_modified", "GitHub API answers that were 304."),
             ("webhook_github_rate_limited", "rate_limited", "Waits for a GitHub rate limit."),
+            (
+                "webhook_github_secondary_refusals",
+                "secondary_refusals",
+                "GitHub answers refusing a request for a secondary rate limit.",
+            ),
+            ("webhook_sync_searches", "searches", "GraphQL searches for changed PRs."),
+            ("webhook_sync_repositories_swept", "repositories_swept", "Repository listings."),
         ):
             yield CounterMetricFamily(name, help_text, value=stats[key])
         yield GaugeMetricFamily(
@@ -130,6 +137,26 @@ class _Collector(Collector):
             "1 while GitHub rejected a credential (401) in the last sync cycle.",
             value=int(bool(stats["credential_error"])),
         )
+        points = GaugeMetricFamily(
+            "webhook_github_budget_points",
+            "Secondary-limit points a credential plans (planned) and used in the last"
+            " minute, REST and GraphQL apart.",
+            labels=["credential", "api", "kind"],
+        )
+        primary = GaugeMetricFamily(
+            "webhook_github_budget_primary",
+            "A credential's primary hourly limit: GitHub's limit, what is left, the plan.",
+            labels=["credential", "resource", "kind"],
+        )
+        for credential, budget in sorted(stats["budgets"].items()):
+            for api in ("rest", "graphql"):
+                for kind in ("planned", "used"):
+                    points.add_metric([credential, api, kind], budget[api][kind])
+            for resource, state in budget["primary"].items():
+                for kind in ("limit", "remaining", "planned"):
+                    primary.add_metric([credential, resource, kind], state[kind])
+        yield points
+        yield primary
         if stats["rate_limit_remaining"] is not None:
             yield GaugeMetricFamily(
                 "webhook_github_rate_limit_remaining",

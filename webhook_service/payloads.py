@@ -175,6 +175,33 @@ def snapshot_from_api(pr: Mapping[str, Any], repository: str, *, merged_known: b
     )
 
 
+def snapshot_from_graphql(node: Mapping[str, Any]) -> Snapshot:
+    """A snapshot from a GraphQL ``PullRequest`` node (the poller's search), which
+    knows about merging as ``GET .../pulls/{n}`` does (``merged``, ``state: MERGED``)."""
+    repository = (_opt(node, "repository", dict) or {}).get("nameWithOwner")
+    if not isinstance(repository, str) or repository.count("/") != 1:
+        raise PayloadError("'repository.nameWithOwner' is not owner/name")
+    state = _req(node, "state", str)
+    if state not in ("OPEN", "CLOSED", "MERGED"):
+        raise PayloadError(f"'state' is {state!r}, not OPEN, CLOSED or MERGED")
+    rest = {
+        "number": node.get("number"),
+        "state": "open" if state == "OPEN" else "closed",
+        "merged": state == "MERGED" or node.get("merged") is True,
+        "merged_at": node.get("mergedAt"),
+        "closed_at": node.get("closedAt"),
+        "updated_at": node.get("updatedAt"),
+        "draft": node.get("isDraft"),
+        "title": node.get("title"),
+        "head": {"ref": node.get("headRefName"), "sha": node.get("headRefOid")},
+        "base": {"ref": node.get("baseRefName")},
+        "html_url": node.get("url"),
+        "node_id": node.get("id"),
+        "id": node.get("databaseId"),
+    }
+    return snapshot_from_api(rest, repository, merged_known=True)
+
+
 def parse_timestamp(value: str) -> datetime:
     """An ISO 8601 timestamp as GitHub writes it, as an aware UTC datetime."""
     try:

@@ -714,6 +714,18 @@ class Store:
             )
         return [(str(r["repository"]), int(r["number"])) for r in rows]
 
+    async def active_repositories(self, since: datetime) -> set[str]:
+        """Repositories the poller sweeps more often: a PR updated at or after
+        ``since``, an open PR a task owns, or a PR monitored by hand."""
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT repository FROM pull_requests WHERE github_updated_at >= $1"
+                " OR (status = 'OPEN' AND task_id IS NOT NULL)"
+                " UNION SELECT repository FROM monitored_pulls",
+                since,
+            )
+        return {str(r["repository"]) for r in rows}
+
     async def monitor_pull(self, key: PRKey) -> None:
         async with self.connection() as conn:
             await conn.execute(

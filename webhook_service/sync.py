@@ -1,15 +1,21 @@
 """The sync worker: a low-frequency poller that catches every change webhooks missed.
 
 GitHub never retries a failed delivery; this worker is what makes the database right
-anyway (DESIGN.md §5). Each cycle:
+anyway (DESIGN.md §5). Its cost grows with what changed, not with the number of
+repositories (see :mod:`webhook_service.discovery`), and stays within a planned share
+of each credential's rate limits (:mod:`webhook_service.budget`). Each cycle:
 
-1. every tracked repository: ``GET /repos/{o}/{r}/pulls?state=all&sort=updated&
-   direction=desc&per_page=100`` with its ETag, walking pages only until
-   ``updated_at`` falls below the newest one seen by the last sweep. An idle
-   repository costs one request answered 304, which costs no rate limit;
-2. PRs monitored one by one outside those repositories: ``GET .../pulls/{n}`` with ETag;
-3. re-fetches the core asked for (ambiguous observations): the API's answer wins;
-4. failed-delivery recovery: deliveries of our hooks with no OK attempt that we never
+1. discovery: one GraphQL search per scope (an installation's account, an owner, a
+   batch of repositories) for the PRs updated since the last search, reaching back
+   ``SYNC_SEARCH_OVERLAP`` seconds further for the search index's lag;
+2. the sweep, the safety net: the repositories due (each at least once per
+   ``SYNC_FULL_SWEEP_INTERVAL``, spread evenly; active ones more often; every one on
+   the first cycle) are listed with ``GET /repos/{o}/{r}/pulls?state=all&sort=updated&
+   direction=desc&per_page=100`` and their ETag, walking pages only down to the newest
+   ``updated_at`` the last sweep saw. An unchanged repository costs one 304;
+3. PRs monitored one by one outside those repositories: ``GET .../pulls/{n}`` with ETag;
+4. re-fetches the core asked for (ambiguous observations): the API's answer wins;
+5. failed-delivery recovery: deliveries of our hooks with no OK attempt that we never
    applied are redelivered, once per GUID.
 
 Every observation goes through the same reconciler as the webhooks, with
@@ -22,15 +28,17 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from webhook_service import discovery
 from webhook_service.config import Settings
 from webhook_service.core import Observation, Source, timestamp
 from webhook_service.github import CredentialRejected, GitHub, GitHubError, HookRef, Stopped
-from webhook_service.payloads import PayloadError, snapshot_from_api
+from webhook_service.payloads import PayloadError, snapshot_from_api, snapshot_from_graphql
 from webhook_service.reconciler import Reconciler, Result
 from webhook_service.store import Leadership, PRKey, Store, StoreUnavailable, utcnow
 
@@ -52,6 +60,10 @@ class _Stats:
     redeliveries: int = 0
     first_sweep_done: bool = False
     credential_error: str | None = None  # GitHub rejected a credential in the last cycle
+    searches: int = 0  # search requests (pages)
+    found: int = 0  # PRs discovery found changed
+    swept: int = 0  # repository listings
+    last_cycle: dict[str, int] = field(default_factory=dict)  # the last cycle's counts
 
 
 class PRSyncWorker:
@@ -65,8 +77,10 @@ class PRSyncWorker:
         settings: Settings,
         *,
         leadership: Leadership | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
+        self._monotonic = monotonic
         # With several replicas, only the one holding the lead polls (None: always).
         self._leadership = leadership
         self._reconciler = reconciler
@@ -75,6 +89,12 @@ class PRSyncWorker:
         self._hooks = _hooks(settings, github)
         self._watermarks: dict[str, datetime] = {}  # repository -> newest updated_at seen
         self._installation_of: dict[str, int | None] = {}
+        self._accounts: dict[int, tuple[str, bool]] = {}  # installation -> (login, org)
+        self._swept: dict[str, float] = {}  # repository -> when last listed (monotonic)
+        self._searched: dict[str, datetime] = {}  # scope -> when its last search began
+        self._seen: dict[PRKey, datetime] = {}  # updated_at found by recent searches
+        # Repositories listed at once: each reserves its budget only when it starts.
+        self._slots = asyncio.Semaphore(settings.sync_max_concurrency)
         self._stats = _Stats()
         self._recovered_until: float | None = None  # epoch of the last delivery recovery
         self._cycle_lock = asyncio.Lock()
@@ -145,6 +165,13 @@ class PRSyncWorker:
             "redeliveries_requested": self._stats.redeliveries,
             "first_sweep_done": self._stats.first_sweep_done,
             "credential_error": self._stats.credential_error,
+            "secondary_refusals": api.secondary_refusals,
+            "searches": self._stats.searches,
+            "found_by_search": self._stats.found,
+            "repositories_swept": self._stats.swept,
+            "repositories_tracked": len(self._installation_of),
+            "last_cycle": dict(self._stats.last_cycle),
+            "budgets": self._github.budgets(),
         }
 
     # -- cycles --------------------------------------------------------------
@@ -188,16 +215,15 @@ class PRSyncWorker:
         """
         async with self._cycle_lock:
             self._github.new_cycle()  # a rejected credential is tried again, once
+            started, before = utcnow(), self._counts()
             errors: list[str] = []
             try:
                 repositories = await self._repositories()
             except (StoreUnavailable, GitHubError) as exc:
                 errors.append(_failure("listing repositories", exc))
                 repositories = {}
-            outcomes = await asyncio.gather(
-                *(self._sync_repository(r) for r in repositories), return_exceptions=True
-            )
-            errors += _failures(list(repositories), outcomes)
+            errors += await self._discover(repositories, started)
+            errors += await self._sweep(repositories)
             errors += await self._sync_monitored(set(repositories))
             errors += await self._refetch_requested()
             if self._hooks and (recover or self._recovery_due()):
@@ -209,26 +235,128 @@ class PRSyncWorker:
             self._stats.sync_count += 1
             self._stats.last_sync_at = utcnow()
             self._stats.error_count += len(errors)
+            self._stats.last_cycle = {
+                name: count - before[name] for name, count in self._counts().items()
+            }
             if errors:
                 self._stats.last_error = errors[-1]
                 for error in errors:
                     level = logging.ERROR if error in rejections else logging.WARNING
                     logger.log(level, "sync: %s", error)
-            else:
+            elif all(r in self._swept for r in repositories):
                 self._stats.first_sweep_done = True
 
+    def _counts(self) -> dict[str, int]:
+        api = self._github.stats
+        return {
+            "requests": api.calls,
+            "not_modified": api.not_modified,
+            "searches": self._stats.searches,
+            "found_by_search": self._stats.found,
+            "repositories_swept": self._stats.swept,
+            "secondary_refusals": api.secondary_refusals,
+        }
+
     async def _repositories(self) -> dict[str, int | None]:
-        """Configured repositories and those of App installations."""
-        if self._github.is_app and not self._installation_of:
-            for installation_id, repos in (await self._github.installations()).items():
-                await self._store.track_repositories(
-                    repos, source="installation", installation_id=installation_id
-                )
+        """Configured repositories and those of App installations (listed on the
+        first cycle, and again when a webhook brought an installation not seen yet)."""
         tracked = await self._store.tracked_repositories()
+        unknown = {i for i in tracked.values() if i is not None} - self._accounts.keys()
+        if self._github.is_app and (not self._accounts or unknown):
+            for installation_id, found in (await self._github.installations()).items():
+                self._accounts[installation_id] = (found.account, found.organization)
+                await self._store.track_repositories(
+                    found.repositories, source="installation", installation_id=installation_id
+                )
+            tracked = await self._store.tracked_repositories()
         for repo in self._settings.github_repositories:
             tracked.setdefault(repo, None)
         self._installation_of = tracked
         return tracked
+
+    # -- discovery: what changed, in requests that do not grow with repositories ----
+
+    async def _discover(self, repositories: dict[str, int | None], started: datetime) -> list[str]:
+        if self._settings.sync_discovery != "search" or not repositories:
+            return []
+        errors = []
+        overlap = timedelta(seconds=self._settings.sync_search_overlap)
+        for scope in discovery.scopes(repositories, self._accounts):
+            since = self._searched.get(scope.key)
+            try:
+                if since is not None:  # else the sweep lists its repositories this time
+                    await self._search(scope, since - overlap, repositories)
+                self._searched[scope.key] = started
+            except (GitHubError, StoreUnavailable) as exc:
+                errors.append(_failure(f"searching {scope.qualifiers}", exc))
+        horizon = started - overlap - overlap
+        self._seen = {k: v for k, v in self._seen.items() if v >= horizon}
+        return errors
+
+    async def _search(
+        self, scope: discovery.Scope, since: datetime, repositories: dict[str, int | None]
+    ) -> None:
+        """Every PR of ``scope`` updated at or after ``since``, into the core."""
+        api = await self._github.api_for(scope.installation_id)
+        floor: datetime | None = since
+        while floor is not None:
+            q, after, fetched, newest = discovery.query(scope.qualifiers, floor), None, 0, None
+            while True:
+                page = await self._github.search_pulls(api, q, after)
+                self._stats.searches += 1
+                fetched += len(page.nodes)
+                observations = []
+                for node in page.nodes:
+                    try:
+                        snapshot = snapshot_from_graphql(node)
+                    except PayloadError as exc:
+                        logger.warning("skipping a malformed search result: %s", exc)
+                        continue
+                    newest = snapshot.updated_at
+                    key = (snapshot.repository, snapshot.number)
+                    if snapshot.repository not in repositories or self._seen.get(key) == newest:
+                        continue  # not tracked, or found by the last search already
+                    self._seen[key] = newest
+                    observations.append(Observation(snapshot, Source.WORKER))
+                self._stats.found += len(observations)
+                await self._apply(observations)
+                if not page.has_next or page.end_cursor is None:
+                    break
+                after = page.end_cursor
+            # GitHub pages through 1,000 results at most: go on from the last one seen
+            # (oldest first), unless that is where this search began.
+            more = page.total > fetched and newest is not None and newest > floor
+            floor = newest if more else None
+
+    # -- the sweep: every repository within the full-sweep period ---------------------
+
+    async def _sweep(self, repositories: dict[str, int | None]) -> list[str]:
+        settings = self._settings
+        if settings.sync_discovery != "search":
+            names = list(repositories)  # without discovery, every repository every cycle
+        else:
+            # A change in the last quarter period: swept within the next quarter.
+            quarter = settings.sync_full_sweep_interval / discovery.HOT_FACTOR
+            active_since = utcnow() - timedelta(seconds=quarter)
+            hot = await self._store.active_repositories(active_since)
+            names = discovery.due(
+                self._swept,
+                repositories,
+                hot,
+                now=self._monotonic(),
+                horizon=settings.sync_interval,
+                period=settings.sync_full_sweep_interval,
+            )
+        outcomes = await asyncio.gather(
+            *(self._sweep_one(r) for r in names), return_exceptions=True
+        )
+        return _failures(names, outcomes)
+
+    async def _sweep_one(self, repository: str) -> None:
+        async with self._slots:
+            await self._sync_repository(repository)
+        self._swept[repository] = self._monotonic()
+        self._stats.swept += 1
 
     async def _sync_repository(self, repository: str) -> None:
         api = await self._github.api_for(self._installation_of.get(repository))
@@ -264,6 +392,8 @@ class PRSyncWorker:
                     reached_watermark = True
                     break
                 newest = max(newest or snapshot.updated_at, snapshot.updated_at)
+                # A search reaching back over this PR then knows it is not news.
+                self._seen[(repository, snapshot.number)] = snapshot.updated_at
                 observations.append(Observation(snapshot, Source.WORKER))
             await self._apply(observations)
             url = None if reached_watermark else page.next_url
@@ -433,4 +563,11 @@ def idle_stats(settings: Settings) -> dict[str, Any]:
         "redeliveries_requested": 0,
         "first_sweep_done": False,
         "credential_error": None,
+        "secondary_refusals": 0,
+        "searches": 0,
+        "found_by_search": 0,
+        "repositories_swept": 0,
+        "repositories_tracked": 0,
+        "last_cycle": {},
+        "budgets": {},
     }
