@@ -26,6 +26,7 @@ from webhook_service.github import GitHub
 from webhook_service.ingest import WebhookReceiver
 from webhook_service.metrics import Metrics, Parts
 from webhook_service.outbox import Dispatcher
+from webhook_service.proxy import WebhookProxy
 from webhook_service.realtime import Stream
 from webhook_service.reconciler import Reconciler
 from webhook_service.store import Leadership, Store, StoreUnavailable, log_unavailable, utcnow
@@ -48,6 +49,7 @@ class Service:
     receiver: WebhookReceiver
     cleanup: CleanupRunner
     worker: PRSyncWorker | None = None  # set while running, when GitHub access is configured
+    proxy: WebhookProxy | None = None  # set while running, with WEBHOOK_PROXY_URL
 
 
 def github_configured(settings: Settings) -> bool:
@@ -100,9 +102,10 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
         scan_interval=settings.sync_interval,
     )
     metrics = Metrics()
+    secrets = [s.reveal().encode() for s in settings.webhook_secrets]
     receiver = WebhookReceiver(
         reconciler,
-        secrets=[s.reveal().encode() for s in settings.webhook_secrets],
+        secrets=secrets,
         latency=metrics.ingest_latency.observe,
     )
     service = Service(settings, store, reconciler, dispatcher, stream, receiver, cleanup)
@@ -148,6 +151,14 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
             pruner.start()
             if settings.cleanup_on_merge:
                 cleanup.start()
+            proxy = (
+                WebhookProxy(settings.webhook_proxy_url, receiver.deliver, secrets=secrets)
+                if settings.webhook_proxy_url
+                else None
+            )
+            if proxy is not None:
+                proxy.start()
+            service.proxy = proxy
             try:
                 async with sync_worker(settings, store, reconciler) as worker:
                     service.worker = worker
@@ -156,6 +167,8 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
                     finally:
                         service.worker = None
             finally:
+                if proxy is not None:
+                    await proxy.stop()
                 await cleanup.stop()
                 await pruner.stop()
                 await reconciler.stop()

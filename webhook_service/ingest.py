@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -57,6 +57,24 @@ class WebhookReceiver:
         self.outcomes[(event, outcome)] += 1
         self._latency(time.perf_counter() - started)
         return response
+
+    async def deliver(self, headers: Mapping[str, str], body: bytes) -> int:
+        """A delivery that came another way than an HTTP request (the webhook proxy):
+        through the same checks, storage and outcomes as a POST; the status it got."""
+        raw = [
+            (name.lower().encode("latin-1"), value.encode("latin-1", "replace"))
+            for name, value in headers.items()
+            if name.lower() not in ("content-length", "content-type")
+        ]
+        raw += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        scope = {"type": "http", "method": "POST", "path": "/", "headers": raw}
+        chunks = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, object]:
+            return chunks.pop() if chunks else {"type": "http.disconnect"}
+
+        response = await self.handle(Request(scope, receive))
+        return response.status_code
 
     async def _handle(self, request: Request) -> tuple[Response, str, str]:
         headers = request.headers
