@@ -1,15 +1,18 @@
-"""A fake GitHub REST API: a real aiohttp server on 127.0.0.1, for tests and benchmarks.
+"""A fake GitHub API: a real aiohttp server on 127.0.0.1, for tests and benchmarks.
 
 It imitates the parts of https://docs.github.com/en/rest that the poller, the
 failed-delivery recovery and the PR creator use, with GitHub's semantics rather than
 canned answers: token and GitHub App (JWT) authentication, installation access tokens
 that expire, pull-request list/get with GitHub's sorting, filters and ``Link``
 pagination, pull-request creation with GitHub's validation errors, conditional
-requests (``ETag`` → 304, free of charge), a primary rate limit per credential, injected
-secondary rate limits, errors and delays (for the next requests, or for a period), and
-webhook deliveries that can be listed and really redelivered to a hook URL. JSON shapes
-come from ``testing/rest/`` (GitHub's own REST examples): the stored values replace the
-example's, field by field.
+requests (``ETag`` → 304, free of the primary limit), primary rate limits per credential
+(REST and GraphQL apart), GitHub's secondary limits (points per minute and concurrent
+requests per credential: ``fake_limits``), injected secondary rate limits, errors and
+delays (for the next requests, or for a period), webhook deliveries that can be listed
+and really redelivered to a hook URL, and ``POST /graphql`` for the pull-request search
+the poller sends (``fake_graphql``, ``fake_search``; with an optional index lag). JSON
+shapes come from ``testing/rest/`` (GitHub's own REST examples): the stored values
+replace the example's, field by field.
 
 Time: pull-request and delivery timestamps come from an internal clock with GitHub's
 one-second resolution. It follows the wall clock but moves at least one second per
@@ -48,12 +51,29 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.types import Options
 from yarl import URL
 
-__all__ = ["Delivery", "FakeGitHub", "RequestRecord", "rest_fixtures_root"]
+import webhook_service.testing.fake_graphql as fake_graphql
+from webhook_service.testing.fake_limits import (
+    Api,
+    Refusal,
+    SecondaryLimits,
+    max_window_points,
+    secondary_points,
+)
+from webhook_service.testing.fake_search import SearchEntry, SearchIndex
+
+__all__ = [
+    "Delivery",
+    "FakeGitHub",
+    "RequestRecord",
+    "max_window_points",
+    "rest_fixtures_root",
+]
 
 Timestamp = datetime | str | int
 HookKey = tuple[str | None, int]  # (lower-cased "owner/name", hook id); None: the App's hook
 _Auth = Literal["token", "jwt"]
 _Route = Callable[[web.Request, "_Credential"], Awaitable[web.Response]]
+_Resource = Literal["core", "graphql"]  # x-ratelimit-resource of a primary budget
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _API = "https://api.github.com"  # the examples' API host; rendered JSON uses the fake's URL
@@ -82,9 +102,12 @@ class RequestRecord:
     status: int = 0
     token: str | None = None  # the token; "jwt" for an App JWT; None if not authenticated
     conditional: bool = False  # If-None-Match was sent
-    rate_cost: int = 0  # taken from the primary rate limit: 0 or 1
+    rate_cost: int = 0  # taken from the primary rate limit (of ``api``): 0 or 1
     body: bytes = b""  # the request body, as sent
     received_at: float = field(default_factory=time.monotonic)  # time.monotonic() on arrival
+    points: int = 0  # secondary-limit points charged (0: no known credential)
+    api: Api = "rest"  # "graphql" for POST /graphql
+    credential: str | None = None  # the budget: "token:<t>", "installation:<id>", "app"
 
 
 @dataclass
@@ -274,11 +297,18 @@ def _etag_matches(header: str, etag: str) -> bool:
 
 
 class FakeGitHub:
-    """A GitHub REST API double on loopback: ``async with FakeGitHub() as gh: ...``.
+    """A GitHub API double on loopback (REST, and GraphQL's pull-request search):
+    ``async with FakeGitHub() as gh: ...``.
 
-    ``rate_window`` is the primary rate-limit window in seconds, ``token_ttl`` the
+    ``rate_window`` is the primary rate-limit window in seconds (``rate_limit`` REST and
+    ``graphql_rate_limit`` GraphQL points per window and credential), ``token_ttl`` the
     lifetime of installation tokens, ``hook_timeout`` how long a hook may take to answer
     a redelivery (GitHub: 10 s). Pass ``private_key_pem`` to skip generating a key.
+
+    Secondary limits (``fake_limits``; defaults are GitHub's documented numbers): per
+    credential, ``secondary_rest_points`` REST and ``secondary_graphql_points`` GraphQL
+    points within any ``secondary_window`` seconds, and ``max_concurrent`` requests in
+    flight. ``search_lag``: seconds before a pull-request change is visible to search.
     """
 
     def __init__(
@@ -291,9 +321,23 @@ class FakeGitHub:
         hook_timeout: float = 10.0,
         private_key_pem: str | None = None,
         fixtures_dir: Path | None = None,
+        secondary_rest_points: int = 900,
+        secondary_graphql_points: int = 2000,
+        secondary_window: float = 60.0,
+        max_concurrent: int = 100,
+        graphql_rate_limit: int = 5000,
+        search_lag: float = 0.0,
     ) -> None:
         self.app_id = app_id
         self.rate_limit = rate_limit
+        self.graphql_rate_limit = graphql_rate_limit
+        self.limits = SecondaryLimits(
+            rest_points=secondary_rest_points,
+            graphql_points=secondary_graphql_points,
+            window=secondary_window,
+            max_concurrent=max_concurrent,
+        )
+        self.secondary_refusals = 0  # answers refused for a secondary limit, injected too
         self.rate_window = rate_window
         self.token_ttl = token_ttl
         self.hook_timeout = hook_timeout
@@ -334,8 +378,9 @@ class FakeGitHub:
         self._repos: dict[str, _Repo] = {}
         self._pulls: dict[str, dict[int, _Pull]] = {}
         self._user_ids: dict[str, int] = {}
-        self._budgets: dict[str, _Budget] = {}
-        self._exhausted_until = 0
+        self._budgets: dict[tuple[_Resource, str], _Budget] = {}
+        self._exhausted_until: dict[_Resource, int] = {"core": 0, "graphql": 0}
+        self._search = SearchIndex(search_lag)
         self._faults: dict[str, list[_Fault]] = {"delay": [], "fail": [], "secondary": []}
         self._hooks: dict[HookKey, _Hook] = {}
         self._last_id = 1000
@@ -372,6 +417,7 @@ class FakeGitHub:
             ("GET", hook, self._list_deliveries, "token"),
             ("GET", hook + "/{delivery_id}", self._get_delivery, "token"),
             ("POST", hook + "/{delivery_id}/attempts", self._redeliver, "token"),
+            ("POST", "/graphql", self._graphql, "token"),
         ]
         for method, path, handler, auth in routes:
             app.router.add_route(method, path, self._unreachable)
@@ -440,28 +486,38 @@ class FakeGitHub:
             return "app"
         raise KeyError(f"unknown token {token!r}")
 
-    def _budget(self, key: str) -> _Budget:
+    def _budget(self, key: str, resource: _Resource = "core") -> _Budget:
+        # Docs "Rate limits for the GraphQL API": GraphQL has its own primary limit
+        # (5,000 points an hour), apart from REST's; x-ratelimit-resource says which.
         now = time.time()
-        budget = self._budgets.get(key)
+        budget = self._budgets.get((resource, key))
         if budget is None or now >= budget.reset:  # a new window
-            budget = _Budget(self.rate_limit, 0, math.ceil(now + self.rate_window))
-            if now < self._exhausted_until:
-                budget.used, budget.reset = budget.limit, self._exhausted_until
-            self._budgets[key] = budget
+            limit = self.rate_limit if resource == "core" else self.graphql_rate_limit
+            budget = _Budget(limit, 0, math.ceil(now + self.rate_window))
+            if now < self._exhausted_until[resource]:
+                budget.used, budget.reset = budget.limit, self._exhausted_until[resource]
+            self._budgets[(resource, key)] = budget
         return budget
 
-    def rate_remaining(self, token: str) -> int:
-        """The primary rate limit left for ``token`` ("jwt" or any JWT: the App's)."""
-        return self._budget(self._budget_key(token)).remaining
+    def rate_remaining(self, token: str, *, resource: _Resource = "core") -> int:
+        """The primary rate limit left for ``token`` ("jwt" or any JWT: the App's);
+        ``resource="graphql"``: of its GraphQL budget."""
+        return self._budget(self._budget_key(token), resource).remaining
 
-    def exhaust_primary(self, token: str | None = None, reset_in: float = 2.0) -> None:
+    def exhaust_primary(
+        self, token: str | None = None, reset_in: float = 2.0, *, resource: _Resource = "core"
+    ) -> None:
         """Use up the primary limit of ``token`` (None: of everyone) until ``reset_in`` s."""
         reset = math.ceil(time.time() + reset_in)
         if token is None:
-            self._exhausted_until = reset
-        keys = list(self._budgets) if token is None else [self._budget_key(token)]
+            self._exhausted_until[resource] = reset
+        keys = (
+            [key for kind, key in self._budgets if kind == resource]
+            if token is None
+            else [self._budget_key(token)]
+        )
         for key in keys:
-            budget = self._budget(key)
+            budget = self._budget(key, resource)
             budget.used, budget.reset = budget.limit, reset
 
     # -- pull requests -------------------------------------------------------------------
@@ -535,6 +591,7 @@ class FakeGitHub:
         self._pulls[repo.key][number] = pull
         if state == "closed" or merged:
             _close(pull, merged=merged, at=pull.updated_at)
+        self._search.record(_search_entry(pull))
         return self._public(pull)
 
     def update_pull(
@@ -574,10 +631,11 @@ class FakeGitHub:
             if value is not None:
                 setattr(pull, name, value)
         pull.updated_at = now
+        self._search.record(_search_entry(pull))
         return self._public(pull)
 
     def _set_extra(self, pull: _Pull, extra: Mapping[str, Any]) -> None:
-        if clash := extra.keys() & self._pull_fields(pull).keys():
+        if extra and (clash := extra.keys() & self._pull_fields(pull).keys()):
             raise TypeError(f"{sorted(clash)} are managed by the fake (named parameters)")
         pull.extra.update(extra)
 
@@ -923,62 +981,103 @@ class FakeGitHub:
         raise AssertionError("the middleware answers every request")
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
-        """Every request: faults, routing, authentication, rate limits, conditional GETs."""
-        record = RequestRecord(request.method, request.path, dict(request.query))
+        """Every request: secondary limits, faults, routing, authentication, primary
+        limits, conditional GETs."""
+        body = await request.read() if request.can_read_body else b""  # kept for the handler
+        record = RequestRecord(request.method, request.path, dict(request.query), body=body)
         record.conditional = "If-None-Match" in request.headers
-        if request.can_read_body:
-            record.body = await request.read()  # read once, kept for the handler too
+        record.api = "graphql" if request.path == "/graphql" else "rest"
         self.requests.append(record)
-        response = await self._dispatch(request, record)
+        # Secondary limits count every request of a known credential as it arrives (refused
+        # ones too: GitHub counts what is sent), before faults and routing, and its time in
+        # flight until it is answered.
+        key = self._credential_key(request.headers.get("Authorization", ""))
+        refusal = None
+        if key is not None:
+            mutation = record.api == "graphql" and fake_graphql.is_mutation(body)
+            record.credential = key
+            record.points = secondary_points(request.method, record.api, mutation=mutation)
+            refusal = self.limits.admit(key, record.api, record.points, record.received_at)
+        try:
+            response = await self._dispatch(request, record, refusal)
+        finally:
+            if key is not None:
+                self.limits.release(key)
         record.status = response.status
         return response
 
-    async def _dispatch(self, request: web.Request, record: RequestRecord) -> web.Response:
+    async def _dispatch(
+        self, request: web.Request, record: RequestRecord, refusal: Refusal | None
+    ) -> web.Response:
         if delay := self._take("delay", request.path, request.method):
             await asyncio.sleep(delay.seconds)
         fail = self._take("fail", request.path, request.method)
         if fail is not None and not fail.handled:
             return _error(fail.status, HTTPStatus(fail.status).phrase)
-        response = await self._handle(request, record)
+        response = await self._handle(request, record, refusal)
         if fail is not None:  # handled: it took effect (and cost), but the answer is lost
             return _error(fail.status, HTTPStatus(fail.status).phrase)
         return response
 
-    async def _handle(self, request: web.Request, record: RequestRecord) -> web.Response:
+    async def _handle(
+        self, request: web.Request, record: RequestRecord, refusal: Refusal | None
+    ) -> web.Response:
         route = request.match_info.route
         if request.match_info.http_exception is not None or route.resource is None:
             return _error(404, "Not Found")
         auth, handler = self._routes[(route.method, route.resource.canonical)]
         credential = self._authenticate(request.headers.get("Authorization", ""), auth)
         if isinstance(credential, str):
+            if record.api == "graphql":
+                return _json(fake_graphql.unauthenticated(credential), 401)
             return _error(401, credential)
         record.token = credential.label
-        # Docs "Rate limits for the REST API": remaining 0 → 403, x-ratelimit-remaining 0.
-        budget = self._budget(credential.budget_key)
-        if budget.remaining == 0:
+        resource: _Resource = "graphql" if record.api == "graphql" else "core"
+        budget = self._budget(credential.budget_key, resource)
+        if budget.remaining == 0 and resource == "graphql":
+            response = _json(fake_graphql.rate_limited(credential.who))  # a 200, see there
+        elif budget.remaining == 0:
+            # Docs "Rate limits for the REST API": remaining 0 → 403, x-ratelimit-remaining 0.
             who = credential.who
             response = _error(403, f"API rate limit exceeded for {who}.", docs=_RATE_DOCS)
-        elif secondary := self._take("secondary", request.path, request.method):
-            response = _error(secondary.status, _SECONDARY, docs=_RATE_DOCS)
-            if secondary.retry_after is not None:
-                response.headers["Retry-After"] = str(secondary.retry_after)
-            record.rate_cost = 1
+        elif (fault := self._take("secondary", request.path, request.method)) or refusal:
+            response = self._secondary_refused(fault, refusal)
+            record.rate_cost = 1  # a refused request costs 1 from the primary limit
+            budget.used += 1
         else:
+            record.rate_cost = 1
+            budget.used += 1  # before the handler: GraphQL's rateLimit includes this query
             try:
                 response = await handler(request, credential)
             except _ApiError as exc:
                 response = _error(exc.status, exc.message, **exc.extra)
-            record.rate_cost = 1
             if request.method == "GET" and response.status == 200:
                 response = self._conditional(request, response, credential, record)
-        budget.used += record.rate_cost
+            budget.used -= 1 - record.rate_cost  # a 304 is free of the primary limit
         response.headers["X-RateLimit-Limit"] = str(budget.limit)
         response.headers["X-RateLimit-Remaining"] = str(budget.remaining)
         response.headers["X-RateLimit-Used"] = str(budget.used)
         response.headers["X-RateLimit-Reset"] = str(budget.reset)
-        response.headers["X-RateLimit-Resource"] = "core"
+        response.headers["X-RateLimit-Resource"] = resource
         response.headers["Vary"] = "Accept, Authorization, Cookie, X-GitHub-OTP"
         return response
+
+    def _secondary_refused(self, fault: _Fault | None, refusal: Refusal | None) -> web.Response:
+        """Docs "Exceeding the rate limit": a secondary limit is a 403 or 429 whose message
+        says so, with ``retry-after`` seconds when GitHub sends it. An injected fault wins
+        over a limit the fake computed."""
+        self.secondary_refusals += 1
+        response = _error(fault.status if fault else 403, _SECONDARY, docs=_RATE_DOCS)
+        retry_after = fault.retry_after if fault else refusal.retry_after if refusal else None
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
+
+    def _credential_key(self, header: str) -> str | None:
+        """The budget a request's credential draws on, before routing (None: no valid one)."""
+        value = header.partition(" ")[2].strip()
+        credential = self._authenticate(header, "jwt" if value.count(".") == 2 else "token")
+        return None if isinstance(credential, str) else credential.budget_key
 
     def _conditional(
         self,
@@ -1246,6 +1345,18 @@ class FakeGitHub:
         await self._send(original)
         return _json({}, 202)
 
+    async def _graphql(self, request: web.Request, credential: _Credential) -> web.Response:
+        # Only tokens reach here (route auth "token"): docs "Authenticating as a GitHub App":
+        # "The GraphQL API does not support any queries or mutations that require you to
+        # authenticate with a JWT", so an App JWT is a 401 "Bad credentials" like any
+        # unknown token. An installation token searches its installation's repositories.
+        budget = self._budget(credential.budget_key, "graphql")
+        rate = fake_graphql.RateLimit(budget.limit, budget.remaining, budget.reset)
+        status, data = fake_graphql.answer(
+            await request.read(), index=self._search, scope=credential.repos, rate=rate
+        )
+        return _json(data, status)
+
 
 # "Create a pull request" body parameters: JSON type, and its name in GitHub's messages.
 _CREATE_FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -1280,6 +1391,31 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise _ApiError(400, "Problems parsing JSON")
     return data
+
+
+def _search_entry(pull: _Pull) -> SearchEntry:
+    """The pull request as search shows it: the GraphQL fields the poller asks for, from
+    the same data the REST endpoints render."""
+    full, status = pull.repo.full_name, "merged" if pull.merged else pull.state
+    node = {
+        "number": pull.number,
+        "title": pull.title,
+        "state": status.upper(),  # PullRequestState: OPEN, CLOSED, MERGED
+        "merged": pull.merged,
+        "mergedAt": _iso(pull.merged_at) if pull.merged_at else None,
+        "closedAt": _iso(pull.closed_at) if pull.closed_at else None,
+        "updatedAt": _iso(pull.updated_at),
+        "isDraft": pull.draft,
+        "url": f"https://github.com/{full}/pull/{pull.number}",
+        "id": _node_id("PullRequest", pull.id),
+        "databaseId": pull.id,
+        "headRefName": pull.head_ref,
+        "headRefOid": pull.head_sha,
+        "baseRefName": pull.base_ref,
+        "repository": {"nameWithOwner": full},
+    }
+    owner = pull.repo.owner.lower()
+    return SearchEntry(pull.id, pull.repo.key, owner, pull.updated_at, status, node)
 
 
 def _close(pull: _Pull, *, merged: bool, at: int) -> None:
