@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.servers import ServerProcess
@@ -489,3 +491,44 @@ async def test_the_readme_quick_start_runs_as_written(
         assert b"socket.io" in page
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def test_setup_runs_from_the_installed_venv(
+    installed: Installed, fake_github: str, tmp_path: Path
+) -> None:
+    """`webhook-service setup` from the installed venv against the installed fake: the
+    page, GitHub's side of the manifest flow, the callback, .env written."""
+    from tests.servers import free_port
+    from tests.test_setup import register
+
+    port = free_port()
+    env = _clean_env(
+        installed.home,
+        GHE_HOST=fake_github.removeprefix("http://"),
+        GHE_PROTOCOL="http",
+        GITHUB_API_URL=fake_github,
+    )
+    process = await asyncio.create_subprocess_exec(
+        str(installed.command), "setup", "--port", str(port), env=env, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with httpx.AsyncClient(timeout=20) as client:
+            async with asyncio.timeout(30):
+                while True:
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await client.get(f"http://127.0.0.1:{port}/setup")).is_success:
+                            break
+                    await asyncio.sleep(0.1)
+            done = await register(client, f"http://127.0.0.1:{port}/setup")
+            assert done.status_code == 200, done.text
+        async with asyncio.timeout(30):
+            out, err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert process.returncode == 0, err.decode()
+    assert "Install it: " in out.decode()
+    written = (tmp_path / ".env").read_text()
+    assert re.search(r"^APP_ID=\d+$", written, re.M), written
+    assert (tmp_path / "webhook-service.private-key.pem").stat().st_mode & 0o077 == 0

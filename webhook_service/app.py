@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import aiohttp
 import socketio
@@ -29,6 +30,7 @@ from webhook_service.outbox import Dispatcher
 from webhook_service.proxy import WebhookProxy
 from webhook_service.realtime import Stream
 from webhook_service.reconciler import Reconciler
+from webhook_service.setup import SetupFlow
 from webhook_service.store import Leadership, Store, StoreUnavailable, log_unavailable, utcnow
 from webhook_service.sync import PRSyncWorker, idle_stats
 
@@ -64,7 +66,10 @@ async def sync_worker(
 ) -> AsyncIterator[PRSyncWorker | None]:
     """A running sync worker (and its HTTP session), or None without GitHub access."""
     if not github_configured(settings):
-        logger.warning("no GITHUB_TOKEN or APP_ID/PRIVATE_KEY: the sync worker is off")
+        logger.warning(
+            "no GITHUB_TOKEN or APP_ID/PRIVATE_KEY: the sync worker is off (register a"
+            " GitHub App: /setup?token=API_TOKEN, or `webhook-service setup`)"
+        )
         yield None
         return
     async with aiohttp.ClientSession() as session:
@@ -177,9 +182,19 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
         finally:
             await store.disconnect()
 
+    async def tracked() -> list[str]:
+        return sorted(await store.tracked_repositories())
+
+    setup = SetupFlow(
+        settings,
+        env_file=Path(".env"),
+        token=settings.api_token.reveal() if settings.api_token else None,
+        tracked=tracked,
+    )
     app = Starlette(
         routes=[
             Route(settings.webhook_path, receiver.handle, methods=["POST"]),
+            *setup.routes(),
             *api.routes(context),
             *dashboard.routes(),
             *metrics.routes(),

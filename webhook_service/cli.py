@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -80,6 +81,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "redeliver", help="run stored deliveries through the core again"
     )
     redeliver.add_argument("guids", nargs="+", metavar="GUID")
+    setup = commands.add_parser(
+        "setup", help="register a GitHub App from a manifest and write its settings to .env"
+    )
+    setup.add_argument("--org", help="register it for this organization (default: your user)")
+    setup.add_argument(
+        "--public-url",
+        help="where GitHub and browsers reach the service (default: http://HOST:PORT)",
+    )
+    setup.add_argument(
+        "--github-url", help="GitHub Enterprise Server's address (default: GHE_HOST or github.com)"
+    )
+    setup.add_argument("--port", type=int, help="the setup page's port (default: PORT or 3000)")
+    setup.add_argument("--replace", action="store_true", help="replace a configured App")
     stats = commands.add_parser("stats", help="the running service's /stats")
     stats.add_argument("--url", help="the service (default: http://HOST:PORT)")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -110,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_redeliver(settings, args.guids))
         if args.command == "stats":
             return _stats(settings, args.url, as_json=args.json)
+        if args.command == "setup":
+            return asyncio.run(_setup(settings, args))
         return asyncio.run(_migrate(settings))
     except ConfigError as exc:
         print(f"webhook-service: {exc}", file=sys.stderr)
@@ -374,6 +390,58 @@ async def _create_pr(settings: Settings, args: argparse.Namespace) -> int:
     else:
         row = {"created": result["created"], **result["pull_request"]}
         print(_table([row], ["created", "repository", "number", "status", "url", "task_id"]))
+    return 0
+
+
+async def _setup(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve the setup page on loopback until GitHub sends the browser back."""
+    import uvicorn
+    from starlette.applications import Starlette
+
+    from webhook_service.setup import SetupFlow, configured
+
+    if configured(settings) and not args.replace:
+        raise ConfigError(
+            f"a GitHub App is configured already (APP_ID={settings.app_id}); pass --replace"
+            " to register another"
+        )
+    if args.github_url:
+        web = args.github_url.rstrip("/")
+        if urlsplit(web).scheme not in ("http", "https"):
+            raise ConfigError(f"--github-url must be an http(s) URL, got {web!r}")
+        api = settings.github_api_url if web == "https://github.com" else f"{web}/api/v3"
+        settings = dataclasses.replace(settings, github_url=web, github_api_url=api)
+    port = args.port if args.port is not None else settings.port
+    public_url = args.public_url or f"http://127.0.0.1:{port}"
+    flow = SetupFlow(
+        settings, env_file=Path(".env"), org=args.org, public_url=public_url, replace=args.replace
+    )
+    listener = _listen("127.0.0.1", port)
+    server = uvicorn.Server(
+        uvicorn.Config(Starlette(routes=flow.routes()), log_config=None, access_log=False)
+    )
+    serving = asyncio.create_task(server.serve(sockets=[listener]))
+    print(f"Open http://127.0.0.1:{port}/setup in a browser to register the GitHub App.")
+    if not settings.webhook_proxy_url and urlsplit(public_url).hostname in (
+        "127.0.0.1",
+        "localhost",
+    ):
+        print(
+            "(GitHub cannot deliver webhooks to this machine: set WEBHOOK_PROXY_URL to a"
+            " smee.io channel first, or pass --public-url.)"
+        )
+    try:
+        await flow.finished.wait()
+        await asyncio.sleep(0.5)  # the page that says so reaches the browser
+    finally:
+        server.should_exit = True
+        await serving
+        listener.close()
+    registered = flow.registered
+    assert registered is not None
+    print(f"Registered GitHub App {registered.slug} (APP_ID {registered.app_id}); .env written.")
+    print(f"Install it: {registered.install_url}")
+    print("Then start the service: scripts/serve (or webhook-service serve).")
     return 0
 
 

@@ -52,6 +52,7 @@ from jwt.types import Options
 from yarl import URL
 
 import webhook_service.testing.fake_graphql as fake_graphql
+from webhook_service.testing.fake_apps import ManifestFlow
 from webhook_service.testing.fake_limits import (
     Api,
     Refusal,
@@ -366,6 +367,9 @@ class FakeGitHub:
         full = orjson.loads((examples / "hook-delivery-get.json").read_bytes())
         self._delivery_keys = list(full)
         self.url = ""
+        self.manifests = ManifestFlow(
+            app_id=lambda: self.app_id, pem=lambda: self.private_key_pem, url=lambda: self.url
+        )
         self.requests: list[RequestRecord] = []
         self.deliveries: list[Delivery] = []
         self.tokens_issued = 0
@@ -398,9 +402,14 @@ class FakeGitHub:
 
         @web.middleware
         async def middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+            if request.match_info.route.resource in manifest_resources:
+                return await handler(request)  # GitHub's web pages, and the unauthenticated
             return await self._answer(request)  # routed by aiohttp, answered by the fake
 
         app = web.Application(middlewares=[middleware])
+        # Registering an App from a manifest (webhook_service.testing.fake_apps).
+        app.router.add_routes(self.manifests.routes())
+        manifest_resources = {route.resource for route in app.router.routes()}
         repo = "/repos/{owner}/{repo}"
         hook = repo + "/hooks/{hook_id}/deliveries"
         routes: list[tuple[str, str, _Route, _Auth]] = [
