@@ -325,6 +325,30 @@ async def test_dashboard_refuses_a_wrong_token(tmp_path: Path) -> None:
     assert problems == []
 
 
+async def test_dashboard_takes_the_token_once_from_the_url_fragment(tmp_path: Path) -> None:
+    """A bookmark or a wall screen: /#token=... signs in, is stored as a typed token is,
+    and leaves the address bar (a fragment never reaches the server)."""
+    problems: list[str] = []
+    settings = make_settings(f"sqlite:///{tmp_path / 'dashboard.db'}")
+    async with uvicorn_server(settings) as (_service, url), chromium() as browser:
+        page = await open_page(browser, problems)
+        await page.goto(f"{url}/#token={API_TOKEN}")
+        await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+        assert page.url == f"{url}/"
+        assert await page.evaluate("location.hash") == ""
+        stored = "localStorage.getItem('webhook-service.dashboard.token')"
+        assert await page.evaluate(stored) == API_TOKEN
+        await page.reload()  # kept, as a typed one is
+        await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+
+        await page.goto("about:blank")  # (a fragment alone would not load the page again)
+        await page.goto(f"{url}/#token=not-the-token")
+        await expect(page.locator("#connection")).to_have_attribute("data-state", "refused")
+        assert page.url == f"{url}/"
+        assert await stored_tokens(page) == []
+    assert problems == []
+
+
 def _artifact(name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS / name

@@ -1,7 +1,8 @@
 // The live dashboard of webhook-service: plain ES2020, no framework, no build step.
 //
 // Data flow:
-//   * The API token is asked once and kept in localStorage ("Forget token" drops it).
+//   * The API token is asked once and kept in localStorage ("Forget token" drops it);
+//     /#token=... gives it once, and is cleared from the address bar.
 //   * Socket.IO connects with auth {token, batch: true, since: lastEventId}; `auth` is a function,
 //     which the v4 client calls before every connection attempt, reconnections
 //     included, so each one resumes from the last event applied. The server replays
@@ -839,7 +840,13 @@
     return;
   }
   state.filter = localStorage.getItem(FILTER_KEY) || "";
-  const saved = localStorage.getItem(TOKEN_KEY);
+  // A bookmark or a wall screen opens signed in with /#token=...: the token is taken
+  // once, kept as if typed, and cleared from the address bar (and so from the history).
+  const fromUrl = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fromUrl !== null) {
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  const saved = (fromUrl && fromUrl.trim()) || localStorage.getItem(TOKEN_KEY);
   if (saved) start(saved);
   else askForToken(ASK, false);
 
