@@ -196,3 +196,66 @@ async def test_commands_name_an_unusable_database(command: tuple[str, ...], tmp_
     )
     assert "pw-9999" not in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+# -- plain answers ---------------------------------------------------------------------
+
+
+async def test_a_command_never_creates_a_database(tmp_path: Path) -> None:
+    code, out, err = await run("tasks", env={}, cwd=tmp_path)
+    assert code == 2 and out == ""
+    assert err.startswith("webhook-service: DATABASE_URL: sqlite:///./webhook-service.db:")
+    assert "no such file here" in err
+    assert await asyncio.to_thread(os.listdir, tmp_path) == []  # no empty database made
+
+
+async def test_a_database_without_the_schema_is_said_so(database_url: str, tmp_path: Path) -> None:
+    if database_url.startswith("sqlite"):
+        empty = Path(database_url.removeprefix("sqlite:///"))
+        await asyncio.to_thread(empty.write_bytes, b"")  # an empty file
+    code, _out, err = await run("tasks", env={"DATABASE_URL": database_url}, cwd=tmp_path)
+    assert code == 2
+    assert "has no webhook-service tables; run `webhook-service migrate`" in err
+
+
+async def test_commands_print_their_result_only(database_url: str, tmp_path: Path) -> None:
+    env = {"DATABASE_URL": database_url}
+    code, out, err = await run("migrate", env=env, cwd=tmp_path)
+    assert code == 0 and out.startswith("applied ") and err == ""
+    code, out, err = await run("tasks", env=env, cwd=tmp_path)
+    assert (code, out, err) == (0, "(none)\n", "")  # no log lines around the answer
+    other = {"DATABASE_URL": "sqlite:///./other.db"}
+    code, _out, err = await run("migrate", "-v", env=other, cwd=tmp_path)
+    assert code == 0 and "INFO    webhook_service.store: applied migration 1" in err  # asked for
+
+
+async def test_bad_option_values_are_refused_with_the_allowed_ones(tmp_path: Path) -> None:
+    code, out, err = await run("tasks", "--status", "bogus", env={}, cwd=tmp_path)
+    assert code == 2 and out == ""
+    assert "invalid choice: 'bogus'" in err
+    assert "'TODO', 'IMPLEMENTING', 'CODE_REVIEWING', 'DONE', 'CANCELLED'" in err
+    code, _out, err = await run("tasks", "--repository", "nope", env={}, cwd=tmp_path)
+    assert code == 2 and "expected owner/name, got 'nope'" in err
+
+
+async def test_serve_logs_where_it_listens(tmp_path: Path) -> None:
+    port = free_port()
+    env = {"WEBHOOK_SECRET": "s", "API_TOKEN": "t", "PORT": str(port), "SYNC_INTERVAL": "60"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "webhook_service", "serve",
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}, cwd=tmp_path,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                line = (await process.stderr.readline()).decode()
+                assert line, "serve exited"
+                if "serving on" in line:
+                    break
+    finally:
+        process.terminate()
+        await process.wait()
+    url = f"http://127.0.0.1:{port}"
+    assert f"serving on {url} (dashboard {url}/, webhooks {url}/webhooks/github)" in line

@@ -416,6 +416,11 @@ async def test_the_sync_once_command_runs_one_cycle(
         "DATABASE_URL": database_url,
         "SYNC_RETRY_DELAY": "0.05",
     }
+    migrate = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "webhook_service", "migrate", cwd=tmp_path, env=env
+    )  # as a user does: only migrate and serve create the schema
+    async with asyncio.timeout(60):
+        assert await migrate.wait() == 0
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

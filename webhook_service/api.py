@@ -64,6 +64,8 @@ class Context:
     ready: Callable[[], dict[str, bool]]
     worker: Callable[[], PRSyncWorker | None] = lambda: None
     monitor: Callable[[], dict[str, Any]] = dict
+    #: Whether a GitHub credential is configured (so a sync worker should run).
+    sync_configured: bool = False
     #: ``/stats`` while no worker runs (sync.idle_stats: the same keys, zeros and nulls).
     idle_stats: Callable[[], dict[str, Any]] = lambda: {"running": False}
 
@@ -179,15 +181,31 @@ def _stats(ctx: Context) -> Handler:
 
 
 def _health(ctx: Context) -> Handler:
-    """The original design's health check: healthy while the sync worker runs, and
-    GitHub accepted its credentials in the last cycle."""
+    """The original design's health check, ``{"service": "pr_sync_worker", "status",
+    "stats"}``: with a sync worker configured, healthy while it runs and GitHub accepted
+    its credential in the last cycle. A webhook-only setup has nothing wrong for lacking
+    one: it reports the webhook path (``"sync_worker": "not configured"``). Either way
+    the database must answer and the reconciler and dispatcher run (``checks``)."""
 
     async def health(request: Request) -> Response:
         stats = ctx.worker_stats()
-        healthy = bool(stats["running"]) and not stats.get("credential_error")
+        checks = ctx.ready()
+        try:
+            await ctx.store.ping()
+            checks["database"] = True
+        except StoreUnavailable:
+            checks["database"] = False
+        if ctx.sync_configured:
+            worker = "running" if stats["running"] else "stopped"
+            healthy = all(checks.values()) and worker == "running"
+            healthy = healthy and not stats.get("credential_error")
+        else:
+            worker, healthy = "not configured", all(checks.values())
         body = {
             "service": "pr_sync_worker",
             "status": "healthy" if healthy else "unhealthy",
+            "sync_worker": worker,
+            "checks": checks,
             "stats": stats,
         }
         return _json(body, 200 if healthy else 503)

@@ -129,6 +129,7 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
         ready=ready,
         worker=lambda: service.worker,
         idle_stats=lambda: idle_stats(settings),
+        sync_configured=github_configured(settings),
         monitor=lambda: {
             "deliveries_received": receiver.received,
             "batches_committed": reconciler.batches,

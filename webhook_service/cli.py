@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import errno
 import json
+import logging
 import os
 import signal
 import socket
@@ -22,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from webhook_service import __version__, logs
-from webhook_service.config import ConfigError, Settings, load_settings
+from webhook_service.config import ConfigError, Settings, load_settings, read_env_file
 from webhook_service.store import Store, StoreUnavailable
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from webhook_service.github import GitHub
@@ -48,8 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     track.add_argument("--task", help="link the PR to this task id")
     track.add_argument("--json", action="store_true", help="print JSON instead of a table")
     tasks = commands.add_parser("tasks", help="list tasks")
-    tasks.add_argument("--status", help="only tasks with this status")
-    tasks.add_argument("--repository", help="only tasks of owner/name")
+    tasks.add_argument("--status", choices=_TASK_STATUSES, help="only tasks with this status")
+    tasks.add_argument("--repository", type=_repository, help="only tasks of owner/name")
     tasks.add_argument("--json", action="store_true", help="print JSON instead of a table")
     create_pr = commands.add_parser(
         "create-pr", help="open the PR of a task's branch (or link its open one)"
@@ -97,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stats = commands.add_parser("stats", help="the running service's /stats")
     stats.add_argument("--url", help="the service (default: http://HOST:PORT)")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    for command in commands.choices.values():
+        command.add_argument(
+            "-v", "--verbose", action="count", default=0, help="log more (-v INFO, -vv DEBUG)"
+        )
     args = parser.parse_args(argv)
 
     try:
@@ -104,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"webhook-service: configuration error: {exc}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level, settings.log_format, _secret_values(settings))
+    logs.configure(_log_level(settings, args), settings.log_format, _secret_values(settings))
     try:
         if args.command == "serve":
             return _serve(settings, host=args.host, port=args.port)
@@ -135,13 +142,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+_TASK_STATUSES = ("TODO", "IMPLEMENTING", "CODE_REVIEWING", "DONE", "CANCELLED")
+
+
+def _repository(value: str) -> str:
+    if value.count("/") != 1 or not all(value.split("/")):
+        raise argparse.ArgumentTypeError(f"expected owner/name, got {value!r}")
+    return value
+
+
+def _log_level(settings: Settings, args: argparse.Namespace) -> str:
+    """``serve`` logs at LOG_LEVEL; other commands print their result, and log only
+    warnings unless LOG_LEVEL is set or ``-v`` given."""
+    if args.verbose:
+        return "INFO" if args.verbose == 1 else "DEBUG"
+    explicit = "LOG_LEVEL" in os.environ or (
+        Path(".env").is_file() and "LOG_LEVEL" in read_env_file(Path(".env"))
+    )
+    return settings.log_level if args.command == "serve" or explicit else "WARNING"
+
+
 def _serve(settings: Settings, *, host: str | None, port: int | None) -> int:
     import uvicorn
 
     from webhook_service.app import create_app
 
     app = create_app(settings)
-    listener = _listen(host or settings.host, port if port is not None else settings.port)
+    host, port = host or settings.host, port if port is not None else settings.port
+    listener = _listen(host, port)
     try:
         # A database that cannot be used is one line here, not a traceback from the
         # lifespan (the service would not start anyway).
@@ -159,6 +187,9 @@ def _serve(settings: Settings, *, host: str | None, port: int | None) -> int:
         timeout_graceful_shutdown=8,
     )
     previous = signal.signal(signal.SIGTERM, _exit_cleanly)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{listener.getsockname()[1]}"
+    logger.info("serving on %s (dashboard %s/, webhooks %s%s)", url, url, url,
+                settings.webhook_path)  # fmt: skip
     try:
         uvicorn.Server(config).run(sockets=[listener])
     finally:
@@ -266,10 +297,32 @@ async def _migrate(settings: Settings) -> int:
 
 @asynccontextmanager
 async def _database(settings: Settings) -> AsyncIterator[Store]:
-    """The store, connected and migrated, for one command."""
+    """The service's database, for one command. Only ``serve`` and ``migrate`` create
+    or change the schema: a database without it (a mistyped DATABASE_URL, a command run
+    from another directory) is said so, not filled with empty tables."""
+    from webhook_service.migrations import MIGRATIONS
+
+    url = settings.safe_database_url()
+    path = Store(settings.database_url.reveal()).sqlite_path
+    if path is not None and not path.is_file():
+        raise ConfigError(
+            f"DATABASE_URL: {url}: there is no such file here ({Path.cwd()}); run from the"
+            " service's directory, or set DATABASE_URL to its database"
+        )
     store = await _open_store(settings)
     try:
-        await store.migrate()
+        version = await store.schema_version()
+        latest = MIGRATIONS[-1].version
+        if version == 0:
+            raise ConfigError(
+                f"DATABASE_URL: {url} has no webhook-service tables; run `webhook-service"
+                " migrate` (or serve), or set DATABASE_URL to the service's database"
+            )
+        if version < latest:
+            raise ConfigError(
+                f"DATABASE_URL: {url} is at schema version {version}, this release needs"
+                f" {latest}: run `webhook-service migrate`"
+            )
         yield store
     finally:
         await store.disconnect()

@@ -531,8 +531,52 @@ class Store:
                     await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
         return applied
 
+    @asynccontextmanager
+    async def _sqlite_migration_lock(self) -> AsyncIterator[None]:
+        """SQLite's ``_MIGRATION_LOCK``: an exclusive ``flock`` on ``<database>.migrate``.
+
+        Held around the whole of :meth:`migrate`, so concurrent migrators wait for
+        each other without a time limit, as on PostgreSQL; SQLite's own locks would
+        make them give up after ``_SQLITE_BUSY_TIMEOUT`` (a long migration, a loaded
+        machine). The kernel releases it when its holder dies. Polled rather than
+        waited for in a thread, so a cancelled wait leaves nothing behind. Nothing on
+        PostgreSQL.
+        """
+        if self.sqlite_path is None:
+            yield
+            return
+        path = f"{self.sqlite_path}.migrate"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise self.availability.failed(f"cannot open {path}: {exc}") from exc
+        try:
+            waiting = False
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not waiting:
+                        logger.info("waiting for another process's migrations (%s)", path)
+                        waiting = True
+                    await asyncio.sleep(0.05)
+                except OSError as exc:
+                    raise self.availability.failed(f"cannot lock {path}: {exc}") from exc
+            yield
+        finally:
+            os.close(fd)  # closing the file releases the flock
+
     async def schema_version(self) -> int:
+        """The newest migration applied; 0 for a database without the service's tables."""
+        exists = (
+            "SELECT to_regclass('schema_migrations') IS NOT NULL"
+            if self.is_postgres
+            else "SELECT COUNT(*) FROM sqlite_master WHERE name = 'schema_migrations'"
+        )
         async with self.connection() as conn:
+            if not await conn.fetchval(exists):
+                return 0
             return int(
                 await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
             )
