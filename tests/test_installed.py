@@ -462,7 +462,7 @@ async def test_the_readme_quick_start_runs_as_written(
     try-out with the shipped fixtures, each as the README writes it (the port aside:
     PORT picks a free one, as a user whose 3000 is taken would)."""
     serve_command = _readme_block("## Quick start")
-    try_out = _readme_block("and list what they did:")
+    try_out = _readme_block("`Codertocat/Hello-World#2`):")
     assert serve_command.strip().endswith("scripts/serve")
     checkout = tmp_path / "clone"
     shutil.copytree(installed.source, checkout)

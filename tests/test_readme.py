@@ -21,7 +21,7 @@ from tests.servers import TcpProxy, uvicorn_server
 from webhook_service.app import Service
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-REPO = "owner/name"  # the repository the example subscribes to
+REPO = "Codertocat/Hello-World"  # the repository the examples subscribe to: the fixtures'
 
 
 def code_block(after: str, language: str) -> str:
