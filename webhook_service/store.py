@@ -11,6 +11,7 @@ Nothing else in the package imports ``databases``, ``asyncpg`` or ``aiosqlite``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import functools
@@ -71,6 +72,10 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 _WRITER_LOCK = 0x57_48_53_45_56_54  # "WHSEVT"
 _MIGRATION_LOCK = _WRITER_LOCK + 1
 _POLLER_LOCK = _WRITER_LOCK + 2  # held by the one replica that runs the sync worker
+
+#: How long a SQLite connection waits for another's write lock before it fails with
+#: "database is locked": well inside GitHub's 10 s delivery timeout.
+_SQLITE_BUSY_TIMEOUT = 5.0
 
 #: How long a claim (an outbox event being emitted, a clean-up job being run) keeps
 #: other replicas off; after that, the work of a replica that died is taken over.
@@ -430,9 +435,13 @@ class Store:
             wrapped = Connection(handle.raw_connection, self.dialect)
             if not wrapped.is_pg:
                 await _sqlite_setup(wrapped)
-        except Exception as exc:
+        except BaseException as exc:
+            # Cancelled too (the set-up may be waiting for another connection): the
+            # connection is closed here or never (aiosqlite's ResourceWarning later).
             with contextlib.suppress(Exception):
                 await handle.__aexit__(None, None, None)
+            if not isinstance(exc, Exception):
+                raise
             raise self.availability.failed(f"cannot use the database connection: {exc}") from exc
         try:
             yield wrapped
@@ -488,12 +497,18 @@ class Store:
     # -- schema ---------------------------------------------------------------
 
     async def migrate(self) -> list[int]:
-        """Apply every migration not applied yet; returns the versions applied."""
+        """Apply every migration not applied yet; returns the versions applied.
+
+        Several replicas may start at once: one migrates, the others wait for it as
+        long as it takes, then find nothing left to do. PostgreSQL: the advisory lock
+        ``_MIGRATION_LOCK``; SQLite: :meth:`_sqlite_migration_lock`, taken before the
+        first connection.
+        """
         applied: list[int] = []
-        async with self.connection() as conn:
-            # Several replicas may start at once. The lock comes first: two concurrent
-            # CREATE TABLE IF NOT EXISTS can both go ahead, and one then fails on
-            # PostgreSQL's catalog (duplicate key in pg_type).
+        async with self._sqlite_migration_lock(), self.connection() as conn:
+            # The lock comes first: two concurrent CREATE TABLE IF NOT EXISTS can both
+            # go ahead, and one then fails on PostgreSQL's catalog (duplicate key in
+            # pg_type).
             if conn.is_pg:
                 await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
             try:
@@ -508,8 +523,9 @@ class Store:
                     if migration.version in done:
                         continue
                     async with self.unit_of_work(conn):
-                        # Asked again inside the write transaction: on SQLite another
-                        # process may have applied it since (it has no advisory lock).
+                        # Asked again inside the write transaction (BEGIN IMMEDIATE on
+                        # SQLite): a process that does not take the lock (an older
+                        # release) may have applied it since.
                         if await conn.fetchval(
                             "SELECT count(*) FROM schema_migrations WHERE version = $1",
                             migration.version,
@@ -1101,13 +1117,36 @@ class ConnectionLease:
 
 
 async def _sqlite_setup(conn: Connection) -> None:
-    # Per connection: wait for the write lock instead of failing (well inside GitHub's
-    # 10 s delivery timeout), and commit durably
+    # Per connection: wait for the write lock instead of failing, and commit durably
     # (every acknowledged delivery must survive a crash).
-    await conn.raw.execute("PRAGMA busy_timeout = 5000")
-    await conn.raw.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
+    await conn.raw.execute(f"PRAGMA busy_timeout = {round(_SQLITE_BUSY_TIMEOUT * 1000)}")
+    await _sqlite_wal(conn)  # readers never block the writer
     await conn.raw.execute("PRAGMA synchronous = FULL")
     await conn.raw.execute("PRAGMA foreign_keys = ON")
+
+
+async def _sqlite_wal(conn: Connection) -> None:
+    """``PRAGMA journal_mode = WAL``, waiting for other connections as busy_timeout does.
+
+    The file records the mode, so this changes something only on a new database (or
+    one in another mode). There it reads the file's header, then writes it: an
+    upgrade from a read lock to a write lock, for which SQLite never calls the busy
+    handler (two connections each waiting for the other's read to end would wait
+    forever). So while another connection holds the write lock (typically another
+    process setting up the same new file at the same moment) it fails at once with
+    "database is locked", whatever busy_timeout says: retry it for as long.
+    """
+    deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT
+    pause = 0.002
+    while True:
+        try:
+            await conn.raw.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 class UnitOfWork:
