@@ -1353,10 +1353,8 @@ def bench_backend(
         servers: list[Server] = []
         samplers: list[Sampler] = []
         try:
-            # One after the other: the first migrates the empty database. (Started at
-            # once, all but one may fail: Store.migrate's CREATE TABLE IF NOT EXISTS
-            # schema_migrations comes before its advisory lock, and concurrent IF NOT
-            # EXISTS creations can collide in PostgreSQL.)
+            # One after the other, so that each replica's start-up is measured alone
+            # (started at once they wait for each other's migration: Store.migrate).
             for k, port in enumerate(_free_ports(replicas)):
                 suffix = "" if replicas == 1 else f".{k + 1}"
                 server = Server(
