@@ -11,9 +11,16 @@ from webhook_service.budget import Budget, Limits, points
 
 
 def send_times(budget: Budget, count: int, api: str = "rest", cost: int = 1) -> list[float]:
-    """When ``count`` requests asked for at once at t=0 may go, by the plan."""
+    """When ``count`` requests asked for at once at t=0 may go, by the plan (each then
+    admitted at that time, as GitHub.pace does)."""
     assert api in ("rest", "graphql")
-    return [budget.reserve(api, cost, now=0.0, clock=1e9) for _ in range(count)]  # type: ignore[arg-type]
+    times = []
+    for _ in range(count):
+        at = budget.reserve(api, cost, now=0.0, clock=1e9)  # type: ignore[arg-type]
+        while (late := budget.admit(api, cost, at)) > 0:  # type: ignore[arg-type]
+            at += late
+        times.append(at)
+    return times
 
 
 def busiest(times: list[float], costs: int = 1, window: float = 60.0) -> int:
@@ -76,6 +83,16 @@ def test_a_secondary_refusal_holds_every_request_until_retry_after() -> None:
     assert budget.secondary_refusals == 1
     assert budget.reserve("rest", 1, now=0.0, clock=1000.0) == pytest.approx(30.0)
     assert budget.reserve("graphql", 1, now=0.0, clock=1000.0) == pytest.approx(30.0)
+
+
+def test_admit_holds_the_plan_on_the_times_requests_really_go() -> None:
+    # The schedule let 30 through at t=0..3 s; a busy loop sent them all only at t=3.
+    budget = Budget(Limits(rest_points=30, share=1.0, window=10.0))
+    for _ in range(30):
+        assert budget.admit("rest", 1, now=3.0) == 0.0
+    assert budget.admit("rest", 1, now=3.5) == pytest.approx(9.5)  # until t=13
+    assert budget.admit("rest", 1, now=13.0 + 1e-5) == 0.0
+    assert budget.used("rest", now=13.5) == 1
 
 
 def test_snapshot_reports_plan_and_use() -> None:

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
 
 from tests.helpers import AUTH, app_private_key, make_settings, reconciling, running_app, until
+from webhook_service.config import Settings
 from webhook_service.github import GitHub
+from webhook_service.store import Store
 from webhook_service.sync import PRSyncWorker
 from webhook_service.testing import FakeGitHub
 
@@ -54,6 +57,18 @@ def other_key() -> str:
     return FakeGitHub().private_key_pem
 
 
+@asynccontextmanager
+async def polling(
+    database_url: str, settings: Settings
+) -> AsyncIterator[tuple[Store, PRSyncWorker]]:
+    """A store and a sync worker (not started) with ``settings``."""
+    async with (
+        reconciling(database_url, settings) as (store, reconciler),
+        aiohttp.ClientSession() as session,
+    ):
+        yield store, PRSyncWorker(store, reconciler, GitHub(session, settings), settings)
+
+
 def sync_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [
         r
@@ -66,11 +81,7 @@ async def test_a_revoked_token_is_one_error_and_one_request_a_cycle(
     database_url: str, gh: FakeGitHub, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = make_settings(database_url, **token_env(gh, "ghp_revoked"))
-    async with (
-        reconciling(database_url, settings) as (store, reconciler),
-        aiohttp.ClientSession() as session,
-    ):
-        worker = PRSyncWorker(store, reconciler, GitHub(session, settings), settings)
+    async with polling(database_url, settings) as (store, worker):
         for cycle in (1, 2):
             caplog.clear()
             async with asyncio.timeout(10):
@@ -119,11 +130,7 @@ async def test_an_app_credential_github_rejects_is_one_error_a_cycle(
         (gh.app_id, other_key) if case == "another-apps-key" else ("999", gh.private_key_pem)
     )
     settings = make_settings(database_url, **app_env(gh, app_id=app_id, key=key))
-    async with (
-        reconciling(database_url, settings) as (store, reconciler),
-        aiohttp.ClientSession() as session,
-    ):
-        worker = PRSyncWorker(store, reconciler, GitHub(session, settings), settings)
+    async with polling(database_url, settings) as (store, worker):
         for cycle in (1, 2):
             caplog.clear()
             async with asyncio.timeout(10):

@@ -22,6 +22,7 @@ from yarl import URL
 
 from tests.helpers import app_private_key
 from webhook_service.fixtures import fixtures_root, load_delivery
+from webhook_service.github import SEARCH_PULLS  # the query the poller sends
 from webhook_service.signature import verify
 from webhook_service.testing import FakeGitHub
 from webhook_service.testing.fake_github import rest_fixtures_root
@@ -603,22 +604,6 @@ async def test_redelivery_to_an_unreachable_hook_is_recorded_as_failed(
 
 # -- POST /graphql: the pull-request search -----------------------------------------------
 
-SEARCH_PULLS = """
-query($q: String!, $first: Int!, $after: String) {
-  search(query: $q, type: ISSUE, first: $first, after: $after) {
-    issueCount
-    pageInfo { hasNextPage endCursor }
-    nodes {
-      ... on PullRequest {
-        number title state merged mergedAt closedAt updatedAt isDraft url id databaseId
-        headRefName headRefOid baseRefName
-        repository { nameWithOwner }
-      }
-    }
-  }
-  rateLimit { cost limit remaining resetAt }
-}
-"""
 
 
 async def _graphql(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -499,7 +498,7 @@ async def test_setup_runs_from_the_installed_venv(
     """`webhook-service setup` from the installed venv against the installed fake: the
     page, GitHub's side of the manifest flow, the callback, .env written."""
     from tests.servers import free_port
-    from tests.test_setup import register
+    from tests.test_setup import register, served
 
     port = free_port()
     env = _clean_env(
@@ -514,12 +513,7 @@ async def test_setup_runs_from_the_installed_venv(
     )
     try:
         async with httpx.AsyncClient(timeout=20) as client:
-            async with asyncio.timeout(30):
-                while True:
-                    with contextlib.suppress(httpx.HTTPError):
-                        if (await client.get(f"http://127.0.0.1:{port}/setup")).is_success:
-                            break
-                    await asyncio.sleep(0.1)
+            await served(client, f"http://127.0.0.1:{port}/setup")
             done = await register(client, f"http://127.0.0.1:{port}/setup")
             assert done.status_code == 200, done.text
         async with asyncio.timeout(30):

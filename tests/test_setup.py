@@ -55,6 +55,18 @@ def github_env(gh: FakeGitHub) -> dict[str, str]:
     }
 
 
+async def served(client: httpx.AsyncClient, page: str) -> None:
+    """Wait until ``page`` answers (a process starting up)."""
+
+    async def answers() -> bool:
+        try:
+            return (await client.get(page)).is_success
+        except httpx.HTTPError:
+            return False
+
+    await eventually(answers)
+
+
 async def register(client: httpx.AsyncClient, setup_page: str) -> httpx.Response:
     """What the person does: open the page, press the button, confirm on GitHub."""
     page = await client.get(setup_page)
@@ -183,14 +195,7 @@ async def test_the_setup_command(tmp_path: Path) -> None:
         )
         try:
             async with httpx.AsyncClient(timeout=20) as client:
-
-                async def page_served() -> bool:
-                    try:
-                        return (await client.get(f"http://127.0.0.1:{port}/setup")).is_success
-                    except httpx.HTTPError:
-                        return False
-
-                await eventually(page_served)
+                await served(client, f"http://127.0.0.1:{port}/setup")
                 done = await register(client, f"http://127.0.0.1:{port}/setup")
                 assert done.status_code == 200, done.text
             async with asyncio.timeout(20):

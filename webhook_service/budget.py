@@ -14,8 +14,9 @@ A :class:`Budget` plans within a share of both (``SYNC_BUDGET_SHARE``, default 8
 instead of only reacting to 403s: each request reserves its points from a
 generic-cell-rate schedule (GCRA) whose rate is the share of the per-minute limit, so
 requests are spread evenly over the minute and no window of 60 s ever holds more than
-the share; past the share of the primary limit it waits for the reset. It does no I/O:
-:meth:`Budget.reserve` returns how long to wait, the caller sleeps.
+the share (:meth:`Budget.admit` holds it to that on the times requests really go, too);
+past the share of the primary limit it waits for the reset. It does no I/O: both return
+how long to wait, the caller sleeps.
 """
 
 from __future__ import annotations
@@ -131,10 +132,24 @@ class Budget:
         if wait > 0:
             self.waits += 1
             self.waited += wait
-        sent = self._sent.setdefault(api, deque())
-        sent.append((now + wait, cost))
-        self._forget(sent, now)
         return wait
+
+    def admit(self, api: Api, cost: int, now: float) -> float:
+        """The hard bound, on what was really sent: 0 when ``cost`` more points now keep
+        the last window within the plan (they are then counted as sent), else how long
+        to wait first. A request the schedule let through late (a busy event loop) and
+        one on time could otherwise come closer together than planned."""
+        sent = self._sent.setdefault(api, deque())
+        self._forget(sent, now)
+        excess = sum(points for _, points in sent) + cost - self.limits.planned(api)
+        if excess <= 0:
+            sent.append((now, cost))
+            return 0.0
+        for at, points in sent:  # the oldest sends leave the window first
+            excess -= points
+            if excess <= 0:
+                return at + self.limits.window - now + 1e-6
+        return self.limits.window
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Read an answer's ``x-ratelimit-*`` (errors included)."""
@@ -157,12 +172,12 @@ class Budget:
             self.hold_until = max(self.hold_until, retry_at)
 
     def used(self, api: Api, now: float) -> int:
-        """Points sent (or due) in the last window."""
+        """Points sent in the last window."""
         sent = self._sent.get(api)
         if not sent:
             return 0
         self._forget(sent, now)
-        return sum(cost for at, cost in sent if at <= now)
+        return sum(cost for _, cost in sent)
 
     def _forget(self, sent: deque[tuple[float, int]], now: float) -> None:
         while sent and sent[0][0] <= now - self.limits.window:

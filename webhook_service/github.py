@@ -329,6 +329,8 @@ class GitHub:
         """Wait for the credential's plan to allow ``cost`` points of ``api``."""
         wait = budget.reserve(api, cost, now=self._monotonic(), clock=self._clock())
         await self.sleep(min(wait, _MAX_RATE_WAIT))
+        while (late := budget.admit(api, cost, self._monotonic())) > 0:
+            await self.sleep(late)
 
     def budgets(self) -> dict[str, dict[str, Any]]:
         """Each credential's budget and use, for ``/stats``."""
@@ -350,15 +352,20 @@ class GitHub:
         status = exc.status_code
         headers = getattr(exc, "headers", None) or {}
         wait = self._rate_limit_wait(status, headers, exc, attempt)
-        if wait is not None:
-            if budget is not None:
-                hold = self._clock() + min(wait, _MAX_RATE_WAIT)
-                budget.hold_until = max(budget.hold_until, hold)
-            if attempt > self._retries + 1 or wait > _MAX_RATE_WAIT:
+        if wait is not None and budget is not None:
+            hold = self._clock() + min(wait, _MAX_RATE_WAIT)
+            budget.hold_until = max(budget.hold_until, hold)
+        return await self._retry(status, attempt, wait)
+
+    async def _retry(self, status: int, attempt: int, rate_wait: float | None) -> bool:
+        """Whether, after waiting, to send again a request answered ``status``: a
+        rate limit waits ``rate_wait`` s (None: not a rate limit), a 5xx backs off."""
+        if rate_wait is not None:
+            if attempt > self._retries + 1 or rate_wait > _MAX_RATE_WAIT:
                 return False
             self.stats.rate_limited += 1
-            logger.warning("GitHub rate limit (%d); waiting %.1f s", status, wait)
-            await self.sleep(wait)
+            logger.warning("GitHub rate limit (%d); waiting %.1f s", status, rate_wait)
+            await self.sleep(rate_wait)
             return True
         if status >= 500 and attempt <= self._retries:
             self.stats.retries += 1
@@ -427,21 +434,12 @@ class GitHub:
 
     async def _retry_graphql(self, status: int, attempt: int, budget: Budget) -> bool:
         """Whether (after waiting) to send a GraphQL request again, as
-        :meth:`retry_after_error` decides for REST."""
+        :meth:`retry_after_error` decides for REST (observe() has read a retry-after
+        into the budget)."""
+        wait = None
         if status in (403, 429):
-            if attempt > self._retries + 1:
-                return False
-            # observe() has read retry-after into the budget; pace() waits for it.
             wait = max(budget.hold_until - self._clock(), self.backoff(attempt))
-            self.stats.rate_limited += 1
-            logger.warning("GitHub rate limit (%d); waiting %.1f s", status, wait)
-            await self.sleep(min(wait, _MAX_RATE_WAIT))
-            return True
-        if status >= 500 and attempt <= self._retries:
-            self.stats.retries += 1
-            await self.sleep(self.backoff(attempt))
-            return True
-        return False
+        return await self._retry(status, attempt, wait)
 
     async def api_for(self, installation_id: int | None) -> _API:
         """The credential to use for a repository (its installation's, for an App)."""
