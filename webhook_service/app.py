@@ -89,7 +89,46 @@ async def sync_worker(
 
 
 def create_app(settings: Settings) -> socketio.ASGIApp:
+    """The service: its parts, its routes, and a lifespan that runs them."""
     settings.check_secure()
+    metrics = Metrics()
+    service = _service(settings, metrics)
+    metrics.watch(
+        Parts(
+            service.receiver,
+            service.reconciler,
+            service.dispatcher,
+            service.stream,
+            service.cleanup,
+            lambda: service.worker,
+        )
+    )
+    setup = SetupFlow(
+        settings,
+        env_file=Path(".env"),
+        token=settings.api_token.reveal() if settings.api_token else None,
+        tracked=lambda: _tracked(service.store),
+    )
+    app = Starlette(
+        routes=[
+            Route(settings.webhook_path, service.receiver.handle, methods=["POST"]),
+            *setup.routes(),
+            *api.routes(_api_context(service)),
+            *dashboard.routes(),
+            *metrics.routes(),
+        ],
+        lifespan=lambda app: _running(service),
+    )
+    app.state.service = service
+    # No on_startup/on_shutdown here: ASGIApp would then swallow the lifespan events
+    # and Starlette's lifespan above would never run.
+    asgi = socketio.ASGIApp(service.stream.sio, other_asgi_app=app)
+    asgi.service = service
+    return asgi
+
+
+def _service(settings: Settings, metrics: Metrics) -> Service:
+    """The parts, wired: store -> reconciler -> dispatcher -> stream; the receiver."""
     store = Store(settings.database_url.reveal())
     stream = Stream(settings, store)
     dispatcher = Dispatcher(store, stream.emit)
@@ -106,15 +145,16 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
         delete_branch=settings.cleanup_delete_branch,
         scan_interval=settings.sync_interval,
     )
-    metrics = Metrics()
-    secrets = [s.reveal().encode() for s in settings.webhook_secrets]
     receiver = WebhookReceiver(
         reconciler,
-        secrets=secrets,
+        secrets=[s.reveal().encode() for s in settings.webhook_secrets],
         latency=metrics.ingest_latency.observe,
     )
-    service = Service(settings, store, reconciler, dispatcher, stream, receiver, cleanup)
-    metrics.watch(Parts(receiver, reconciler, dispatcher, stream, cleanup, lambda: service.worker))
+    return Service(settings, store, reconciler, dispatcher, stream, receiver, cleanup)
+
+
+def _api_context(service: Service) -> api.Context:
+    settings, reconciler, dispatcher = service.settings, service.reconciler, service.dispatcher
 
     def ready() -> dict[str, bool]:
         checks = {"reconciler": reconciler.running, "dispatcher": dispatcher.running}
@@ -122,8 +162,8 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
             checks["sync_worker"] = service.worker.is_running()
         return checks
 
-    context = api.Context(
-        store=store,
+    return api.Context(
+        store=service.store,
         reconciler=reconciler,
         api_token=settings.api_token.reveal().encode() if settings.api_token else None,
         ready=ready,
@@ -131,83 +171,57 @@ def create_app(settings: Settings) -> socketio.ASGIApp:
         idle_stats=lambda: idle_stats(settings),
         sync_configured=github_configured(settings),
         monitor=lambda: {
-            "deliveries_received": receiver.received,
+            "deliveries_received": service.receiver.received,
             "batches_committed": reconciler.batches,
             "jobs_applied": reconciler.jobs,
             "events_emitted": dispatcher.emitted,
             "last_emitted_event_id": dispatcher.last_emitted_id,
             "outbox_backlog": dispatcher.backlog,
-            "socketio_clients": stream.connected,
+            "socketio_clients": service.stream.connected,
         },
     )
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if settings.dev_mode:
-            logger.warning("DEV_MODE is on: signatures and tokens are not enforced where unset")
-        logger.info("database: %s", settings.safe_database_url())
+
+@contextlib.asynccontextmanager
+async def _running(service: Service) -> AsyncIterator[None]:
+    """The lifespan: each part started in order, stopped in reverse (queued work first)."""
+    settings, store = service.settings, service.store
+    if settings.dev_mode:
+        logger.warning("DEV_MODE is on: signatures and tokens are not enforced where unset")
+    logger.info("database: %s", settings.safe_database_url())
+    async with contextlib.AsyncExitStack() as parts:
         await store.connect()
-        try:
-            await store.migrate()
-            reconciler.start()
-            dispatcher.start()
-            pruner = Periodic(
-                "retention", PRUNE_INTERVAL, lambda: _prune(store, settings.retention_days)
+        parts.push_async_callback(store.disconnect)
+        await store.migrate()
+        parts.push_async_callback(service.stream.close)
+        service.reconciler.start()
+        service.dispatcher.start()
+        parts.push_async_callback(service.dispatcher.stop)  # after the reconciler's queue
+        parts.push_async_callback(service.reconciler.stop)
+        pruner = Periodic(
+            "retention", PRUNE_INTERVAL, lambda: _prune(store, settings.retention_days)
+        )
+        pruner.start()
+        parts.push_async_callback(pruner.stop)
+        if settings.cleanup_on_merge:
+            service.cleanup.start()
+        parts.push_async_callback(service.cleanup.stop)
+        if settings.webhook_proxy_url:
+            secrets = [s.reveal().encode() for s in settings.webhook_secrets]
+            service.proxy = WebhookProxy(
+                settings.webhook_proxy_url, service.receiver.deliver, secrets=secrets
             )
-            pruner.start()
-            if settings.cleanup_on_merge:
-                cleanup.start()
-            proxy = (
-                WebhookProxy(settings.webhook_proxy_url, receiver.deliver, secrets=secrets)
-                if settings.webhook_proxy_url
-                else None
-            )
-            if proxy is not None:
-                proxy.start()
-            service.proxy = proxy
-            try:
-                async with sync_worker(settings, store, reconciler) as worker:
-                    service.worker = worker
-                    try:
-                        yield
-                    finally:
-                        service.worker = None
-            finally:
-                if proxy is not None:
-                    await proxy.stop()
-                await cleanup.stop()
-                await pruner.stop()
-                await reconciler.stop()
-                await dispatcher.stop()
-                await stream.close()
-        finally:
-            await store.disconnect()
+            service.proxy.start()
+            parts.push_async_callback(service.proxy.stop)
+        service.worker = await parts.enter_async_context(
+            sync_worker(settings, store, service.reconciler)
+        )
+        parts.callback(setattr, service, "worker", None)
+        yield
 
-    async def tracked() -> list[str]:
-        return sorted(await store.tracked_repositories())
 
-    setup = SetupFlow(
-        settings,
-        env_file=Path(".env"),
-        token=settings.api_token.reveal() if settings.api_token else None,
-        tracked=tracked,
-    )
-    app = Starlette(
-        routes=[
-            Route(settings.webhook_path, receiver.handle, methods=["POST"]),
-            *setup.routes(),
-            *api.routes(context),
-            *dashboard.routes(),
-            *metrics.routes(),
-        ],
-        lifespan=lifespan,
-    )
-    app.state.service = service
-    # No on_startup/on_shutdown here: ASGIApp would then swallow the lifespan events
-    # and Starlette's lifespan above would never run.
-    asgi = socketio.ASGIApp(stream.sio, other_asgi_app=app)
-    asgi.service = service
-    return asgi
+async def _tracked(store: Store) -> list[str]:
+    return sorted(await store.tracked_repositories())
 
 
 async def _prune(store: Store, retention_days: float) -> None:
