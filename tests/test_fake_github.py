@@ -885,3 +885,14 @@ async def test_search_over_50000_pull_requests_is_fast(http: aiohttp.ClientSessi
             assert data["search"]["issueCount"] in (50000, 10000, 20)
         timings.sort()
         assert timings[len(timings) // 2] < 0.05, timings  # the median, over loopback HTTP
+
+
+async def test_dated_pull_requests_leave_the_clock_alone() -> None:
+    """Loading many PRs with their own times must not run the fake's clock ahead: a
+    later change would be stamped in the future (and look recent to every search)."""
+    async with FakeGitHub() as gh:
+        for number in range(1, 501):
+            gh.add_pull("o/r", number, created_at=1_700_000_000, updated_at=1_700_000_000)
+        changed = gh.update_pull("o/r", 1, title="now")
+    stamp = datetime.fromisoformat(changed["updated_at"]).timestamp()
+    assert abs(stamp - time.time()) < 5

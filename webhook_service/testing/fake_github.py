@@ -581,7 +581,10 @@ class FakeGitHub:
         number = number or max(self._pulls[repo.key], default=0) + 1
         if number in self._pulls[repo.key]:
             raise ValueError(f"{repository}#{number} already exists")
-        now = self._tick()
+        # The clock moves (a second at least) only for a timestamp it stamps: a PR
+        # given its times leaves it alone, so loading many does not run it ahead.
+        dated = created_at is not None and updated_at is not None
+        now = int(time.time() + self._clock_offset) if dated else self._tick()
         pull = _Pull(
             repo,
             number,
