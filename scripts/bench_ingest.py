@@ -35,7 +35,7 @@ What one run does (everything on 127.0.0.1, bounded in count and time):
    once; throughput is all answers / (last answer of any - first request of any), the
    latency percentiles are over every replica's requests, and each replica's share,
    peak RSS and CPU are reported too, then the ratio to the one-replica run. Writes of
-   all replicas serialise on one PostgreSQL advisory lock (``store._WRITER_LOCK``), so
+   all replicas serialise on one PostgreSQL advisory lock (``store.connections._WRITER_LOCK``), so
    do not expect R times the rate, least of all with R processes on 2 cores. The R
    wrk processes drift apart a little, so some deliveries overtake an earlier one about
    the same PR (outcomes ``stale``/``terminal``): the final-state check covers that.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import webhook_service.store as store_module
+import webhook_service.store.connections as store_connections
 from webhook_service.core import EventDraft
 from webhook_service.migrations import MIGRATIONS
 from webhook_service.outbox import Dispatcher
@@ -220,7 +220,7 @@ async def test_migrators_wait_for_each_other_longer_than_the_busy_timeout(
 ) -> None:
     """SQLite: a migration taking longer than busy_timeout (here any: it is 0) makes the
     others wait, not fail, as PostgreSQL's advisory lock does."""
-    monkeypatch.setattr(store_module, "_SQLITE_BUSY_TIMEOUT", 0.0)
+    monkeypatch.setattr(store_connections, "_SQLITE_BUSY_TIMEOUT", 0.0)
     url = f"sqlite:///{tmp_path / 'replicas.db'}"
     assert await _migrate_at_once(url, 4) == [m.version for m in MIGRATIONS]
 
