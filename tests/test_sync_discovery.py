@@ -156,6 +156,32 @@ async def test_a_missed_change_is_found_by_search_and_applied_once(database_url:
             assert await r.store.events_since(0, 1000) == events
 
 
+async def test_a_scope_that_changed_is_searched_from_the_last_search(database_url: str) -> None:
+    """A repository tracked later changes the batch's search (its scope): the batch's
+    other repositories are still searched from where the last search left off."""
+    async with FakeGitHub() as gh:
+        gh.add_token(TOKEN)
+        gh.add_pull("o/a", 1)
+        gh.add_pull("o/b", 1)
+        gh.add_pull("p/c", 1)
+        async with rig(database_url, gh, ["o/a", "o/b"]) as r:
+            await cycle(r.worker)
+            await cycle(r.worker)  # searched: repo:o/a repo:o/b
+            await r.store.track_repositories(["p/c"], source="manual", installation_id=None)
+            gh.update_pull("o/b", 1, merged=True)  # no webhook
+            gh.reset_requests()
+
+            found = await cycle(r.worker)
+
+            (search,) = searches(gh)
+            assert "repo:p/c" in search_terms(search)  # a new scope...
+            pr = await r.store.get_pull("o/b", 1)  # ...that still finds o/b's change
+            assert pr is not None and pr.status == "MERGED"
+            # o/b's change, and p/c's PR (opened since the last search, never seen)
+            assert found["last_cycle"]["found_by_search"] == 2
+            assert [q.path for q in listings(gh)] == ["/repos/p/c/pulls"]  # never swept
+
+
 async def test_the_overlap_covers_the_search_index_lag(database_url: str) -> None:
     async with FakeGitHub(search_lag=1.0) as gh:
         gh.add_token(TOKEN)

@@ -281,16 +281,23 @@ class PRSyncWorker:
             return []
         errors = []
         overlap = timedelta(seconds=self._settings.sync_search_overlap)
-        for scope in discovery.scopes(repositories, self._accounts):
-            since = self._searched.get(scope.key)
+        # A scope new since the last cycle (a repository added to a batch, a new
+        # installation) is searched from the oldest search still due: its repositories'
+        # changes since then are found now, not at their next sweep.
+        oldest = min(self._searched.values(), default=None)
+        scopes = discovery.scopes(repositories, self._accounts)
+        for scope in scopes:
+            since = self._searched.get(scope.key, oldest)
             try:
-                if since is not None:  # else the sweep lists its repositories this time
+                if since is not None:  # else (the first cycle) the sweep lists them all
                     await self._search(scope, since - overlap, repositories)
                 self._searched[scope.key] = started
             except (GitHubError, StoreUnavailable) as exc:
                 errors.append(_failure(f"searching {scope.qualifiers}", exc))
         horizon = started - overlap - overlap
         self._seen = {k: v for k, v in self._seen.items() if v >= horizon}
+        live = {scope.key for scope in scopes}
+        self._searched = {k: v for k, v in self._searched.items() if k in live}
         return errors
 
     async def _search(
