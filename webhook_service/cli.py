@@ -16,10 +16,10 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
 from webhook_service import __version__, logs
@@ -34,26 +34,80 @@ if TYPE_CHECKING:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as exc:
+        print(f"webhook-service: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(_log_level(settings, args), settings.log_format, _secret_values(settings))
+    try:
+        return _COMMANDS[args.command](settings, args)
+    except ConfigError as exc:
+        print(f"webhook-service: {exc}", file=sys.stderr)
+        return 2
+    except StoreUnavailable as exc:
+        print(f"webhook-service: database unavailable: {exc}", file=sys.stderr)
+        return 1
+
+
+#: What each subcommand runs: the same functions the app and the tests call.
+_COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "serve": lambda s, a: _serve(s, host=a.host, port=a.port),
+    "migrate": lambda s, a: asyncio.run(_migrate(s)),
+    "sync": lambda s, a: asyncio.run(_sync(s, once=a.once)),
+    "track": lambda s, a: asyncio.run(_track(s, a.target, a.task, as_json=a.json)),
+    "tasks": lambda s, a: asyncio.run(_tasks(s, a.status, a.repository, as_json=a.json)),
+    "create-pr": lambda s, a: asyncio.run(_create_pr(s, a)),
+    "replay": lambda s, a: asyncio.run(_replay(s, a)),
+    "record": lambda s, a: asyncio.run(_record(s, a)),
+    "redeliver": lambda s, a: asyncio.run(_redeliver(s, a.guids)),
+    "setup": lambda s, a: asyncio.run(_setup(s, a)),
+    "stats": lambda s, a: _stats(s, a.url, as_json=a.json),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="webhook-service",
         description="Keep pull requests and tasks in sync with GitHub.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    _service_commands(commands)
+    _github_commands(commands)
+    _delivery_commands(commands)
+    for command in commands.choices.values():
+        command.add_argument(
+            "-v", "--verbose", action="count", default=0, help="log more (-v INFO, -vv DEBUG)"
+        )
+    return parser
+
+
+_Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _service_commands(commands: _Commands) -> None:
     serve = commands.add_parser("serve", help="run the HTTP + Socket.IO server")
     serve.add_argument("--host", help="interface to bind (default: HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: PORT or 3000)")
     commands.add_parser("migrate", help="apply database migrations and exit")
+    tasks = commands.add_parser("tasks", help="list tasks")
+    tasks.add_argument("--status", choices=_TASK_STATUSES, help="only tasks with this status")
+    tasks.add_argument("--repository", type=_repository, help="only tasks of owner/name")
+    tasks.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    stats = commands.add_parser("stats", help="the running service's /stats")
+    stats.add_argument("--url", help="the service (default: http://HOST:PORT)")
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _github_commands(commands: _Commands) -> None:
     sync = commands.add_parser("sync", help="run the sync worker alone (no HTTP server)")
     sync.add_argument("--once", action="store_true", help="one full cycle, then exit")
     track = commands.add_parser("track", help="monitor one PR (MonitorPR): OWNER/REPO#N")
     track.add_argument("target", help="owner/repo#number")
     track.add_argument("--task", help="link the PR to this task id")
     track.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    tasks = commands.add_parser("tasks", help="list tasks")
-    tasks.add_argument("--status", choices=_TASK_STATUSES, help="only tasks with this status")
-    tasks.add_argument("--repository", type=_repository, help="only tasks of owner/name")
-    tasks.add_argument("--json", action="store_true", help="print JSON instead of a table")
     create_pr = commands.add_parser(
         "create-pr", help="open the PR of a task's branch (or link its open one)"
     )
@@ -65,6 +119,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     create_pr.add_argument("--draft", action="store_true", help="open it as a draft")
     create_pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    setup = commands.add_parser(
+        "setup", help="register a GitHub App from a manifest and write its settings to .env"
+    )
+    setup.add_argument("--org", help="register it for this organization (default: your user)")
+    setup.add_argument(
+        "--public-url",
+        help="where GitHub and browsers reach the service (default: http://HOST:PORT)",
+    )
+    setup.add_argument(
+        "--github-url", help="GitHub Enterprise Server's address (default: GHE_HOST or github.com)"
+    )
+    setup.add_argument("--port", type=int, help="the setup page's port (default: PORT or 3000)")
+    setup.add_argument("--replace", action="store_true", help="replace a configured App")
+
+
+def _delivery_commands(commands: _Commands) -> None:
     replay = commands.add_parser("replay", help="send recorded deliveries (fixtures) again")
     replay.add_argument("paths", nargs="+", metavar="PATH", help="files, directories, globs")
     replay.add_argument("--url", help="the receiver (default: http://HOST:PORT/WEBHOOK_PATH)")
@@ -84,62 +154,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "redeliver", help="run stored deliveries through the core again"
     )
     redeliver.add_argument("guids", nargs="+", metavar="GUID")
-    setup = commands.add_parser(
-        "setup", help="register a GitHub App from a manifest and write its settings to .env"
-    )
-    setup.add_argument("--org", help="register it for this organization (default: your user)")
-    setup.add_argument(
-        "--public-url",
-        help="where GitHub and browsers reach the service (default: http://HOST:PORT)",
-    )
-    setup.add_argument(
-        "--github-url", help="GitHub Enterprise Server's address (default: GHE_HOST or github.com)"
-    )
-    setup.add_argument("--port", type=int, help="the setup page's port (default: PORT or 3000)")
-    setup.add_argument("--replace", action="store_true", help="replace a configured App")
-    stats = commands.add_parser("stats", help="the running service's /stats")
-    stats.add_argument("--url", help="the service (default: http://HOST:PORT)")
-    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    for command in commands.choices.values():
-        command.add_argument(
-            "-v", "--verbose", action="count", default=0, help="log more (-v INFO, -vv DEBUG)"
-        )
-    args = parser.parse_args(argv)
-
-    try:
-        settings = load_settings(os.environ)
-    except ConfigError as exc:
-        print(f"webhook-service: configuration error: {exc}", file=sys.stderr)
-        return 2
-    logs.configure(_log_level(settings, args), settings.log_format, _secret_values(settings))
-    try:
-        if args.command == "serve":
-            return _serve(settings, host=args.host, port=args.port)
-        if args.command == "sync":
-            return asyncio.run(_sync(settings, once=args.once))
-        if args.command == "track":
-            return asyncio.run(_track(settings, args.target, args.task, as_json=args.json))
-        if args.command == "create-pr":
-            return asyncio.run(_create_pr(settings, args))
-        if args.command == "tasks":
-            return asyncio.run(_tasks(settings, args.status, args.repository, as_json=args.json))
-        if args.command == "replay":
-            return asyncio.run(_replay(settings, args))
-        if args.command == "record":
-            return asyncio.run(_record(settings, args))
-        if args.command == "redeliver":
-            return asyncio.run(_redeliver(settings, args.guids))
-        if args.command == "stats":
-            return _stats(settings, args.url, as_json=args.json)
-        if args.command == "setup":
-            return asyncio.run(_setup(settings, args))
-        return asyncio.run(_migrate(settings))
-    except ConfigError as exc:
-        print(f"webhook-service: {exc}", file=sys.stderr)
-        return 2
-    except StoreUnavailable as exc:
-        print(f"webhook-service: database unavailable: {exc}", file=sys.stderr)
-        return 1
 
 
 _TASK_STATUSES = ("TODO", "IMPLEMENTING", "CODE_REVIEWING", "DONE", "CANCELLED")
