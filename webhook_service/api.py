@@ -136,6 +136,18 @@ async def _healthz(request: Request) -> Response:
     return _json({"status": "ok"})
 
 
+async def _checks(ctx: Context) -> tuple[dict[str, bool], str | None]:
+    """The running parts and the database (pinged now); why the database is down."""
+    checks = ctx.ready()
+    try:
+        await ctx.store.ping()
+    except StoreUnavailable as exc:
+        checks["database"] = False
+        return checks, str(exc)
+    checks["database"] = True
+    return checks, None
+
+
 def _readyz(ctx: Context) -> Handler:
     """Ready to take webhooks: the database answers and the workers run (503 if not).
 
@@ -146,14 +158,8 @@ def _readyz(ctx: Context) -> Handler:
     """
 
     async def readyz(request: Request) -> Response:
-        checks = ctx.ready()
-        problems: dict[str, str] = {}
-        try:
-            await ctx.store.ping()
-            checks["database"] = True
-        except StoreUnavailable as exc:
-            checks["database"] = False
-            problems["database"] = str(exc)
+        checks, down = await _checks(ctx)
+        problems = {"database": down} if down is not None else {}
         for name, ok in checks.items():
             if not ok and name != "database":
                 problems.setdefault(name, "not running")
@@ -189,12 +195,7 @@ def _health(ctx: Context) -> Handler:
 
     async def health(request: Request) -> Response:
         stats = ctx.worker_stats()
-        checks = ctx.ready()
-        try:
-            await ctx.store.ping()
-            checks["database"] = True
-        except StoreUnavailable:
-            checks["database"] = False
+        checks, _ = await _checks(ctx)
         if ctx.sync_configured:
             worker = "running" if stats["running"] else "stopped"
             healthy = all(checks.values()) and worker == "running"

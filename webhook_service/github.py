@@ -293,14 +293,11 @@ class GitHub:
     @property
     def rejections(self) -> list[str]:
         """What GitHub said of each credential it rejected in this cycle."""
-        apis = [self._token_api, self._app_api, *(a for a, _ in self._installations.values())]
-        return [str(api.rejected) for api in apis if api is not None and api.rejected]
+        return [str(api.rejected) for api in self._apis() if api.rejected]
 
     # -- hooks used by _API ------------------------------------------------------
 
-    def observe(
-        self, status: int, headers: Mapping[str, str], body: bytes, budget: Budget
-    ) -> None:
+    def observe(self, status: int, headers: Mapping[str, str], body: bytes, budget: Budget) -> None:
         """Count an answer and read its rate-limit headers (errors included)."""
         self.stats.calls += 1
         if status == 304:
@@ -334,9 +331,13 @@ class GitHub:
 
     def budgets(self) -> dict[str, dict[str, Any]]:
         """Each credential's budget and use, for ``/stats``."""
-        apis = [self._token_api, self._app_api, *(a for a, _ in self._installations.values())]
         now = self._monotonic()
-        return {api.label: api.budget.snapshot(now) for api in apis if api is not None}
+        return {api.label: api.budget.snapshot(now) for api in self._apis()}
+
+    def _apis(self) -> list[_API]:
+        """Every credential in use: the token, the App's JWT, installation tokens."""
+        apis = [self._token_api, self._app_api, *(a for a, _ in self._installations.values())]
+        return [api for api in apis if api is not None]
 
     async def retry_after_error(
         self, exc: gidgethub.HTTPException, attempt: int, budget: Budget | None = None
