@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
 from webhook_service import __version__, logs
-from webhook_service.config import ConfigError, Settings, load_settings, read_env_file
+from webhook_service.config import (
+    ConfigError,
+    Settings,
+    is_http_url,
+    load_settings,
+    read_env_file,
+)
 from webhook_service.store import Store, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -256,11 +262,19 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-async def _open_store(settings: Settings) -> Store:
+async def _open_store(settings: Settings, *, existing: bool = False) -> Store:
     """The store, connected and answering; a database that cannot be used is a
-    :class:`ConfigError` naming ``DATABASE_URL`` and what to check."""
+    :class:`ConfigError` naming ``DATABASE_URL`` and what to check. ``existing``: a
+    SQLite file that is not there is one (connecting would create it)."""
     store = Store(settings.database_url.reveal())
-    folder = store.sqlite_path.parent if store.sqlite_path is not None else None
+    path = store.sqlite_path
+    if existing and path is not None and not path.is_file():
+        raise ConfigError(
+            f"DATABASE_URL: {settings.safe_database_url()}: there is no such file here"
+            f" ({Path.cwd()}); run from the service's directory, or set DATABASE_URL to"
+            " its database"
+        )
+    folder = path.parent if path is not None else None
     if folder is not None and not folder.is_dir():
         raise ConfigError(
             f"DATABASE_URL: cannot use {settings.safe_database_url()}: the folder {folder}"
@@ -317,13 +331,7 @@ async def _database(settings: Settings) -> AsyncIterator[Store]:
     from webhook_service.migrations import MIGRATIONS
 
     url = settings.safe_database_url()
-    path = Store(settings.database_url.reveal()).sqlite_path
-    if path is not None and not path.is_file():
-        raise ConfigError(
-            f"DATABASE_URL: {url}: there is no such file here ({Path.cwd()}); run from the"
-            " service's directory, or set DATABASE_URL to its database"
-        )
-    store = await _open_store(settings)
+    store = await _open_store(settings, existing=True)
     try:
         version = await store.schema_version()
         latest = MIGRATIONS[-1].version
@@ -474,7 +482,7 @@ async def _setup(settings: Settings, args: argparse.Namespace) -> int:
         )
     if args.github_url:
         web = args.github_url.rstrip("/")
-        if urlsplit(web).scheme not in ("http", "https"):
+        if not is_http_url(web):
             raise ConfigError(f"--github-url must be an http(s) URL, got {web!r}")
         api = settings.github_api_url if web == "https://github.com" else f"{web}/api/v3"
         settings = dataclasses.replace(settings, github_url=web, github_api_url=api)

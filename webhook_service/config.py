@@ -225,11 +225,14 @@ def _database_url(reader: _Reader) -> str:
     return url
 
 
+def is_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
 def _http_url(reader: _Reader, key: str) -> str | None:
     url = reader.text(key)
-    if url is not None and (
-        urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc
-    ):
+    if url is not None and not is_http_url(url):
         raise ConfigError(f"{key} must be an http(s) URL, got {url!r}")
     return url
 
@@ -250,7 +253,7 @@ def _github_urls(reader: _Reader) -> tuple[str, str]:
         web = f"{protocol}://{host}"
         api = f"{web}/api/v3"
     api = (reader.text("GITHUB_API_URL") or api).rstrip("/")
-    if urlsplit(api).scheme not in ("http", "https") or not urlsplit(api).netloc:
+    if not is_http_url(api):
         raise ConfigError(f"GITHUB_API_URL must be an http(s) URL, got {api!r}")
     return web, api
 
