@@ -268,7 +268,7 @@ def _sha(rng: random.Random) -> str:
 def _load_templates() -> dict[str, tuple[dict[str, Any], dict[str, str]]]:
     import orjson
 
-    from webhook_service.fixtures import load_delivery
+    from webhook_service.ingest.fixtures import load_delivery
 
     templates: dict[str, tuple[dict[str, Any], dict[str, str]]] = {}
     for path in sorted(FIXTURES.glob("*.json")):
@@ -326,7 +326,7 @@ def generate_workload(directory: Path, n: int, p: int, seed: int) -> Workload:
     """Write ``requests.bin`` and ``manifest.txt`` for N deliveries about P PRs."""
     import orjson
 
-    from webhook_service.signature import sign
+    from webhook_service.ingest.signature import sign
 
     started = time.monotonic()
     rng = random.Random(seed)

@@ -179,10 +179,10 @@ STATS = (
 async def run(config: Mapping[str, Any]) -> None:
     import aiohttp
 
-    from webhook_service.github import GitHub
+    from webhook_service.github.client import GitHub
     from webhook_service.reconciler import Reconciler
     from webhook_service.store import Store
-    from webhook_service.sync import PRSyncWorker
+    from webhook_service.sync.poller import PRSyncWorker
 
     sampler = RssSampler()
     settings = _settings(config)
@@ -195,7 +195,7 @@ async def run(config: Mapping[str, Any]) -> None:
     reconciler.start()
     extra: dict[str, Any] = {}
     if config["window"] is not None:  # the new worker: plan for the fake's scaled window
-        from webhook_service.budget import Limits
+        from webhook_service.github.budget import Limits
 
         extra["limits"] = Limits(share=settings.sync_budget_share, window=config["window"])
     watcher = Watcher(store)

@@ -38,7 +38,7 @@ database checks) this script imports.
        ``events`` message, a list of the same payloads in id order, at most every
        ``BATCH_INTERVAL`` (0.05 s) per client, and at most ``SOCKETIO_FRAME_BUDGET`` (500)
        frames a second to all batch clients together: 0.4 s apart with 200 of them
-       (webhook_service/realtime.py).
+       (webhook_service/push/stream.py).
    ``--client-modes`` picks (b), (c) or both (the default, run in that order); (a) is
    always run. (b) and (c) each have ``--clients`` clients of their kind, of which
    ``--stuck`` never read: raw websockets (receive buffer ``--stuck-rcvbuf`` bytes) that
@@ -46,7 +46,7 @@ database checks) this script imports.
    ``"batch": true`` in (c)) and then never read the socket, held by this process; the
    others are ``socketio.AsyncClient``s in one child process (this script with
    ``--reader-process``, uvloop, ``--reader-nice``, decoding with orjson through
-   ``webhook_service.sio_json`` as the server encodes) that record every
+   ``webhook_service.push.sio_json`` as the server encodes) that record every
    ``pr_status_change``: its ``event_id`` and receive instant (in (c), each such item of
    an ``events`` list, at the list's receive instant). They also count the messages
    (frames) they receive, reported per reading client per second of the load.
@@ -191,7 +191,7 @@ def generate_push(count: int, secret: str, seed: int) -> list[PushDelivery]:
     """``count`` signed deliveries, each a status change of its PR (see the docstring)."""
     import orjson
 
-    from webhook_service.signature import sign
+    from webhook_service.ingest.signature import sign
 
     rng = random.Random(seed)
     templates = ingest._load_templates()
@@ -960,8 +960,8 @@ def _write_reader_logs(
 async def _reader(url: str, token: str, count: int, out: Path, batch: bool) -> int:
     import socketio
 
-    from webhook_service import sio_json
-    from webhook_service.realtime import BATCH
+    from webhook_service.push import sio_json
+    from webhook_service.push.stream import BATCH
 
     ids: list[array[int]] = [array("q") for _ in range(count)]
     times: list[array[float]] = [array("d") for _ in range(count)]
@@ -1412,7 +1412,7 @@ _MODE_COLUMN = {None: "(a) no clients", "per-event": "(b) per-event clients",
 
 def _mode_kind(mode: str) -> str:
     from webhook_service.config import DEFAULT_FRAME_BUDGET
-    from webhook_service.realtime import BATCH, BATCH_INTERVAL
+    from webhook_service.push.stream import BATCH, BATCH_INTERVAL
 
     if mode == "batch":
         return (

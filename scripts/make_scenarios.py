@@ -14,7 +14,7 @@ import shutil
 import uuid
 from typing import Any
 
-from webhook_service.fixtures import fixtures_root, load_delivery, write_delivery
+from webhook_service.ingest.fixtures import fixtures_root, load_delivery, write_delivery
 
 OUT = fixtures_root().parent / "scenarios"
 T = "2019-05-15T15:{:02d}:{:02d}Z"

@@ -16,9 +16,9 @@ from starlette.applications import Starlette
 
 from webhook_service.app import Service, create_app
 from webhook_service.config import Settings, load_settings
-from webhook_service.fixtures import RecordedDelivery, fixtures_root, load_delivery
+from webhook_service.ingest.fixtures import RecordedDelivery, fixtures_root, load_delivery
+from webhook_service.ingest.signature import sign
 from webhook_service.reconciler import Reconciler
-from webhook_service.signature import sign
 from webhook_service.store import Store
 from webhook_service.testing import FakeGitHub
 

@@ -33,7 +33,9 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the test extra
 
-from webhook_service import cli, config, github, payloads
+from webhook_service import cli, config
+from webhook_service.core import payloads
+from webhook_service.github import client as github
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -95,7 +97,7 @@ DELIVERED_TO_EVERY_APP = frozenset(
 # (meta needs the "Meta" *app* permission; it is simply absent from EVENT_PERMISSION.)
 NOT_SUBSCRIBABLE = DELIVERED_TO_EVERY_APP | {"installation_target", "ping"}
 
-# The service's GitHub API calls (the paths webhook_service/github.py builds, query
+# The service's GitHub API calls (the paths webhook_service/github/client.py builds, query
 # strings dropped, each interpolation as "{}") and the App permission each needs, from
 # "Permissions required for GitHub Apps",
 # https://docs.github.com/en/rest/authentication/permissions-required-for-github-apps .
@@ -113,7 +115,7 @@ API_PERMISSION: dict[str, tuple[str, str] | None] = {
     "/installation/repositories": None,  # the installation's own repositories
     "/app/installations": None,  # App JWT
     "/app/installations/{}/access_tokens": None,  # App JWT
-    # "{}" is "/app/hook" with the App's JWT (webhook_service/sync.py); a repository
+    # "{}" is "/app/hook" with the App's JWT (webhook_service/sync/poller.py); a repository
     # hook's deliveries are read with GITHUB_TOKEN, not as the App.
     "{}/deliveries": None,
     "{}/deliveries/{}/attempts": None,
@@ -423,7 +425,7 @@ def _manifest() -> dict[str, Any]:
 
 
 def _github_api_paths() -> set[str]:
-    """The API paths webhook_service/github.py builds: each string literal or f-string
+    """The API paths webhook_service/github/client.py builds: each string literal or f-string
     that starts with "/" (or with an interpolated prefix and "/"), interpolations as
     "{}", query string dropped."""
     tree = ast.parse(inspect.getsource(github))

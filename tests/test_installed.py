@@ -32,7 +32,7 @@ import httpx
 import pytest
 
 from tests.servers import ServerProcess
-from webhook_service.fixtures import load_delivery
+from webhook_service.ingest.fixtures import load_delivery
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "webhook_service"
@@ -45,11 +45,11 @@ REPO = "octo/demo"
 #: Files a user's install must have (paths inside the package).
 PACKAGE_DATA = [
     "py.typed",
-    "static/index.html",
-    "static/dashboard.js",
-    "static/dashboard.css",
-    "static/vendor/socket.io/socket.io.min.js",
-    "static/vendor/socket.io/LICENSE",
+    "ops/static/index.html",
+    "ops/static/dashboard.js",
+    "ops/static/dashboard.css",
+    "ops/static/vendor/socket.io/socket.io.min.js",
+    "ops/static/vendor/socket.io/LICENSE",
     "testing/rest/pulls-get.json",
     "testing/rest/pulls-list.json",
     "testing/rest/app-hook-deliveries-list.json",
@@ -497,8 +497,8 @@ async def test_setup_runs_from_the_installed_venv(
 ) -> None:
     """`webhook-service setup` from the installed venv against the installed fake: the
     page, GitHub's side of the manifest flow, the callback, .env written."""
+    from tests.github.test_setup import register, served
     from tests.servers import free_port
-    from tests.test_setup import register, served
 
     port = free_port()
     env = _clean_env(

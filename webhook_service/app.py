@@ -19,20 +19,21 @@ import socketio
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from webhook_service import api, dashboard
-from webhook_service.background import Periodic
-from webhook_service.cleanup import CleanupRunner
+from webhook_service.api import routes as api
 from webhook_service.config import Settings
-from webhook_service.github import GitHub
-from webhook_service.ingest import WebhookReceiver
-from webhook_service.metrics import Metrics, Parts
-from webhook_service.outbox import Dispatcher
-from webhook_service.proxy import WebhookProxy
-from webhook_service.realtime import Stream
+from webhook_service.github.client import GitHub
+from webhook_service.github.setup import SetupFlow
+from webhook_service.ingest.proxy import WebhookProxy
+from webhook_service.ingest.receiver import WebhookReceiver
+from webhook_service.ops import dashboard
+from webhook_service.ops.metrics import Metrics, Parts
+from webhook_service.periodic import Periodic
+from webhook_service.push.outbox import Dispatcher
+from webhook_service.push.stream import Stream
 from webhook_service.reconciler import Reconciler
-from webhook_service.setup import SetupFlow
 from webhook_service.store import Leadership, Store, StoreUnavailable, log_unavailable, utcnow
-from webhook_service.sync import PRSyncWorker, idle_stats
+from webhook_service.sync.poller import PRSyncWorker, idle_stats
+from webhook_service.tasks.cleanup import CleanupRunner
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
-from webhook_service import __version__, logs
+from webhook_service import __version__
 from webhook_service.config import (
     ConfigError,
     Settings,
@@ -30,12 +30,13 @@ from webhook_service.config import (
     load_settings,
     read_env_file,
 )
+from webhook_service.ops import logs
 from webhook_service.store import Store, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from webhook_service.github import GitHub
+    from webhook_service.github.client import GitHub
     from webhook_service.reconciler import Reconciler
 
 
@@ -328,7 +329,7 @@ async def _database(settings: Settings) -> AsyncIterator[Store]:
     """The service's database, for one command. Only ``serve`` and ``migrate`` create
     or change the schema: a database without it (a mistyped DATABASE_URL, a command run
     from another directory) is said so, not filled with empty tables."""
-    from webhook_service.migrations import MIGRATIONS
+    from webhook_service.store.migrations import MIGRATIONS
 
     url = settings.safe_database_url()
     store = await _open_store(settings, existing=True)
@@ -382,7 +383,7 @@ async def _github_work(
     import aiohttp
 
     from webhook_service.app import github_configured
-    from webhook_service.github import GitHub
+    from webhook_service.github.client import GitHub
 
     if not github_configured(settings):
         raise ConfigError(f"{command} needs GITHUB_TOKEN, or APP_ID and PRIVATE_KEY")
@@ -397,7 +398,7 @@ async def _github_work(
 async def _sync(settings: Settings, *, once: bool) -> int:
     """The poller alone."""
     from webhook_service.store import Leadership
-    from webhook_service.sync import PRSyncWorker
+    from webhook_service.sync.poller import PRSyncWorker
 
     async with _github_work(settings, "the sync worker") as (store, reconciler, github):
         # A forced cycle runs here and now; a running poller polls only while it
@@ -418,9 +419,9 @@ async def _sync(settings: Settings, *, once: bool) -> int:
 
 async def _track(settings: Settings, target: str, task_id: str | None, *, as_json: bool) -> int:
     """MonitorPR from the command line: fetch the PR now, link it, keep polling it."""
-    from webhook_service.core import Source
-    from webhook_service.sync import PRSyncWorker
-    from webhook_service.views import pull_json
+    from webhook_service.api.views import pull_json
+    from webhook_service.core.rules import Source
+    from webhook_service.sync.poller import PRSyncWorker
 
     repository, sep, number = target.partition("#")
     if not sep or not number.isdigit() or repository.count("/") != 1:
@@ -443,11 +444,12 @@ async def _track(settings: Settings, target: str, task_id: str | None, *, as_jso
 
 async def _create_pr(settings: Settings, args: argparse.Namespace) -> int:
     """The PR creator from the command line."""
-    from webhook_service.creator import CreateError, create_pull_request
+    from webhook_service.api.views import created_json
+    from webhook_service.tasks.creator import CreateError, create_pull_request
 
     try:
         async with _github_work(settings, "create-pr") as (store, reconciler, github):
-            result = await create_pull_request(
+            created = await create_pull_request(
                 store=store,
                 reconciler=reconciler,
                 github=github,
@@ -460,6 +462,7 @@ async def _create_pr(settings: Settings, args: argparse.Namespace) -> int:
     except CreateError as exc:
         print(f"webhook-service: create-pr: {exc} (HTTP {exc.status})", file=sys.stderr)
         return 1
+    result = created_json(created)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -473,7 +476,7 @@ async def _setup(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
     from starlette.applications import Starlette
 
-    from webhook_service.setup import SetupFlow, configured
+    from webhook_service.github.setup import SetupFlow, configured
 
     if configured(settings) and not args.replace:
         raise ConfigError(
@@ -523,7 +526,7 @@ async def _setup(settings: Settings, args: argparse.Namespace) -> int:
 async def _tasks(
     settings: Settings, status: str | None, repository: str | None, *, as_json: bool
 ) -> int:
-    from webhook_service.views import task_json
+    from webhook_service.api.views import task_json
 
     async with _database(settings) as store:
         tasks = await store.list_tasks(status=status, repository=repository)
@@ -535,7 +538,7 @@ async def _tasks(
 
 async def _replay(settings: Settings, args: argparse.Namespace) -> int:
     """Replay recorded deliveries; exits non-zero if any was bad or refused."""
-    from webhook_service.replay import collect, replay_http, replay_offline
+    from webhook_service.ingest.replay import collect, replay_http, replay_offline
 
     deliveries, bad = collect(args.paths, args.order)
     progress = _Progress(len(deliveries))
@@ -571,8 +574,8 @@ async def _replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _record(settings: Settings, args: argparse.Namespace) -> int:
-    from webhook_service.payloads import PayloadError, parse_timestamp
-    from webhook_service.replay import record
+    from webhook_service.core.payloads import PayloadError, parse_timestamp
+    from webhook_service.ingest.replay import record
 
     try:
         since = parse_timestamp(args.since) if args.since else None
@@ -589,7 +592,7 @@ async def _record(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _redeliver(settings: Settings, guids: Sequence[str]) -> int:
-    from webhook_service.replay import redeliver
+    from webhook_service.ingest.replay import redeliver
 
     async with _database(settings) as store, _reconciling(settings, store) as reconciler:
         report = await redeliver(store, reconciler, guids)

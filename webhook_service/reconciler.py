@@ -1,4 +1,4 @@
-"""The shell around :func:`webhook_service.core.decide`: load, decide, write, hand on.
+"""The shell around :func:`webhook_service.core.rules.decide`: load, decide, write, hand on.
 
 Work arrives as :class:`Job` values (a verified webhook delivery, or a bare observation
 from the poller or an operator) and is applied in batches: whatever is waiting when a
@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from webhook_service.core import (
+from webhook_service.core.payloads import Delivery, RepositoryChange
+from webhook_service.core.rules import (
     TASK_FIELDS,
     Decision,
     FollowUp,
@@ -36,7 +37,6 @@ from webhook_service.core import (
     decide_task_status,
     task_updated_event,
 )
-from webhook_service.payloads import Delivery, RepositoryChange
 from webhook_service.store import (
     Changes,
     Connection,

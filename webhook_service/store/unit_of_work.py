@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from webhook_service.core import TASK_FIELDS, EventDraft, PullRequest, Task, TaskStatus
-from webhook_service.payloads import RepositoryChange
+from webhook_service.core.payloads import RepositoryChange
+from webhook_service.core.rules import TASK_FIELDS, EventDraft, PullRequest, Task, TaskStatus
 from webhook_service.store.dialects import Connection, _Dialect
 from webhook_service.store.records import (
     _DELIVERY_COLUMN_NAMES,

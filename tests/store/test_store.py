@@ -1,0 +1,253 @@
+"""The store on both backends: migrations, retention, event ids, the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+import webhook_service.store.connections as store_connections
+from webhook_service.core.rules import EventDraft
+from webhook_service.push.outbox import Dispatcher
+from webhook_service.store import DeliveryRecord, Store, StoredEvent
+from webhook_service.store.migrations import MIGRATIONS
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def _delivery(guid: str, received_at: datetime) -> DeliveryRecord:
+    return DeliveryRecord(
+        guid=guid,
+        event="ping",
+        action=None,
+        hook_id=1,
+        installation_id=None,
+        repository=None,
+        pr_number=None,
+        headers={"x-github-event": "ping"},
+        body=b"{}",
+        received_at=received_at,
+        processed_at=received_at,
+        outcome="ignored",
+        detail="ping",
+    )
+
+
+def _draft(n: int) -> EventDraft:
+    return EventDraft("pr_status_change", "o/r", None, {"type": "pr_status_change", "n": n})
+
+
+async def test_migrations_apply_once(store: Store) -> None:
+    assert await store.schema_version() == MIGRATIONS[-1].version
+    assert await store.migrate() == []
+
+
+async def test_prune_deletes_old_deliveries_and_emitted_events_only(store: Store) -> None:
+    old, recent = NOW - timedelta(days=8), NOW - timedelta(days=1)
+    async with store.transaction() as uow:
+        await uow.save_deliveries([_delivery("old", old), _delivery("recent", recent)])
+        emitted_old = await uow.insert_events([_draft(1)], old)
+        await uow.insert_events([_draft(2)], old)  # never emitted: kept
+        await uow.insert_events([_draft(3)], recent)
+    await store.mark_emitted([emitted_old[0].id], old)
+
+    assert await store.prune(NOW - timedelta(days=7)) == (1, 1)
+
+    assert await store.get_delivery("old") is None
+    assert await store.get_delivery("recent") is not None
+    assert [e.payload["n"] for e in await store.events_since(0, 10)] == [2, 3]
+
+
+async def test_event_ids_keep_increasing_after_every_event_is_pruned(store: Store) -> None:
+    async with store.transaction() as uow:
+        first = await uow.insert_events([_draft(1), _draft(2)], NOW - timedelta(days=30))
+    await store.mark_emitted([e.id for e in first], NOW)
+    await store.prune(NOW)
+    assert await store.events_since(0, 10) == []
+    async with store.transaction() as uow:
+        later = await uow.insert_events([_draft(3)], NOW)
+    assert later[0].id > first[-1].id
+
+
+async def test_dispatcher_emits_events_committed_but_never_emitted(store: Store) -> None:
+    """What a crash between commit and emit leaves behind is emitted on start."""
+    async with store.transaction() as uow:
+        stored = await uow.insert_events([_draft(n) for n in range(5)], NOW)
+    emitted: list[StoredEvent] = []
+
+    async def emit(event: StoredEvent) -> None:
+        emitted.append(event)
+
+    dispatcher = Dispatcher(store, emit, sweep_interval=0.05)
+    dispatcher.start()
+    try:
+        for _ in range(200):
+            if len(emitted) >= 5 and not await store.unemitted_events(0, 10):
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await dispatcher.stop()
+    assert [e.id for e in emitted] == [e.id for e in stored]
+    assert await store.unemitted_events(0, 10) == []
+
+
+def test_in_memory_sqlite_is_refused_with_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="in-memory"):
+        Store("sqlite:///:memory:")
+
+
+def test_migrate_command(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "PATH": "/usr/bin:/bin"}
+    run = [sys.executable, "-m", "webhook_service", "migrate"]
+    first = subprocess.run(run, env=env, capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert f"applied {len(MIGRATIONS)} migration(s)" in first.stdout
+    again = subprocess.run(run, env=env, capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert "applied 0 migration(s)" in again.stdout
+
+
+def test_serve_refuses_to_start_without_secrets(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "webhook_service", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "WEBHOOK_SECRET and API_TOKEN must be set" in result.stderr
+
+
+async def _migrate_at_once(database_url: str, count: int) -> list[int]:
+    """Migrate one database from ``count`` stores at once: the versions applied, sorted.
+
+    Every migration has ended, and every store is disconnected, when this returns or
+    raises: a failure leaves no connection behind for the next test to trip on."""
+    async with contextlib.AsyncExitStack() as stack:
+        stores = []
+        for _ in range(count):
+            store = Store(database_url)
+            await store.connect()
+            stack.push_async_callback(store.disconnect)
+            stores.append(store)
+        results = await asyncio.gather(*(s.migrate() for s in stores), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+        assert await stores[0].schema_version() == MIGRATIONS[-1].version
+    return sorted(v for r in results if not isinstance(r, BaseException) for v in r)
+
+
+async def test_replicas_starting_at_once_migrate_once(database_url: str) -> None:
+    """Several stores migrating one new database at the same moment: each waits for
+    the others, and every migration is applied exactly once."""
+    assert await _migrate_at_once(database_url, 4) == [m.version for m in MIGRATIONS]
+
+
+# One replica: connects, says "ready", waits for the go on stdin, then sets up its first
+# connection (as the CLI does before anything else) and migrates, printing the versions
+# it applied.
+_REPLICA = """
+import asyncio, json, sys
+from webhook_service.store import Store
+
+async def main() -> None:
+    store = Store(sys.argv[1])
+    await store.connect()
+    try:
+        print("ready", flush=True)
+        sys.stdin.readline()
+        await store.ping()
+        print(json.dumps(await store.migrate()), flush=True)
+    finally:
+        await store.disconnect()
+
+asyncio.run(main())
+"""
+
+
+async def test_processes_starting_at_once_migrate_once(database_url: str, tmp_path: Path) -> None:
+    """Replicas are processes: six of them started on one new database at the same
+    moment all succeed, and every migration is applied exactly once."""
+    replicas: list[asyncio.subprocess.Process] = []
+    try:
+        for _ in range(6):
+            replicas.append(
+                await asyncio.create_subprocess_exec(
+                    *(sys.executable, "-c", _REPLICA, database_url),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    cwd=tmp_path,
+                )
+            )
+
+        async def ready(replica: asyncio.subprocess.Process) -> None:
+            assert replica.stdout is not None and replica.stderr is not None
+            line = await replica.stdout.readline()
+            assert line == b"ready\n", (await replica.stderr.read()).decode()
+
+        await asyncio.wait_for(asyncio.gather(*(ready(r) for r in replicas)), 120)
+        for replica in replicas:  # go, all of them
+            assert replica.stdin is not None
+            replica.stdin.write(b"go\n")
+            replica.stdin.close()
+        outputs = await asyncio.wait_for(asyncio.gather(*(r.communicate() for r in replicas)), 120)
+    finally:
+        for replica in replicas:
+            if replica.returncode is None:
+                replica.kill()
+                await replica.wait()
+    failed = [err.decode() for r, (_, err) in zip(replicas, outputs, strict=True) if r.returncode]
+    assert failed == []
+    applied = sorted(v for out, _ in outputs for v in json.loads(out))
+    assert applied == [m.version for m in MIGRATIONS]
+    if database_url.startswith("sqlite"):
+        with contextlib.closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as db:
+            assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_migrators_wait_for_each_other_longer_than_the_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite: a migration taking longer than busy_timeout (here any: it is 0) makes the
+    others wait, not fail, as PostgreSQL's advisory lock does."""
+    monkeypatch.setattr(store_connections, "_SQLITE_BUSY_TIMEOUT", 0.0)
+    url = f"sqlite:///{tmp_path / 'replicas.db'}"
+    assert await _migrate_at_once(url, 4) == [m.version for m in MIGRATIONS]
+
+
+async def test_a_new_sqlite_file_is_set_up_while_another_connection_writes(
+    tmp_path: Path,
+) -> None:
+    """A connection's set-up switches a new file to WAL: a read, then a write, which
+    SQLite fails at once ("database is locked") while another connection writes,
+    whatever busy_timeout says. It waits for the writer all the same."""
+    path = tmp_path / "new.db"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute("CREATE TABLE t (a INTEGER)")  # a database in rollback mode
+        other.execute("BEGIN IMMEDIATE")  # another connection holds the write lock
+        store = Store(f"sqlite:///{path}")
+        await store.connect()
+        ping = asyncio.create_task(store.ping())
+        try:
+            await asyncio.sleep(0.3)
+            assert not ping.done()
+            other.execute("COMMIT")
+            await asyncio.wait_for(ping, 10)
+        finally:
+            if not ping.done():
+                ping.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await ping
+            await store.disconnect()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)

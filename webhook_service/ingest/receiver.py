@@ -1,0 +1,159 @@
+"""The webhook receiver: verify, record, apply, acknowledge (DESIGN.md §4).
+
+The handler does no GitHub API calls and never sleeps: it checks the request, hands a
+job to the reconciler and answers once the delivery is durably stored. Status codes:
+401 unsigned, 400 malformed, 413 too large, 415 wrong content type, 503 database
+unavailable, 2xx otherwise (200 applied, duplicate or ping; 202 ignored).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from webhook_service.core.payloads import PayloadError, decode_body, parse_delivery
+from webhook_service.core.rules import Source
+from webhook_service.ingest.signature import SignatureError, verify
+from webhook_service.reconciler import Job, Reconciler
+from webhook_service.store import StoreUnavailable, log_unavailable
+
+logger = logging.getLogger(__name__)
+
+#: GitHub caps payloads at 25 MB; anything larger is not from GitHub.
+MAX_BODY_BYTES = 25 * 1024 * 1024
+_CONTENT_TYPES = ("application/json", "application/x-www-form-urlencoded")
+_MAX_GUID_LENGTH = 200
+
+
+class WebhookReceiver:
+    """The ASGI endpoint for ``POST WEBHOOK_PATH``."""
+
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        *,
+        secrets: Sequence[bytes],
+        max_body_bytes: int = MAX_BODY_BYTES,
+        latency: Callable[[float], None] = lambda seconds: None,
+    ) -> None:
+        self._reconciler = reconciler
+        self._secrets = tuple(secrets)
+        self._max_body = max_body_bytes
+        self._latency = latency
+        self.received = 0
+        #: (event, outcome) -> count. The event is "-" for requests that were not
+        #: verified: an unsigned sender must not be able to invent label values.
+        self.outcomes: Counter[tuple[str, str]] = Counter()
+
+    async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        self.received += 1
+        response, event, outcome = await self._handle(request)
+        self.outcomes[(event, outcome)] += 1
+        self._latency(time.perf_counter() - started)
+        return response
+
+    async def deliver(self, headers: Mapping[str, str], body: bytes) -> int:
+        """A delivery that came another way than an HTTP request (the webhook proxy):
+        through the same checks, storage and outcomes as a POST; the status it got."""
+        raw = [
+            (name.lower().encode("latin-1"), value.encode("latin-1", "replace"))
+            for name, value in headers.items()
+            if name.lower() not in ("content-length", "content-type")
+        ]
+        raw += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        scope = {"type": "http", "method": "POST", "path": "/", "headers": raw}
+        chunks = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, object]:
+            return chunks.pop() if chunks else {"type": "http.disconnect"}
+
+        response = await self.handle(Request(scope, receive))
+        return response.status_code
+
+    async def _handle(self, request: Request) -> tuple[Response, str, str]:
+        headers = request.headers
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self._max_body):
+            if length.isdigit():
+                return _error(413, "body exceeds 25 MiB"), "-", "rejected"
+            return _error(400, "invalid Content-Length"), "-", "rejected"
+        content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if content_type not in _CONTENT_TYPES:
+            message = "Content-Type must be application/json or form-encoded"
+            return _error(415, message), "-", "rejected"
+        body = await self._read_body(request)
+        if body is None:
+            return _error(413, "body exceeds 25 MiB"), "-", "rejected"
+        if self._secrets:
+            try:
+                verify(
+                    body,
+                    signature=headers.get("x-hub-signature-256"),
+                    secrets=self._secrets,
+                    sha1="x-hub-signature" in headers,
+                )
+            except SignatureError as exc:
+                return _error(401, str(exc)), "-", "unauthorized"
+        event = headers.get("x-github-event", "").strip()
+        guid = headers.get("x-github-delivery", "").strip()
+        if not event or not guid:
+            message = "X-GitHub-Event and X-GitHub-Delivery headers are required"
+            return _error(400, message), "-", "rejected"
+        if len(guid) > _MAX_GUID_LENGTH or len(event) > _MAX_GUID_LENGTH:
+            message = "X-GitHub-Event or X-GitHub-Delivery is too long"
+            return _error(400, message), "-", "rejected"
+        hook_id = headers.get("x-github-hook-id", "")
+        try:
+            delivery = parse_delivery(
+                guid,
+                event,
+                decode_body(body, content_type),
+                hook_id=int(hook_id) if hook_id.isdigit() and len(hook_id) < 19 else None,
+            )
+        except PayloadError as exc:
+            return _error(400, str(exc)), event, "rejected"
+
+        job = Job.for_delivery(delivery, source=Source.MONITOR, headers=headers, body=body)
+        log: dict[str, object] = {"guid": guid, "event": event, "repository": delivery.repository}
+        if delivery.snapshot is not None:
+            log["pr"] = delivery.snapshot.number
+        try:
+            result = await self._reconciler.submit(job)
+        except StoreUnavailable as exc:
+            log_unavailable(logger, exc, "delivery refused (503): %s", exc, extra=log)
+            message = "database unavailable; the delivery was not stored"
+            return _error(503, message), event, "unavailable"
+        if result.status == "failed":
+            message = "the delivery was stored but could not be applied"
+            return _error(500, message), event, "failed"
+        logger.debug("delivery %s: %s", result.status, result.detail, extra=log)
+        status = 202 if result.status == "ignored" and event != "ping" else 200
+        response = JSONResponse(
+            {"guid": guid, "status": result.status, "outcome": result.detail},
+            status_code=status,
+        )
+        return response, event, result.status
+
+    async def _read_body(self, request: Request) -> bytes | None:
+        """The body, or None as soon as it grows past the limit (never buffered whole)."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self._max_body:
+                    return None
+                chunks.append(chunk)
+        except ClientDisconnect:
+            return b""
+        return b"".join(chunks)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)

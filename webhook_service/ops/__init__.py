@@ -1,0 +1,1 @@
+"""For the operator: the dashboard, /metrics, logging, and periodic background work."""

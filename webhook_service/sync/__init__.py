@@ -1,0 +1,1 @@
+"""The poller: what it asks GitHub each cycle (discovery) and how it feeds the reconciler."""
