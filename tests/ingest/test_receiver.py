@@ -448,7 +448,8 @@ async def _assert_outage_is_503_and_recovered(
             pulls = await client.get("/api/pulls", headers=AUTH)
         # The outage is logged once, whatever failed how often meanwhile.
         warned = _warnings(caplog.records)
-        assert len(warned) == 1 and "webhook_service.store: database unavailable" in warned[0]
+        assert len(warned) == 1, warned
+        assert "webhook_service.store: database unavailable" in warned[0]
         assert not [r for r in caplog.records if r.name == "asyncpg.pool" and r.exc_info]
 
         assert [a.status_code for a in answers] == [503, 503, 503], [a.text for a in answers]
