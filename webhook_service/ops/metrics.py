@@ -61,10 +61,25 @@ class Parts:
 
 
 class _Collector(Collector):
+    """Reads the parts' counters at each scrape, one group of families per part, in
+    the order the flow runs: ingest, reconcile, push, clean-up, then the sync worker's
+    (only while one runs: a webhook-only service has none to report)."""
+
     def __init__(self, parts: Parts) -> None:
         self._parts = parts
 
     def collect(self) -> Iterator[Any]:
+        yield from self._ingest()
+        yield from self._push()
+        yield from self._cleanup()
+        worker = self._parts.worker()
+        if worker is not None:
+            stats = worker.get_stats()
+            yield from _sync(stats)
+            yield from _budgets(stats)
+
+    def _ingest(self) -> Iterator[Any]:
+        """What the receiver answered and what the reconciler made of it."""
         p = self._parts
         deliveries = CounterMetricFamily(
             "webhook_deliveries",
@@ -89,6 +104,9 @@ class _Collector(Collector):
             value=p.reconciler.batches,
         )
 
+    def _push(self) -> Iterator[Any]:
+        """The outbox and the Socket.IO clients it emits to."""
+        p = self._parts
         yield CounterMetricFamily(
             "webhook_events_emitted", "Events emitted to Socket.IO.", value=p.dispatcher.emitted
         )
@@ -101,65 +119,74 @@ class _Collector(Collector):
             "webhook_socketio_clients", "Connected Socket.IO clients.", value=p.stream.connected
         )
 
+    def _cleanup(self) -> Iterator[Any]:
         cleanups = CounterMetricFamily(
             "webhook_cleanup_jobs", "Worktree clean-up attempts by outcome.", labels=["outcome"]
         )
-        for outcome, count in sorted(p.cleanup.outcomes.items()):
+        for outcome, count in sorted(self._parts.cleanup.outcomes.items()):
             cleanups.add_metric([outcome], count)
         yield cleanups
 
-        worker = p.worker()
-        if worker is None:
-            return
-        stats = worker.get_stats()
-        for name, key, help_text in (
-            ("webhook_sync_cycles", "sync_count", "Sync worker cycles."),
-            ("webhook_sync_errors", "error_count", "Sync worker errors."),
-            ("webhook_github_api_calls", "api_calls", "GitHub API answers received."),
-            ("webhook_github_not_modified", "not_modified", "GitHub API answers that were 304."),
-            ("webhook_github_rate_limited", "rate_limited", "Waits for a GitHub rate limit."),
-            (
-                "webhook_github_secondary_refusals",
-                "secondary_refusals",
-                "GitHub answers refusing a request for a secondary rate limit.",
-            ),
-            ("webhook_sync_searches", "searches", "GraphQL searches for changed PRs."),
-            ("webhook_sync_repositories_swept", "repositories_swept", "Repository listings."),
-        ):
-            yield CounterMetricFamily(name, help_text, value=stats[key])
+
+#: The sync worker's counters (``get_stats()`` keys) exported as they are.
+_SYNC_COUNTERS = (
+    ("webhook_sync_cycles", "sync_count", "Sync worker cycles."),
+    ("webhook_sync_errors", "error_count", "Sync worker errors."),
+    ("webhook_github_api_calls", "api_calls", "GitHub API answers received."),
+    ("webhook_github_not_modified", "not_modified", "GitHub API answers that were 304."),
+    ("webhook_github_rate_limited", "rate_limited", "Waits for a GitHub rate limit."),
+    (
+        "webhook_github_secondary_refusals",
+        "secondary_refusals",
+        "GitHub answers refusing a request for a secondary rate limit.",
+    ),
+    ("webhook_sync_searches", "searches", "GraphQL searches for changed PRs."),
+    ("webhook_sync_repositories_swept", "repositories_swept", "Repository listings."),
+)
+
+
+def _sync(stats: dict[str, Any]) -> Iterator[Any]:
+    """The sync worker's counters, whether it leads, and whether GitHub refused it."""
+    for name, key, help_text in _SYNC_COUNTERS:
+        yield CounterMetricFamily(name, help_text, value=stats[key])
+    yield GaugeMetricFamily(
+        "webhook_sync_leader",
+        "1 while this replica is the one that polls GitHub.",
+        value=int(stats["leader"]),
+    )
+    yield GaugeMetricFamily(
+        "webhook_github_credential_rejected",
+        "1 while GitHub rejected a credential (401) in the last sync cycle.",
+        value=int(bool(stats["credential_error"])),
+    )
+
+
+def _budgets(stats: dict[str, Any]) -> Iterator[Any]:
+    """Each credential's GitHub budgets (secondary-limit points, primary hourly limit)
+    and the latest rate limit GitHub reported."""
+    points = GaugeMetricFamily(
+        "webhook_github_budget_points",
+        "Secondary-limit points a credential plans (planned) and used in the last"
+        " minute, REST and GraphQL apart.",
+        labels=["credential", "api", "kind"],
+    )
+    primary = GaugeMetricFamily(
+        "webhook_github_budget_primary",
+        "A credential's primary hourly limit: GitHub's limit, what is left, the plan.",
+        labels=["credential", "resource", "kind"],
+    )
+    for credential, budget in sorted(stats["budgets"].items()):
+        for api in ("rest", "graphql"):
+            for kind in ("planned", "used"):
+                points.add_metric([credential, api, kind], budget[api][kind])
+        for resource, state in budget["primary"].items():
+            for kind in ("limit", "remaining", "planned"):
+                primary.add_metric([credential, resource, kind], state[kind])
+    yield points
+    yield primary
+    if stats["rate_limit_remaining"] is not None:
         yield GaugeMetricFamily(
-            "webhook_sync_leader",
-            "1 while this replica is the one that polls GitHub.",
-            value=int(stats["leader"]),
+            "webhook_github_rate_limit_remaining",
+            "GitHub API requests left in the current window (latest credential used).",
+            value=stats["rate_limit_remaining"],
         )
-        yield GaugeMetricFamily(
-            "webhook_github_credential_rejected",
-            "1 while GitHub rejected a credential (401) in the last sync cycle.",
-            value=int(bool(stats["credential_error"])),
-        )
-        points = GaugeMetricFamily(
-            "webhook_github_budget_points",
-            "Secondary-limit points a credential plans (planned) and used in the last"
-            " minute, REST and GraphQL apart.",
-            labels=["credential", "api", "kind"],
-        )
-        primary = GaugeMetricFamily(
-            "webhook_github_budget_primary",
-            "A credential's primary hourly limit: GitHub's limit, what is left, the plan.",
-            labels=["credential", "resource", "kind"],
-        )
-        for credential, budget in sorted(stats["budgets"].items()):
-            for api in ("rest", "graphql"):
-                for kind in ("planned", "used"):
-                    points.add_metric([credential, api, kind], budget[api][kind])
-            for resource, state in budget["primary"].items():
-                for kind in ("limit", "remaining", "planned"):
-                    primary.add_metric([credential, resource, kind], state[kind])
-        yield points
-        yield primary
-        if stats["rate_limit_remaining"] is not None:
-            yield GaugeMetricFamily(
-                "webhook_github_rate_limit_remaining",
-                "GitHub API requests left in the current window (latest credential used).",
-                value=stats["rate_limit_remaining"],
-            )
