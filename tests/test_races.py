@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from tests.helpers import AUTH, make_settings, payload, post_delivery, running_app
+from webhook_service.core.model import Observation, Source
 from webhook_service.core.payloads import PR_EVENTS, snapshot_from_api
-from webhook_service.core.rules import Observation, Source
 from webhook_service.ingest.fixtures import fixtures_root, iter_deliveries
 from webhook_service.reconciler import Reconciler
 from webhook_service.store import Store

@@ -22,21 +22,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from webhook_service.core.payloads import Delivery, RepositoryChange
-from webhook_service.core.rules import (
-    TASK_FIELDS,
-    Decision,
-    FollowUp,
-    Observation,
-    Outcome,
-    PullRequest,
-    Source,
-    Task,
-    TaskStatus,
-    decide,
-    decide_link,
-    decide_task_status,
-    task_updated_event,
-)
+from webhook_service.core.task_edits import TASK_FIELDS, decide_task_status
+from webhook_service.core.model import Decision, FollowUp, Observation, Outcome, PullRequest, Source, Task, TaskStatus
+from webhook_service.core.rules import decide, decide_link
+from webhook_service.core.events import task_updated_event
 from webhook_service.store import (
     Changes,
     Connection,

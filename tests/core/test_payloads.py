@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 import orjson
 import pytest
 
+from webhook_service.core.model import PRStatus
 from webhook_service.core.payloads import (
     PR_EVENTS,
     PayloadError,
@@ -18,7 +19,6 @@ from webhook_service.core.payloads import (
     parse_timestamp,
     snapshot_from_api,
 )
-from webhook_service.core.rules import PRStatus
 from webhook_service.ingest.fixtures import RecordedDelivery, fixtures_root, iter_deliveries
 
 JSON = "application/json"

@@ -17,14 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from webhook_service.core.payloads import parse_delivery
-from webhook_service.core.rules import (
-    RULES,
-    TASK_STATUS_FOR_PR,
+from webhook_service.core.model import (
     Decision,
     EventDraft,
     FollowUp,
-    Freshness,
     Observation,
     Outcome,
     PRStatus,
@@ -33,9 +29,9 @@ from webhook_service.core.rules import (
     Source,
     Task,
     TaskStatus,
-    decide,
-    decide_link,
 )
+from webhook_service.core.payloads import parse_delivery
+from webhook_service.core.rules import RULES, TASK_STATUS_FOR_PR, Freshness, decide, decide_link
 from webhook_service.ingest.fixtures import fixtures_root, iter_deliveries, load_delivery
 
 OP, CL, MG = PRStatus.OPEN, PRStatus.CLOSED, PRStatus.MERGED

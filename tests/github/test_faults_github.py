@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import fake_github, make_settings, running_app, until
 from webhook_service.config import Settings
-from webhook_service.core.rules import TaskStatus
+from webhook_service.core.model import TaskStatus
 from webhook_service.store import Store, TaskRecord
 from webhook_service.sync.poller import PRSyncWorker
 from webhook_service.testing import FakeGitHub

@@ -16,7 +16,7 @@ from tests.helpers import API_TOKEN, AUTH, make_settings, payload, post_delivery
 from tests.servers import uvicorn_server
 from tests.sockets import Client, RawClient, connected
 from webhook_service.app import Service
-from webhook_service.core.rules import EventDraft
+from webhook_service.core.model import EventDraft
 from webhook_service.push import stream as realtime
 from webhook_service.store import utcnow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from webhook_service.core.rules import EventDraft
+from webhook_service.core.model import EventDraft
 from webhook_service.store import Store
 
 

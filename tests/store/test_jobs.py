@@ -7,7 +7,7 @@ import asyncio
 from datetime import timedelta
 
 from tests.store.shared import second_store
-from webhook_service.core.rules import TaskStatus
+from webhook_service.core.model import TaskStatus
 from webhook_service.store import (
     CLAIM_LEASE,
     Store,

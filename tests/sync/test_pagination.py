@@ -23,7 +23,7 @@ import httpx
 import orjson
 
 from tests.helpers import AUTH, make_settings, running_app
-from webhook_service.core.rules import EventDraft, PRStatus, PullRequest, Source, TaskStatus
+from webhook_service.core.model import EventDraft, PRStatus, PullRequest, Source, TaskStatus
 from webhook_service.store import Changes, Store
 
 ROWS = 12_000

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import AUTH, make_settings, running_app
-from webhook_service.core.rules import MANUAL_TASK_TRANSITIONS, TaskStatus
+from webhook_service.core.model import TaskStatus
+from webhook_service.core.task_edits import MANUAL_TASK_TRANSITIONS
 from webhook_service.testing import FakeGitHub
 
 

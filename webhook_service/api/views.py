@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from webhook_service.core.rules import PullRequest, timestamp
+from webhook_service.core.events import timestamp
+from webhook_service.core.model import PullRequest
 
 if TYPE_CHECKING:
     from webhook_service.store import TaskRecord

@@ -1,4 +1,4 @@
-"""Turning GitHub JSON into :class:`~webhook_service.core.rules.Snapshot` values.
+"""Turning GitHub JSON into :class:`~webhook_service.core.model.Snapshot` values.
 
 Pure functions over bytes and mappings; anything that is not the shape GitHub documents
 raises :class:`PayloadError` (HTTP 400 at the receiver, never retried).
@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from webhook_service.core.rules import Snapshot
+from webhook_service.core.model import Snapshot
 
 #: Events whose payload carries a pull request snapshot that feeds the core.
 _T = TypeVar("_T")

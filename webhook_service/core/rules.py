@@ -1,42 +1,36 @@
-"""The reconciliation core: what one observation of a pull request changes.
+"""The reconciliation rules: what one observation of a pull request changes.
 
 Everything here is pure: values in, a value out, no I/O and no clock. Both inputs
-(webhook deliveries and the poller) build an :class:`Observation`; the shell in
-``reconciler.py`` loads the stored rows, calls :func:`decide` and writes the result.
+(webhook deliveries and the poller) build an :class:`~webhook_service.core.model.Observation`;
+the shell in :mod:`webhook_service.reconciler` loads the stored rows, calls :func:`decide`
+and writes the result.
 
 The decision is level-triggered: it compares the observed snapshot with what is stored
-and never looks at the webhook ``action`` name (DESIGN.md §2).
+and never looks at the webhook ``action`` name (DESIGN.md §2). The whole of it is the
+:data:`RULES` table; the rest is building the rows and events it implies.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
-
-class PRStatus(StrEnum):
-    OPEN = "OPEN"
-    CLOSED = "CLOSED"
-    MERGED = "MERGED"
-
-
-class TaskStatus(StrEnum):
-    TODO = "TODO"
-    IMPLEMENTING = "IMPLEMENTING"
-    CODE_REVIEWING = "CODE_REVIEWING"
-    DONE = "DONE"
-    CANCELLED = "CANCELLED"
-
-
-class Source(StrEnum):
-    MONITOR = "monitor"  # a webhook delivery
-    WORKER = "worker"  # the poller
-    REPLAY = "replay"  # a recorded delivery applied offline
-    MANUAL = "manual"  # an operator, through the API or CLI
+from webhook_service.core.events import pr_status_change, task_status_change
+from webhook_service.core.model import (
+    Decision,
+    EventDraft,
+    FollowUp,
+    Observation,
+    Outcome,
+    PRStatus,
+    PullRequest,
+    Snapshot,
+    Source,
+    Task,
+    TaskStatus,
+)
 
 
 class Freshness(StrEnum):
@@ -55,17 +49,6 @@ class Verdict(StrEnum):
     TERMINAL = "terminal"  # the PR is merged; nothing moves it
     REFETCH = "refetch"  # ambiguous: ask the API, change nothing now
 
-
-class Outcome(StrEnum):
-    """The recorded result of applying one observation."""
-
-    CREATED = "created"
-    TRANSITIONED = "transitioned"
-    UPDATED = "updated"
-    UNCHANGED = "unchanged"
-    STALE = "stale"
-    TERMINAL = "terminal"
-    AMBIGUOUS = "ambiguous"
 
 
 TASK_STATUS_FOR_PR: Mapping[PRStatus, TaskStatus] = {
@@ -114,106 +97,6 @@ _OUTCOME_FOR_VERDICT: Mapping[Verdict, Outcome] = {
     Verdict.TERMINAL: Outcome.TERMINAL,
     Verdict.REFETCH: Outcome.AMBIGUOUS,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """What one source saw of one pull request at ``updated_at``."""
-
-    repository: str  # "owner/name"
-    number: int
-    state: str  # "open" | "closed"
-    merged: bool | None  # None: the source does not say (review events)
-    merged_at: datetime | None
-    closed_at: datetime | None
-    updated_at: datetime
-    draft: bool
-    title: str
-    head_ref: str | None = None
-    head_sha: str | None = None
-    base_ref: str | None = None
-    url: str | None = None
-    node_id: str | None = None
-    github_id: int | None = None
-
-    @property
-    def status(self) -> PRStatus | None:
-        """The PR status this snapshot proves, or None for an unconfirmed close."""
-        if self.merged or self.merged_at is not None:
-            return PRStatus.MERGED
-        if self.state == "closed":
-            return PRStatus.CLOSED if self.merged is False else None
-        return PRStatus.OPEN
-
-
-@dataclass(frozen=True, slots=True)
-class Observation:
-    snapshot: Snapshot
-    source: Source
-    delivery_id: str | None = None
-    #: A fresh answer to "GET the PR" asked because of an ambiguity: it settles it.
-    authoritative: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class PullRequest:
-    """A stored pull request row."""
-
-    id: str
-    repository: str
-    number: int
-    status: PRStatus
-    draft: bool
-    title: str
-    head_ref: str | None
-    head_sha: str | None
-    base_ref: str | None
-    url: str | None
-    node_id: str | None
-    github_id: int | None
-    merged_at: datetime | None
-    closed_at: datetime | None
-    github_updated_at: datetime
-    task_id: str | None
-    last_source: Source
-    last_delivery_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Task:
-    """A stored task row (only what the core needs to know)."""
-
-    id: str
-    status: TaskStatus
-
-
-@dataclass(frozen=True, slots=True)
-class EventDraft:
-    """An event to store in the outbox; the store assigns ``event_id``."""
-
-    type: str
-    repository: str | None
-    task_id: str | None
-    payload: Mapping[str, Any]
-
-
-class FollowUp(StrEnum):
-    REFETCH = "refetch"  # ask the API for the PR; its answer wins
-    CLEANUP_WORKTREE = "cleanup_worktree"  # the task is DONE
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    outcome: Outcome
-    pr: PullRequest | None  # the row to write, None when nothing changes
-    task: Task | None  # the task row to write, None when it does not change
-    events: tuple[EventDraft, ...] = ()
-    follow_ups: frozenset[FollowUp] = frozenset()
-
-
-def timestamp(value: datetime) -> str:
-    """The UTC timestamp format of events and the API: ``2026-11-26T10:30:00Z``."""
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def freshness(observed: datetime, stored: datetime) -> Freshness:
@@ -334,41 +217,18 @@ def _with_events(
     change or when the link is new. A task otherwise keeps a status set by hand.
     """
     events: list[EventDraft] = []
-    stamp = timestamp(now)
     if pr.status != old_status:
-        events.append(
-            EventDraft(
-                type="pr_status_change",
-                repository=pr.repository,
-                task_id=pr.task_id,
-                payload={
-                    "type": "pr_status_change",
-                    "pr_id": pr.id,
-                    "pr_number": pr.number,
-                    "repository": pr.repository,
-                    "task_id": pr.task_id,
-                    "old_status": old_status,
-                    "new_status": pr.status,
-                    "sync_source": observation.source,
-                    "timestamp": stamp,
-                },
-            )
-        )
+        events.append(pr_status_change(pr, old_status, source=observation.source, now=now))
     new_task = _task_after(task, pr) if task is not None and pr.task_id == task.id else None
     if new_task is not None and task is not None:
         events.append(
-            EventDraft(
-                type="task_status_change",
+            task_status_change(
+                task.id,
+                task.status,
+                new_task.status,
+                pr_trigger=True,
                 repository=pr.repository,
-                task_id=task.id,
-                payload={
-                    "type": "task_status_change",
-                    "task_id": task.id,
-                    "old_status": task.status,
-                    "new_status": new_task.status,
-                    "pr_trigger": True,
-                    "timestamp": stamp,
-                },
+                now=now,
             )
         )
         if new_task.status is TaskStatus.DONE:
@@ -406,76 +266,3 @@ def _snapshot_of(pr: PullRequest) -> Snapshot:
         title=pr.title,
     )
 
-
-#: Task status changes an operator may make by hand. PR-driven changes follow
-#: TASK_STATUS_FOR_PR instead; DONE is terminal either way.
-MANUAL_TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.TODO: frozenset(
-        {TaskStatus.IMPLEMENTING, TaskStatus.CODE_REVIEWING, TaskStatus.CANCELLED}
-    ),
-    TaskStatus.IMPLEMENTING: frozenset(
-        {TaskStatus.TODO, TaskStatus.CODE_REVIEWING, TaskStatus.CANCELLED}
-    ),
-    TaskStatus.CODE_REVIEWING: frozenset(
-        {TaskStatus.IMPLEMENTING, TaskStatus.DONE, TaskStatus.CANCELLED}
-    ),
-    TaskStatus.CANCELLED: frozenset({TaskStatus.TODO, TaskStatus.IMPLEMENTING}),
-    TaskStatus.DONE: frozenset(),
-}
-
-
-class InvalidTransition(ValueError):
-    """A task status change that MANUAL_TASK_TRANSITIONS does not allow."""
-
-
-def decide_task_status(task: Task, wanted: TaskStatus, *, now: datetime) -> Decision:
-    """An operator sets ``task``'s status; a ``task_status_change`` with pr_trigger false."""
-    if wanted is task.status:
-        return Decision(Outcome.UNCHANGED, None, None)
-    if wanted not in MANUAL_TASK_TRANSITIONS[task.status]:
-        allowed = ", ".join(sorted(MANUAL_TASK_TRANSITIONS[task.status])) or "none (terminal)"
-        raise InvalidTransition(f"a {task.status} task cannot become {wanted}; allowed: {allowed}")
-    changed = Task(task.id, wanted)
-    event = EventDraft(
-        type="task_status_change",
-        repository=None,
-        task_id=task.id,
-        payload={
-            "type": "task_status_change",
-            "task_id": task.id,
-            "old_status": task.status,
-            "new_status": wanted,
-            "pr_trigger": False,
-            "timestamp": timestamp(now),
-        },
-    )
-    follow_ups = (
-        frozenset({FollowUp.CLEANUP_WORKTREE}) if wanted is TaskStatus.DONE else frozenset()
-    )
-    return Decision(Outcome.UPDATED, None, changed, (event,), follow_ups)
-
-
-#: A task's fields an operator may change besides its status (``PATCH /api/tasks/{id}``).
-TASK_FIELDS: tuple[str, ...] = ("title", "repository", "branch", "worktree_path")
-
-
-def task_updated_event(
-    task_id: str,
-    changes: Mapping[str, tuple[str | None, str | None]],
-    *,
-    repository: str | None,
-    now: datetime,
-) -> EventDraft:
-    """An operator changed some of a task's TASK_FIELDS: ``changes`` maps each changed
-    field to (old, new). Its status has its own event (``task_status_change``)."""
-    return EventDraft(
-        type="task_updated",
-        repository=repository,
-        task_id=task_id,
-        payload={
-            "type": "task_updated",
-            "task_id": task_id,
-            "changes": {name: {"old": old, "new": new} for name, (old, new) in changes.items()},
-            "timestamp": timestamp(now),
-        },
-    )

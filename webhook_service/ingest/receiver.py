@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from webhook_service.core.model import Source
 from webhook_service.core.payloads import PayloadError, decode_body, parse_delivery
-from webhook_service.core.rules import Source
 from webhook_service.ingest.signature import SignatureError, verify
 from webhook_service.reconciler import Job, Reconciler
 from webhook_service.store import StoreUnavailable, log_unavailable

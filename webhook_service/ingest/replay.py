@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from webhook_service.core.model import Observation, Source
 from webhook_service.core.payloads import PayloadError, decode_body, parse_delivery
-from webhook_service.core.rules import Observation, Source
 from webhook_service.ingest.fixtures import (
     BODY_SUFFIX,
     FixtureError,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from webhook_service.core.rules import PullRequest
+from webhook_service.core.model import PullRequest
 from webhook_service.store.connections import _Connections
 from webhook_service.store.records import (
     _PR_COLUMNS,

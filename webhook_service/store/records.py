@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 
+from webhook_service.core.model import EventDraft, PRStatus, PullRequest, Source, Task, TaskStatus
 from webhook_service.core.payloads import RepositoryChange
-from webhook_service.core.rules import EventDraft, PRStatus, PullRequest, Source, Task, TaskStatus
 
 PRKey = tuple[str, int]  # (repository, number)
 TaskKey = tuple[datetime, str]  # (created_at, id): the order of list_tasks

@@ -11,8 +11,9 @@ from typing import Any
 
 import orjson
 
+from webhook_service.core.model import EventDraft, PullRequest, Task, TaskStatus
 from webhook_service.core.payloads import RepositoryChange
-from webhook_service.core.rules import TASK_FIELDS, EventDraft, PullRequest, Task, TaskStatus
+from webhook_service.core.task_edits import TASK_FIELDS
 from webhook_service.store.dialects import Connection, _Dialect
 from webhook_service.store.records import (
     _DELIVERY_COLUMN_NAMES,

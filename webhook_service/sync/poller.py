@@ -35,8 +35,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from webhook_service.config import Settings
+from webhook_service.core.events import timestamp
+from webhook_service.core.model import Observation, Source
 from webhook_service.core.payloads import PayloadError, snapshot_from_api, snapshot_from_graphql
-from webhook_service.core.rules import Observation, Source, timestamp
 from webhook_service.github.client import CredentialRejected, GitHub, GitHubError, HookRef, Stopped
 from webhook_service.reconciler import Reconciler, Result
 from webhook_service.store import Leadership, PRKey, Store, StoreUnavailable, utcnow

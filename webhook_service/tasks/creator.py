@@ -38,8 +38,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from webhook_service.core.model import Observation, PullRequest, Source
 from webhook_service.core.payloads import PayloadError, snapshot_from_api
-from webhook_service.core.rules import Observation, PullRequest, Source
 from webhook_service.github.client import GitHub, GitHubError, GitHubValidationError
 from webhook_service.reconciler import DeliveryStatus, Reconciler
 from webhook_service.store import Store
