@@ -33,7 +33,8 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the test extra
 
-from webhook_service import cli, config
+from webhook_service import config
+from webhook_service.cli import service as cli_service
 from webhook_service.core import payloads
 from webhook_service.github import client as github
 
@@ -733,7 +734,7 @@ def test_kubernetes_drains_before_sigterm() -> None:
     assert _images()["Dockerfile FROM"].startswith("python:3.11-slim")
     # The grace period counts from the start of preStop: sleep, then the drain.
     assert spec["terminationGracePeriodSeconds"] > pause + SHUTDOWN_SECONDS
-    graceful = re.search(r"timeout_graceful_shutdown=(\d+)", inspect.getsource(cli._serve))
+    graceful = re.search(r"timeout_graceful_shutdown=(\d+)", inspect.getsource(cli_service.serve))
     assert graceful and int(graceful.group(1)) < SHUTDOWN_SECONDS
 
 
