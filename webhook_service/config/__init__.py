@@ -12,17 +12,34 @@ setting (``APP_ID``, ``PRIVATE_KEY``, ``WEBHOOK_SECRET``, ``GHE_HOST``...), it i
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from dotenv.parser import parse_stream
+
+from webhook_service.config.app_key import app_credentials
+from webhook_service.config.values import ConfigError, Secret, is_http_url, redact_url
+
+# load_settings reads through this name: tests/test_deploy.py swaps in a Reader that
+# records every name read, to know the settings without copying their list.
+from webhook_service.config.values import Reader as _Reader
+
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "DEFAULT_FRAME_BUDGET",
+    "DEFAULT_TASK_BRANCH_PATTERN",
+    "ConfigError",
+    "Secret",
+    "Settings",
+    "is_http_url",
+    "load_settings",
+    "read_env_file",
+    "redact_url",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -30,33 +47,6 @@ DEFAULT_DATABASE_URL = "sqlite:///./webhook-service.db"
 DEFAULT_TASK_BRANCH_PATTERN = r"^task/(?P<task_id>[0-9a-fA-F-]{36})$"
 #: Socket.IO batch frames a second, to all batch clients of a process together.
 DEFAULT_FRAME_BUDGET = 500
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; the message says which setting and why."""
-
-
-class Secret:
-    """A string that does not show itself in reprs, logs or tracebacks."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,21 +122,13 @@ class Settings:
             )
 
 
-def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def load_settings(environ: Mapping[str, str], *, env_file: Path | None = Path(".env")) -> Settings:
     """Build :class:`Settings` from ``environ`` over the ``env_file``'s values."""
     values = dict(read_env_file(env_file)) if env_file is not None and env_file.is_file() else {}
     values.update(environ)
     reader = _Reader(values)
     github_url, github_api_url = _github_urls(reader)
-    app_id, private_key = _app_credentials(reader)
+    app_id, private_key = app_credentials(reader)
     settings = Settings(
         webhook_secrets=tuple(Secret(s) for s in reader.csv("WEBHOOK_SECRET")),
         webhook_path=reader.text("WEBHOOK_PATH") or "/webhooks/github",
@@ -225,11 +207,6 @@ def _database_url(reader: _Reader) -> str:
     return url
 
 
-def is_http_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
-
-
 def _http_url(reader: _Reader, key: str) -> str | None:
     url = reader.text(key)
     if url is not None and not is_http_url(url):
@@ -258,76 +235,6 @@ def _github_urls(reader: _Reader) -> tuple[str, str]:
     return web, api
 
 
-def _app_credentials(reader: _Reader) -> tuple[str | None, Secret | None]:
-    """``APP_ID`` and the App's private key, both or neither.
-
-    The key comes from ``PRIVATE_KEY`` (PEM; with literal ``\\n`` for newlines, as
-    one-line environments need; or base64 of the PEM, as Probot accepts) or else from
-    the file ``PRIVATE_KEY_PATH``. It is checked here, so that a key GitHub could
-    never accept stops the start with one line instead of failing every sync cycle.
-    """
-    app_id = reader.text("APP_ID")
-    if app_id is not None and not app_id.isdigit():
-        raise ConfigError(
-            f"APP_ID must be the App's numeric id (its settings page: 'App ID'), got {app_id!r}"
-        )
-    source, text = "PRIVATE_KEY", reader.text("PRIVATE_KEY")
-    key_path = reader.text("PRIVATE_KEY_PATH")
-    if text is None and key_path is not None:
-        source = f"PRIVATE_KEY_PATH ({key_path})"
-        try:
-            text = Path(key_path).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"PRIVATE_KEY_PATH: cannot read {key_path}: {exc}; point it at the .pem file"
-                " GitHub let you download from the App's settings"
-            ) from exc
-    if (app_id is None) != (text is None):
-        given, missing = (
-            ("APP_ID", "PRIVATE_KEY or PRIVATE_KEY_PATH")
-            if text is None
-            else ("PRIVATE_KEY" if source == "PRIVATE_KEY" else "PRIVATE_KEY_PATH", "APP_ID")
-        )
-        raise ConfigError(
-            f"{given} is set but {missing} is not: a GitHub App needs both (or unset {given})"
-        )
-    if text is None:
-        return None, None
-    pem = _pem(text)
-    _check_private_key(pem, source)
-    return app_id, Secret(pem)
-
-
-def _pem(text: str) -> str:
-    text = text.strip()
-    if "-----BEGIN" not in text:
-        try:
-            decoded = base64.b64decode("".join(text.split()), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return text  # neither PEM nor base64: _check_private_key says so
-        if "-----BEGIN" in decoded:
-            text = decoded.strip()
-    # PEMs pasted into one line with literal "\n" are accepted.
-    return text.replace("\\n", "\n").strip()
-
-
-def _check_private_key(pem: str, source: str) -> None:
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-    try:
-        key = load_pem_private_key(pem.encode(), password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(
-            f"{source} is not a readable RSA private key ({reason}); use the App's .pem"
-            " file as GitHub gave it (PEM, or that file's contents base64-encoded)"
-        ) from None
-    if not isinstance(key, RSAPrivateKey):
-        raise ConfigError(f"{source} is not an RSA key: GitHub Apps sign with RSA (RS256)")
-
-
 def _hook_ids(entries: list[str], repositories: list[str]) -> tuple[tuple[str, int], ...]:
     """``owner/name:id`` entries, or one bare id when one repository is configured."""
     hooks = []
@@ -350,72 +257,3 @@ def _repository(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", name):
         raise ConfigError(f"GITHUB_REPOSITORIES: {name!r} is not owner/name")
     return name
-
-
-class _Reader:
-    def __init__(self, values: Mapping[str, str]) -> None:
-        self._values = values
-
-    def text(self, key: str) -> str | None:
-        value = self._values.get(key, "").strip()
-        return value or None
-
-    def secret(self, key: str) -> Secret | None:
-        value = self.text(key)
-        return Secret(value) if value else None
-
-    def csv(self, key: str) -> list[str]:
-        return [item.strip() for item in (self.text(key) or "").split(",") if item.strip()]
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.text(key)
-        if value is None:
-            return default
-        lowered = value.lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
-
-    def integer(self, key: str, default: int, *, low: int, high: int) -> int:
-        value = self.text(key)
-        if value is None:
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            raise ConfigError(f"{key} must be a whole number, got {value!r}") from None
-        if not low <= number <= high:
-            raise ConfigError(f"{key} must be between {low} and {high}, got {number}")
-        return number
-
-    def number(self, key: str, default: float, *, low: float, high: float = math.inf) -> float:
-        value = self.text(key)
-        if value is None:
-            return default
-        try:
-            number = float(value)
-        except ValueError:
-            raise ConfigError(f"{key} must be a number, got {value!r}") from None
-        if not number >= low:
-            raise ConfigError(f"{key} must be at least {low}, got {value!r}")
-        if number > high:
-            raise ConfigError(f"{key} must be at most {high}, got {value!r}")
-        return number
-
-    def choice(self, key: str, options: tuple[str, ...], default: str) -> str:
-        given = self.text(key) or default
-        if given.lower() not in options:
-            raise ConfigError(f"{key} must be one of {', '.join(options)}, got {given!r}")
-        return given.lower()
-
-    def pattern(self, key: str, default: str) -> re.Pattern[str]:
-        source = self.text(key) or default
-        try:
-            compiled = re.compile(source)
-        except re.error as exc:
-            raise ConfigError(f"{key} is not a valid regular expression: {exc}") from None
-        if "task_id" not in compiled.groupindex:
-            raise ConfigError(f"{key} must have a named group (?P<task_id>...)")
-        return compiled
