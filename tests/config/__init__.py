@@ -1,0 +1,1 @@
+"""Tests of webhook_service.config, one module per config module."""
