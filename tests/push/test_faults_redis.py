@@ -124,7 +124,7 @@ def outage_log(records: Iterable[logging.LogRecord]) -> list[str]:
         f"{r.name}: {r.getMessage()}"
         for r in records
         if r.levelno >= logging.WARNING
-        and (r.name.startswith("socketio") or r.name == "webhook_service.push.stream")
+        and (r.name.startswith("socketio") or r.name == "webhook_service.push.managers")
     ]
 
 
