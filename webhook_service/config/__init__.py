@@ -22,11 +22,7 @@ from urllib.parse import urlsplit
 from dotenv.parser import parse_stream
 
 from webhook_service.config.app_key import app_credentials
-from webhook_service.config.values import ConfigError, Secret, is_http_url, redact_url
-
-# load_settings reads through this name: tests/test_deploy.py swaps in a Reader that
-# records every name read, to know the settings without copying their list.
-from webhook_service.config.values import Reader as _Reader
+from webhook_service.config.values import ConfigError, Reader, Secret, is_http_url, redact_url
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
@@ -47,6 +43,10 @@ DEFAULT_DATABASE_URL = "sqlite:///./webhook-service.db"
 DEFAULT_TASK_BRANCH_PATTERN = r"^task/(?P<task_id>[0-9a-fA-F-]{36})$"
 #: Socket.IO batch frames a second, to all batch clients of a process together.
 DEFAULT_FRAME_BUDGET = 500
+
+#: What load_settings reads through: tests/test_deploy.py swaps in a Reader that records
+#: every name read, to know the settings without copying their list.
+_Reader = Reader
 
 
 @dataclass(frozen=True, slots=True)
