@@ -30,7 +30,9 @@ from tests.helpers import (
     until,
 )
 from webhook_service.config import Settings
-from webhook_service.github.client import _API, GitHub, GitHubError, Page
+from webhook_service.github.client import GitHub, Page
+from webhook_service.github.errors import GitHubError
+from webhook_service.github.transport import _API
 from webhook_service.reconciler import Reconciler
 from webhook_service.store import Store
 from webhook_service.sync.poller import PRSyncWorker

@@ -23,7 +23,8 @@ from tests.helpers import fake_github, reconciling
 from webhook_service.api.views import created_json
 from webhook_service.config import Settings, load_settings
 from webhook_service.core.model import TaskStatus
-from webhook_service.github.client import _API, GitHub
+from webhook_service.github.client import GitHub
+from webhook_service.github.transport import _API
 from webhook_service.reconciler import Reconciler
 from webhook_service.store import Store, TaskRecord
 from webhook_service.sync.poller import PRSyncWorker

@@ -16,7 +16,7 @@ from webhook_service.api.responses import Page, encode_cursor, next_url
 from webhook_service.api.views import pull_json
 from webhook_service.core.model import Source
 from webhook_service.core.payloads import PayloadError
-from webhook_service.github.client import GitHubError
+from webhook_service.github.errors import GitHubError
 from webhook_service.sync.poller import PRSyncWorker
 
 

@@ -49,7 +49,6 @@ class Outcome(StrEnum):
     AMBIGUOUS = "ambiguous"
 
 
-
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """What one source saw of one pull request at ``updated_at``."""

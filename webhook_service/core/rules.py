@@ -50,7 +50,6 @@ class Verdict(StrEnum):
     REFETCH = "refetch"  # ambiguous: ask the API, change nothing now
 
 
-
 TASK_STATUS_FOR_PR: Mapping[PRStatus, TaskStatus] = {
     PRStatus.OPEN: TaskStatus.CODE_REVIEWING,
     PRStatus.MERGED: TaskStatus.DONE,
@@ -265,4 +264,3 @@ def _snapshot_of(pr: PullRequest) -> Snapshot:
         draft=pr.draft,
         title=pr.title,
     )
-

@@ -38,7 +38,8 @@ from webhook_service.config import Settings
 from webhook_service.core.events import timestamp
 from webhook_service.core.model import Observation, Source
 from webhook_service.core.payloads import PayloadError, snapshot_from_api, snapshot_from_graphql
-from webhook_service.github.client import CredentialRejected, GitHub, GitHubError, HookRef, Stopped
+from webhook_service.github.client import GitHub, HookRef
+from webhook_service.github.errors import CredentialRejected, GitHubError, Stopped
 from webhook_service.reconciler import Reconciler, Result
 from webhook_service.store import Leadership, PRKey, Store, StoreUnavailable, utcnow
 from webhook_service.sync import discovery

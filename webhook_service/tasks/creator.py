@@ -40,7 +40,8 @@ from dataclasses import dataclass
 
 from webhook_service.core.model import Observation, PullRequest, Source
 from webhook_service.core.payloads import PayloadError, snapshot_from_api
-from webhook_service.github.client import GitHub, GitHubError, GitHubValidationError
+from webhook_service.github.client import GitHub
+from webhook_service.github.errors import GitHubError, GitHubValidationError
 from webhook_service.reconciler import DeliveryStatus, Reconciler
 from webhook_service.store import Store
 
