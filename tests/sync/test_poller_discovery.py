@@ -23,8 +23,7 @@ from webhook_service.github.client import GitHub
 from webhook_service.store import Store
 from webhook_service.sync.poller import PRSyncWorker
 from webhook_service.testing import FakeGitHub
-from webhook_service.testing.fake_github import RequestRecord
-from webhook_service.testing.fake_limits import max_window_points
+from webhook_service.testing.fake_github import RequestRecord, max_window_points
 
 TOKEN = "ghp_discovery"
 NOW = time.time()

@@ -1,4 +1,4 @@
-"""The fake GitHub's rate limits (webhook_service.testing.fake_limits) over real HTTP.
+"""The fake GitHub's rate limits (webhook_service.testing.fake_github.limits) over real HTTP.
 
 GitHub's documented secondary limits: points per minute per credential (900 REST, 2,000
 GraphQL), 100 concurrent requests; a separate GraphQL primary budget.
@@ -17,7 +17,7 @@ import pytest
 from tests.helpers import app_private_key
 from webhook_service.testing import FakeGitHub, RequestRecord
 from webhook_service.testing.fake_github import max_window_points
-from webhook_service.testing.fake_limits import Api
+from webhook_service.testing.fake_github.limits import Api
 
 REPO = "octo-org/widgets"
 TOKEN = "ghp_primary"

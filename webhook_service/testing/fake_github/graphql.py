@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from webhook_service.testing.fake_search import (
+from webhook_service.testing.fake_github.search import (
     RESULT_CAP,
     SearchError,
     SearchIndex,
