@@ -1,46 +1,33 @@
--- wrk driver for scripts/bench_ingest.py: replays N pre-generated, signed deliveries,
--- each exactly once, and records every request's ack latency.
---
--- Not meant to be run by hand; bench_ingest.py sets these environment variables:
+-- wrk driver of scripts/bench/load.py: replays N pre-generated, signed deliveries,
+-- each exactly once, and records every request's ack latency. Environment:
 --   BENCH_MANIFEST  one "offset length guid" line per delivery, in send order
---   BENCH_REQUESTS  the requests back to back: the header lines after Host, a blank
---                   line, the body (offset/length in the manifest point into it)
+--   BENCH_REQUESTS  the requests back to back (header lines after Host, blank line, body)
 --   BENCH_THREADS   wrk's -t value
 --   BENCH_OUT       a directory: "done.<thread>" markers and "results.txt" go there
+--   BENCH_SENT_LOG  if set, also "sent.txt": "<guid> <us>" per delivery, the instant it
+--                   was sent (CLOCK_MONOTONIC, which Python's time.monotonic() reads)
 --
--- How each delivery is sent exactly once:
---   * thread k (0-based) owns deliveries k, k+T, k+2T, ... (T = BENCH_THREADS), so the
---     threads never send the same delivery and the global order is roughly kept;
---   * wrk calls delay() before every request() of a connection. delay() hands out one
---     "ticket" per owned delivery and, once they are all handed out, parks the
---     connection for a day; request() never runs without a ticket, so no connection
---     sends more than the thread's share;
---   * when a thread has all its responses it writes done.<k>; bench_ingest.py then
---     stops wrk with SIGINT (wrk itself would sleep for the whole -d duration).
+-- Exactly once: thread k owns deliveries k, k+T, k+2T...; wrk calls delay() before each
+-- request() of a connection, and delay() hands out one ticket per owned delivery, then
+-- parks the connection for a day; request() never sends without a ticket. When a thread
+-- has all its answers it writes done.<k> and load.py stops wrk (SIGINT).
 --
--- Latency is measured here, not taken from wrk's histogram: wrk "corrects" its
--- histogram for coordinated omission using the -d run time, which skews percentiles
--- of a closed-loop run that is stopped early. request() stamps the GUID it sends,
--- response() finds the GUID in the JSON answer ({"guid": ...}) and records the
--- difference (the same instants wrk uses: just before the write, on the last byte).
--- Answers without a GUID (errors) are counted, but have no latency.
+-- Latency is measured here, not taken from wrk's histogram, which wrk "corrects" for
+-- coordinated omission using the -d run time (wrong for a closed loop stopped early):
+-- request() stamps the GUID it sends, response() finds it in the JSON answer
+-- ({"guid": ...}). Answers without a GUID (errors) are counted, without a latency.
 
 local ffi = require("ffi")
 ffi.cdef([[
-typedef struct { long tv_sec; long tv_nsec; } bench_ingest_timespec;
-int clock_gettime(int clock_id, bench_ingest_timespec *tp);
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clock_id, bench_timespec *tp);
 ]])
-local CLOCK_MONOTONIC = 1
-local timespec = ffi.new("bench_ingest_timespec")
+local timespec = ffi.new("bench_timespec")
 
 local function now_us()
-    ffi.C.clock_gettime(CLOCK_MONOTONIC, timespec)
+    ffi.C.clock_gettime(1, timespec) -- CLOCK_MONOTONIC
     return tonumber(timespec.tv_sec) * 1000000 + math.floor(tonumber(timespec.tv_nsec) / 1000)
 end
-
-local PARK_MS = 86400000
-
--- ---------------------------------------------------------------- setup / done (main env)
 
 local threads = {}
 
@@ -49,46 +36,50 @@ function setup(thread)
     table.insert(threads, thread)
 end
 
+local function write_list(out, prefix, list)
+    for _, item in ipairs(list) do
+        out:write(prefix, item, "\n")
+    end
+end
+
 function done(summary, latency, requests)
-    local out = assert(io.open(os.getenv("BENCH_OUT") .. "/results.txt", "w"))
+    local dir = os.getenv("BENCH_OUT")
+    local out = assert(io.open(dir .. "/results.txt", "w"))
     local e = summary.errors
     out:write(string.format("summary %d %d %d %d %d %d %d %d\n", summary.duration,
         summary.requests, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout))
-    out:write(string.format("wrk_latency %d %d %d %d\n", latency:percentile(50),
-        latency:percentile(99), latency.max, latency.mean))
+    out:write(string.format("wrk_latency %d %d\n", latency:percentile(50), latency:percentile(99)))
+    local sent = os.getenv("BENCH_SENT_LOG") and assert(io.open(dir .. "/sent.txt", "w"))
     for _, thread in ipairs(threads) do
-        local id = thread:get("id")
-        out:write(string.format("thread %d %d %d %d %d %d %d\n", id, thread:get("share"),
-            thread:get("sent"), thread:get("answered"), thread:get("unmatched"),
-            thread:get("first_us"), thread:get("last_us")))
+        out:write(string.format("thread %d %d %d %d %d %d %d\n", thread:get("id"),
+            thread:get("share"), thread:get("sent"), thread:get("answered"),
+            thread:get("unmatched"), thread:get("first_us"), thread:get("last_us")))
         for code, count in pairs(thread:get("statuses")) do
             out:write(string.format("status %d %d\n", code, count))
         end
         for second, count in pairs(thread:get("per_second")) do
             out:write(string.format("second %d %d\n", second, count))
         end
-        for _, us in ipairs(thread:get("latencies")) do
-            out:write("lat ", us, "\n")
-        end
-        for _, guid in ipairs(thread:get("ok_guids")) do
-            out:write("ok ", guid, "\n")
+        write_list(out, "lat ", thread:get("latencies"))
+        write_list(out, "ok ", thread:get("ok_guids"))
+        if sent then
+            write_list(sent, "", thread:get("sent_log"))
         end
     end
     out:close()
+    if sent then
+        sent:close()
+    end
 end
-
--- ---------------------------------------------------------------- running (thread envs)
 
 -- Globals, so that done() can read them with thread:get().
 share, sent, answered, unmatched, first_us, last_us = 0, 0, 0, 0, 0, 0
-latencies, ok_guids, statuses, per_second = {}, {}, {}, {}
+latencies, ok_guids, statuses, per_second, sent_log = {}, {}, {}, {}, {}
 
-local offsets, lengths, guids = {}, {}, {}
+local offsets, lengths, guids, started = {}, {}, {}, {}
 local tickets = 0
-local started = {}
-local requests_file
-local head
-local fallback
+local requests_file, head, fallback
+local log_sent = os.getenv("BENCH_SENT_LOG") ~= nil
 
 function init(args)
     local nthreads = assert(tonumber(os.getenv("BENCH_THREADS")), "BENCH_THREADS is not set")
@@ -105,13 +96,13 @@ function init(args)
     requests_file = assert(io.open(os.getenv("BENCH_REQUESTS"), "rb"))
     local host = wrk.host .. (wrk.port and (":" .. wrk.port) or "")
     head = "POST " .. wrk.path .. " HTTP/1.1\r\nHost: " .. host .. "\r\n"
-    -- What request() returns when it has no ticket (see there); never a delivery.
+    -- What request() returns without a ticket (see there); never a delivery.
     fallback = "GET /healthz HTTP/1.1\r\nHost: " .. host .. "\r\n\r\n"
 end
 
 function delay()
     if tickets >= share then
-        return PARK_MS
+        return 86400000
     end
     tickets = tickets + 1
     return 0
@@ -131,6 +122,9 @@ function request()
         first_us = now
     end
     started[guids[sent]] = now
+    if log_sent then
+        sent_log[#sent_log + 1] = guids[sent] .. " " .. now
+    end
     return head .. chunk
 end
 
@@ -152,7 +146,7 @@ function response(status, headers, body)
     else
         unmatched = unmatched + 1
     end
-    if answered == share then  -- (exactly once)
+    if answered == share then -- (exactly once)
         local marker = assert(io.open(os.getenv("BENCH_OUT") .. "/done." .. id, "w"))
         marker:write(answered, "\n")
         marker:close()

@@ -1,6 +1,6 @@
-"""The parent side of ``scripts/bench_poll.py``: the fake's PRs, the poller processes, and
-one timed run of one worker (first sweep, idle, injected changes), measured from the
-fake's request log. See bench_poll.py's docstring for the design."""
+"""The poller benchmark's moving parts: the fake's PRs and changes, the baseline's code
+(``git archive`` of BASELINE_COMMIT), a poller process (``poll_child.py``), and one timed
+run of one worker (first sweep, idle, injected changes) measured from the fake's log."""
 
 from __future__ import annotations
 
@@ -20,25 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench_poll_child import MARK
+from bench.poll_child import MARK
+from bench.report import BenchError
+from bench.servers import REPO_ROOT
 
 if TYPE_CHECKING:
     from webhook_service.testing.fake_github import FakeGitHub, RequestRecord
 
-SCRIPTS = Path(__file__).resolve().parent
-REPO_ROOT = SCRIPTS.parent
-CHILD = SCRIPTS / "bench_poll_child.py"
+CHILD = Path(__file__).resolve().with_name("poll_child.py")
 BASELINE_COMMIT = "c353fc9"  # the per-repository sweep, every repository every cycle
 OP_TIMEOUT = 300.0  # seconds one child operation may take
 CHANGE_KINDS = ("push", "push", "retitle", "draft", "close", "merge")
-
-
-class BenchError(Exception):
-    """A setup or child-process failure: the run cannot go on (exit status 2)."""
-
-
-def log(message: str) -> None:
-    print(f"[bench_poll] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -54,24 +46,22 @@ class Plan:
     seed: int
 
     @property
-    def window(self) -> float:
+    def window(self) -> float:  # the secondary window and SYNC_INTERVAL: GitHub's minute
         return 60.0 / self.scale
 
-    @property
-    def interval(self) -> float:  # SYNC_INTERVAL: GitHub's minute, scaled
-        return 60.0 / self.scale
+    interval = window
 
 
 @dataclass
 class Traffic:
-    """One worker's requests in a span, as the fake saw them."""
+    """One worker's requests in a span, as the fake saw them (per API: rest, graphql)."""
 
     seconds: float = 0.0
     cycles: int = 0
-    requests: dict[str, int] = field(default_factory=dict)  # api -> requests
-    points: dict[str, int] = field(default_factory=dict)  # api -> secondary points
-    primary: dict[str, int] = field(default_factory=dict)  # api -> primary points
-    peak: dict[str, int] = field(default_factory=dict)  # api -> most points in a window
+    requests: dict[str, int] = field(default_factory=dict)
+    points: dict[str, int] = field(default_factory=dict)  # secondary points
+    primary: dict[str, int] = field(default_factory=dict)
+    peak: dict[str, int] = field(default_factory=dict)  # most points in a window
     refusals: int = 0  # answers refusing a secondary limit
 
 
@@ -89,18 +79,15 @@ class WorkerRun:
     delays: list[float | None] = field(default_factory=list)  # None: never seen
     mismatches: list[str] = field(default_factory=list)
     rss_peak: int = 0
-    rss_start: int = 0
     errors: int = 0
-    last_error: str | None = None
 
 
 def traffic(records: Sequence[RequestRecord], window: float, span: tuple[float, float]) -> Traffic:
     """The requests received within ``span`` (monotonic seconds)."""
-    from webhook_service.testing.fake_limits import max_window_points
+    from webhook_service.testing.fake_github import max_window_points
 
-    start, end = span
-    kept = [r for r in records if start <= r.received_at < end]
-    found = Traffic(seconds=end - start)
+    kept = [r for r in records if span[0] <= r.received_at < span[1]]
+    found = Traffic(seconds=span[1] - span[0])
     for api in ("rest", "graphql"):
         mine = [r for r in kept if r.api == api]
         found.requests[api] = len(mine)
@@ -113,51 +100,33 @@ def traffic(records: Sequence[RequestRecord], window: float, span: tuple[float, 
     return found
 
 
-# -- the fake's pull requests ---------------------------------------------------------------
-
-
 def populate(fake: FakeGitHub, repos: int, prs: int) -> list[tuple[str, int]]:
-    """``prs`` open PRs over ``repos`` repositories, last updated a month ago or earlier."""
-    names = [f"bench-org/repo-{i:04d}" for i in range(repos)]
-    keys = [(names[i % repos], i // repos + 1) for i in range(prs)]
+    """``prs`` open PRs over ``repos`` repositories, last updated 40 days ago or earlier."""
+    keys = [(f"bench-org/repo-{i % repos:04d}", i // repos + 1) for i in range(prs)]
     old = int(time.time()) - 40 * 86_400
     for i, (repository, number) in enumerate(keys):
         fake.add_pull(repository, number, created_at=old + i, updated_at=old + i)
-    # add_pull moves the fake's timestamp clock one second per PR even with explicit
-    # times: 50,000 PRs would put every later change 14 h in the future, where each
-    # search would find it again. Back to the wall clock (a private field of the fake).
-    fake._clock = int(time.time())
+    if hasattr(fake, "_clock"):  # older fakes moved their clock a second per PR even with
+        vars(fake)["_clock"] = int(time.time())  # explicit times: back to the wall clock
     return keys
 
 
 def change(fake: FakeGitHub, key: tuple[str, int], rng: random.Random) -> dict[str, Any]:
-    """One realistic change of an open PR, no webhook; the PR as the fake now has it."""
+    """One realistic change of an open PR, no webhook; what it expects in the store."""
     repository, number = key
     kind = rng.choice(CHANGE_KINDS)
-    if kind == "push":
-        return fake.update_pull(repository, number, head_sha=secrets.token_hex(20))
-    if kind == "retitle":
-        return fake.update_pull(repository, number, title=f"Retitled {rng.randrange(10**9)}")
-    if kind == "draft":
-        return fake.update_pull(
-            repository, number, draft=not fake.pull(repository, number)["draft"]
-        )
-    if kind == "close":
-        return fake.update_pull(repository, number, state="closed")
-    return fake.update_pull(repository, number, merged=True)
-
-
-def expected(key: tuple[str, int], pull: Mapping[str, Any]) -> dict[str, Any]:
-    status = "MERGED" if pull["merged"] else "CLOSED" if pull["state"] == "closed" else "OPEN"
-    return {
-        "repository": key[0],
-        "number": key[1],
-        "status": status,
-        "title": pull["title"],
-        "head_sha": pull["head"]["sha"],
-        "draft": pull["draft"],
-        "updated_at": pull["updated_at"],
+    options: dict[str, dict[str, Any]] = {
+        "push": {"head_sha": secrets.token_hex(20)}, "close": {"state": "closed"},
+        "merge": {"merged": True},
     }
+    fields = options.get(kind) or (
+        {"title": f"Retitled {rng.randrange(10**9)}"} if kind == "retitle"
+        else {"draft": not fake.pull(repository, number)["draft"]})  # fmt: skip
+    pull = fake.update_pull(repository, number, **fields)
+    status = "MERGED" if pull["merged"] else "CLOSED" if pull["state"] == "closed" else "OPEN"
+    return {"repository": repository, "number": number, "status": status, "title": pull["title"],
+            "head_sha": pull["head"]["sha"],
+            "draft": pull["draft"], "updated_at": pull["updated_at"]}
 
 
 def baseline_tree(workdir: Path) -> Path:
@@ -170,39 +139,35 @@ def baseline_tree(workdir: Path) -> Path:
     return target
 
 
-# -- the poller process ---------------------------------------------------------------------
+def _within(path: str, root: Path) -> bool:
+    return Path(path).resolve().is_relative_to(root.resolve())
 
 
 class Child:
     """A poller process; :meth:`call` sends one operation and waits for its answer."""
 
-    def __init__(self, name: str, proc: asyncio.subprocess.Process, log_path: Path) -> None:
-        self.name, self.proc, self.log = name, proc, log_path
+    def __init__(self, name: str, proc: asyncio.subprocess.Process, log: Path) -> None:
+        self.name, self.proc, self.log = name, proc, log
         self.ready: dict[str, Any] = {}
 
     @classmethod
-    async def spawn(
-        cls, name: str, config: Mapping[str, Any], workdir: Path, package_root: Path
-    ) -> Child:
-        config_path = workdir / f"{name}.json"
+    async def spawn(cls, name: str, config: Mapping[str, Any], workdir: Path, root: Path) -> Child:
+        config_path, log = workdir / f"{name}.json", workdir / f"{name}.log"
         config_path.write_text(json.dumps(config))
-        env = dict(os.environ) | {"PYTHONPATH": str(package_root)}
-        log_path = workdir / f"{name}.log"
-        with log_path.open("wb") as err:
+        env = dict(os.environ) | {"PYTHONPATH": os.pathsep.join([str(root), str(CHILD.parents[1])])}
+        with log.open("wb") as err:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, str(CHILD), str(config_path),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,
-                cwd=workdir, env=env, limit=1 << 24,
+                sys.executable, str(CHILD), str(config_path), stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=err, cwd=workdir, env=env, limit=1 << 24,
             )  # fmt: skip
-        child = cls(name, proc, log_path)
+        child = cls(name, proc, log)
         try:
             child.ready = await child._answer("ready", 120.0)
+            if not _within(child.ready["package"], root):
+                raise BenchError(f"{name} imported {child.ready['package']}, not {root}'s")
         except BaseException:
             await child.close()
             raise
-        if not _within(child.ready["package"], package_root):
-            await child.close()
-            raise BenchError(f"{name} imported {child.ready['package']}, not {package_root}'s")
         return child
 
     def _tail(self, lines: int = 25) -> str:
@@ -247,13 +212,6 @@ class Child:
                 await self.proc.wait()
 
 
-def _within(path: str, root: Path) -> bool:
-    return Path(path).resolve().is_relative_to(root.resolve())
-
-
-# -- one run of one worker ------------------------------------------------------------------
-
-
 @dataclass
 class Run:
     """One worker against one fake: its phases in order (see :meth:`measure`)."""
@@ -266,33 +224,34 @@ class Run:
     to_change: list[tuple[str, int]]  # never-changed PRs, this run's alone
     rng: random.Random
 
-    def records(self) -> list[RequestRecord]:
+    def _traffic(self, since: float, until: float) -> Traffic:
         key = "token:" + self.token
-        return [r for r in self.fake.requests if r.credential == key]
+        records = [r for r in self.fake.requests if r.credential == key]
+        return traffic(records, self.plan.window, (since, until))
 
     async def measure(self) -> WorkerRun:
+        """The first sweep (capped), the cycle after it (a first sweep of T lists about
+        R * T / 2P more repositories, P the sweep period), idle intervals, changes."""
         plan, child, result = self.plan, self.child, self.result
-        result.rss_start = int(child.ready["rss"])
         started = time.monotonic()
         await child.call("start")
         result.first_sweep = await self._cycles(1, started, plan.first_sweep_cap)
         swept = time.monotonic()
-        result.first = traffic(self.records(), plan.window, (started, swept))
-        if result.first_sweep is not None:  # the next cycle: see bench_poll.py (settling)
+        result.first = self._traffic(started, swept)
+        if result.first_sweep is not None:
             await self._cycles(2, swept, 4 * plan.interval)
         before = await child.call("stats")
-        result.settle = traffic(self.records(), plan.window, (swept, before["now"]))
+        result.settle = self._traffic(swept, before["now"])
         await asyncio.sleep(plan.idle_intervals * plan.interval)
         after = await child.call("stats")
-        result.idle = traffic(self.records(), plan.window, (before["now"], after["now"]))
+        result.idle = self._traffic(before["now"], after["now"])
         result.idle.cycles = after["sync_count"] - before["sync_count"]
         await self._changes()
         done = await child.call("stats")
-        result.changed = traffic(self.records(), plan.window, (after["now"], done["now"]))
+        result.changed = self._traffic(after["now"], done["now"])
         result.changed.cycles = done["sync_count"] - after["sync_count"]
-        result.whole = traffic(self.records(), plan.window, (started, done["now"]))
-        result.whole.cycles = done["sync_count"]
-        result.errors, result.last_error = done["error_count"], done["last_error"]
+        result.whole = self._traffic(started, done["now"])
+        result.whole.cycles, result.errors = done["sync_count"], done["error_count"]
         return result
 
     async def _cycles(self, count: int, since: float, cap: float) -> float | None:
@@ -306,17 +265,15 @@ class Run:
 
     async def _changes(self) -> None:
         """``plan.changes`` changes at random moments, no webhook; then wait for them."""
-        plan = self.plan
+        plan, began = self.plan, time.monotonic()
         span = plan.change_intervals * plan.interval
-        began = time.monotonic()
         moments = sorted(self.rng.uniform(0, span) for _ in range(plan.changes))
         injected: dict[str, float] = {}
         expect = []
         for moment, key in zip(moments, self.to_change, strict=False):
             await asyncio.sleep(max(0.0, began + moment - time.monotonic()))
-            pull = change(self.fake, key, self.rng)
+            expect.append(change(self.fake, key, self.rng))
             injected[f"{key[0]}#{key[1]}"] = time.monotonic()
-            expect.append(expected(key, pull))
             await self.child.call("watch", changes=[expect[-1]])
         deadline = time.monotonic() + plan.drain_intervals * plan.interval
         found: dict[str, Any] = {}
@@ -326,50 +283,34 @@ class Run:
                 break
             await asyncio.sleep(0.25)
         seen = found.get("found", {})
-        self.result.delays = [
-            seen[label] - at if label in seen else None for label, at in injected.items()
-        ]
+        self.result.delays = [seen[k] - at if k in seen else None for k, at in injected.items()]
         self.result.mismatches = (await self.child.call("verify", expect=expect))["mismatches"]
 
 
-async def run_worker(
-    plan: Plan,
-    fake: FakeGitHub,
-    *,
-    worker: str,
-    keys: Sequence[tuple[str, int]],
-    to_change: list[tuple[str, int]],
-    database_url: str,
-    workdir: Path,
-    package_root: Path,
-) -> WorkerRun:
-    """Start one worker (``new``: the checkout's, ``baseline``: BASELINE_COMMIT's) in a
-    process of its own against ``fake`` and measure it."""
+async def run_worker(plan: Plan, fake: FakeGitHub, *, worker: str, keys: Sequence[tuple[str, int]],
+                     to_change: list[tuple[str, int]], database_url: str, workdir: Path,
+                     package_root: Path) -> WorkerRun:  # fmt: skip
+    """One worker (``new``: the checkout's, ``baseline``: BASELINE_COMMIT's) in a process
+    of its own against ``fake``, measured."""
     repositories = sorted({repository for repository, _ in keys})
     token = "ghp_" + secrets.token_hex(18)
     fake.add_token(token)
     config = {
-        "token": token,
-        "api_url": fake.url,
-        "repositories": repositories,
+        "token": token, "api_url": fake.url, "repositories": repositories,
         "database_url": database_url,
         # GitHub's minute and hour, scaled; the baseline reads SYNC_INTERVAL only.
-        "env": {
-            "SYNC_INTERVAL": str(plan.interval),
-            "SYNC_FULL_SWEEP_INTERVAL": str(3600.0 / plan.scale),
-            "SYNC_SEARCH_OVERLAP": str(300.0 / plan.scale),
-            "SYNC_MAX_CONCURRENCY": "5",
-        },
+        "env": {"SYNC_INTERVAL": str(plan.interval), "SYNC_MAX_CONCURRENCY": "5",
+                "SYNC_FULL_SWEEP_INTERVAL": str(3600.0 / plan.scale),
+                "SYNC_SEARCH_OVERLAP": str(300.0 / plan.scale)},
         "window": plan.window if worker == "new" else None,
-    }
+    }  # fmt: skip
     name = f"{worker}-{len(repositories)}"
     child = await Child.spawn(name, config, workdir, package_root)
     result = WorkerRun(worker, len(repositories), len(keys))
-    rng = random.Random(f"{plan.seed}-{name}")
     try:
+        rng = random.Random(f"{plan.seed}-{name}")
         await Run(plan, fake, child, result, token, to_change, rng).measure()
-        answer = await child.call("quit", grace=5.0)
-        result.rss_peak = int(answer["rss_peak"])
+        result.rss_peak = int((await child.call("quit", grace=5.0))["rss_peak"])
     finally:
         await child.close()
     fake.reset_requests()  # the next worker's log starts empty

@@ -1,0 +1,86 @@
+"""The baselines a webhook receiver is measured against, run as their own process:
+
+    python scripts/bench/baselines.py bare|sink PORT
+
+- ``bare``: a Starlette endpoint that reads the body and answers 200 JSON, under the
+  same uvicorn settings as ``webhook-service serve`` (what the framework alone costs);
+- ``sink``: the cheapest server there is (uvloop, no parsing): the load generator's
+  ceiling. Both echo ``X-GitHub-Delivery`` as ``{"guid": ...}`` for ``replay.lua``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from typing import cast
+
+WEBHOOK_PATH = "/webhooks/github"
+
+
+def serve_bare(port: int) -> None:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    async def webhook(request: Request) -> Response:
+        body = await request.body()
+        guid = request.headers.get("x-github-delivery", "")
+        return JSONResponse({"guid": guid, "bytes": len(body)})
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    routes = [Route(WEBHOOK_PATH, webhook, methods=["POST"]), Route("/healthz", healthz)]
+    uvicorn.run(Starlette(routes=routes), host="127.0.0.1", port=port, log_config=None,
+                access_log=False, timeout_graceful_shutdown=8)  # fmt: skip
+
+
+class _Sink(asyncio.Protocol):
+    """Answers each request as soon as its bytes are in; echoes X-GitHub-Delivery."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while (end := self._buffer.find(b"\r\n\r\n")) >= 0:
+            length, guid = 0, b""
+            for line in bytes(self._buffer[:end]).split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"x-github-delivery":
+                    guid = value.strip()
+            if len(self._buffer) < end + 4 + length:
+                return
+            del self._buffer[: end + 4 + length]
+            body = b'{"guid":"' + guid + b'","status":"ok"}'
+            assert self._transport is not None
+            self._transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(body), body)
+            )
+
+
+def serve_sink(port: int) -> None:
+    import uvloop
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(_Sink, "127.0.0.1", port)
+        async with server:
+            await server.serve_forever()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(main())
+
+
+if __name__ == "__main__":
+    {"bare": serve_bare, "sink": serve_sink}[sys.argv[1]](int(sys.argv[2]))

@@ -1,0 +1,237 @@
+"""The closed-loop load: wrk with ``replay.lua`` sends every delivery of a workload
+exactly once over C keep-alive connections and stops when all are answered. Several
+legs (one wrk each, say one per replica) run at once on the one monotonic clock every
+wrk reads. Throughput is answers / (last answer - first request); latencies are the
+individual requests' (see replay.lua for why not wrk's histogram)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.deliveries import Workload
+from bench.report import BenchError, percentile
+from bench.servers import WEBHOOK_PATH, Cores, Snapshot, cpu_seconds
+
+LUA = Path(__file__).resolve().with_name("replay.lua")
+MAX_SECONDS = 120
+_ERRORS = ("connect", "read", "write", "status", "timeout")
+
+
+def find_wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise BenchError("wrk is not installed (or not on PATH); install it, e.g.\n"
+                         "    sudo apt-get install -y wrk        (Debian/Ubuntu)\n"
+                         "    brew install wrk                   (macOS)")  # fmt: skip
+    return wrk
+
+
+@dataclass(slots=True)
+class LoadResult:
+    target: str
+    complete: bool = False
+    sent: int = 0
+    answered: int = 0
+    unmatched: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    latencies_us: list[int] = field(default_factory=list)
+    ok_guids: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # first request to last answer
+    per_second: list[int] = field(default_factory=list)  # answers in each second
+    wrk_p99_us: int = 0  # wrk's own "corrected" p99 (the worst leg's)
+    socket_errors: dict[str, int] = field(default_factory=dict)
+    wrk_cores: float = 0.0
+    server_cores: float = 0.0
+    cpu: Cores = field(default_factory=Cores)  # machine, PostgreSQL, this driver
+    wall: float = 0.0
+    first_us: int = 0  # the first request and the last answer, CLOCK_MONOTONIC (us)
+    last_us: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.answered / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def ok(self) -> int:
+        return sum(v for k, v in self.statuses.items() if 200 <= k < 300)
+
+    @property
+    def not_ok(self) -> int:
+        return self.answered - self.ok
+
+    def ms(self, pct: float) -> float:
+        """Nearest-rank percentile of the per-request latencies, in ms."""
+        return percentile(self.latencies_us, pct) / 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One wrk process: its share of the workload (a manifest), against one server."""
+
+    port: int
+    manifest: Path
+    deliveries: int
+    connections: int
+    out_dir: Path
+    server_pid: int | None = None
+
+
+def split(workload: Workload, parts: int, directory: Path) -> list[tuple[Path, int]]:
+    """Deliveries k, k+parts, ... for part k, as a round-robin balancer deals them."""
+    if parts == 1:
+        return [(workload.manifest, workload.deliveries)]
+    paths = [directory / f"manifest.{k + 1}.txt" for k in range(parts)]
+    with contextlib.ExitStack() as stack, workload.manifest.open() as lines:
+        outs = [stack.enter_context(path.open("w")) for path in paths]
+        for index, line in enumerate(lines):
+            outs[index % parts].write(line)
+    return [(p, len(range(k, workload.deliveries, parts))) for k, p in enumerate(paths)]
+
+
+def _argv(wrk: str, leg: Leg, threads: int, max_seconds: int) -> list[str]:
+    return [wrk, "-t", str(threads), "-c", str(leg.connections), "-d", f"{max_seconds}s",
+            "--timeout", "10s", "--latency", "-s", str(LUA),
+            f"http://127.0.0.1:{leg.port}{WEBHOOK_PATH}"]  # fmt: skip
+
+
+def run(
+    wrk: str, workload: Workload, legs: Sequence[Leg], *, target: str, threads: int = 1,
+    max_seconds: int = MAX_SECONDS, database: str | None = None, sent_log: bool = False,
+) -> tuple[LoadResult, list[LoadResult]]:  # fmt: skip
+    """One wrk per leg, all at once, until every leg has all its answers: the whole (its
+    ``seconds`` from the first request of any leg to the last answer of any) and each
+    leg (its own server's and wrk's CPU). Machine, PostgreSQL and driver CPU: the whole."""
+    procs: list[subprocess.Popen[bytes]] = []
+    before = Snapshot.take([leg.server_pid for leg in legs], database)
+    with contextlib.ExitStack() as stack:
+        for leg in legs:
+            leg.out_dir.mkdir(parents=True, exist_ok=True)
+            env = {**os.environ, "BENCH_MANIFEST": str(leg.manifest), "BENCH_OUT": str(leg.out_dir),
+                   "BENCH_REQUESTS": str(workload.requests), "BENCH_THREADS": str(threads)}
+            if sent_log:
+                env["BENCH_SENT_LOG"] = "1"
+            out = stack.enter_context((leg.out_dir / "wrk.out").open("wb"))
+            argv = _argv(wrk, leg, threads, max_seconds)
+            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+            procs.append(proc)
+            stack.callback(_reap, procs[-1])
+        finished, wrk_cpu = _wait(procs, legs, threads, before.at + max_seconds + 15)
+        after = Snapshot.take([leg.server_pid for leg in legs], database)
+        for i, proc in enumerate(procs):
+            wrk_cpu[i] = cpu_seconds(proc.pid) or wrk_cpu[i]
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)  # wrk would sleep for the whole -d
+        for proc in procs:
+            proc.wait(timeout=30)
+    cores = Cores.between(before, after)
+    parts: list[LoadResult] = []
+    for i, leg in enumerate(legs):
+        part = _parse(leg.out_dir, target if len(legs) == 1 else f"{target} #{i + 1}", procs[i])
+        part.complete = finished[i] and part.answered == leg.deliveries
+        part.wall, part.wrk_cores = cores.seconds, wrk_cpu[i] / cores.seconds
+        part.server_cores = cores.pids.get(leg.server_pid or 0, 0.0)
+        parts.append(part)
+    whole = parts[0] if len(parts) == 1 else _merge(target, parts)
+    whole.complete = all(p.complete for p in parts) and whole.answered == workload.deliveries
+    whole.cpu = cores
+    return whole, parts
+
+
+def _wait(procs: Sequence[subprocess.Popen[bytes]], legs: Sequence[Leg], threads: int,
+          deadline: float) -> tuple[list[bool], list[float]]:  # fmt: skip
+    """Until every wrk has all its answers (its done.* markers) or gave up, or the
+    deadline: per leg, whether it finished, and its wrk's CPU seconds so far."""
+    finished: list[bool | None] = [None] * len(procs)
+    wrk_cpu = [0.0] * len(procs)
+    while time.monotonic() < deadline and None in finished:
+        for i, proc in enumerate(procs):
+            if finished[i] is None:
+                wrk_cpu[i] = cpu_seconds(proc.pid) or wrk_cpu[i]
+                if all((legs[i].out_dir / f"done.{t}").exists() for t in range(threads)):
+                    finished[i] = True
+                elif proc.poll() is not None:
+                    finished[i] = False  # wrk gave up (or failed) before every answer
+        time.sleep(0.01)
+    return [bool(f) for f in finished], wrk_cpu
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def _merge(target: str, parts: Sequence[LoadResult]) -> LoadResult:
+    """The legs as one: counts and latencies added up, the time from the first request
+    of any to the last answer of any (wrk's p99 cannot be merged: the worst is kept)."""
+    first = min((p.first_us for p in parts if p.first_us), default=0)
+    last = max((p.last_us for p in parts if p.last_us), default=0)
+    whole = LoadResult(target, first_us=first, last_us=last,
+                       seconds=(last - first) / 1e6 if first and last else 0.0)  # fmt: skip
+    per_second: Counter[int] = Counter()
+    errors: Counter[str] = Counter()
+    for p in parts:
+        shift = (p.first_us - first) // 1_000_000 if p.first_us else 0
+        for second, answers in enumerate(p.per_second):
+            per_second[second + shift] += answers
+        whole.statuses.update(p.statuses)
+        errors.update(p.socket_errors)
+        whole.latencies_us += p.latencies_us
+        whole.ok_guids += p.ok_guids
+        whole.sent, whole.answered = whole.sent + p.sent, whole.answered + p.answered
+        whole.unmatched += p.unmatched
+        whole.wrk_cores += p.wrk_cores
+        whole.server_cores += p.server_cores
+    whole.per_second = [per_second[i] for i in range(max(per_second, default=-1) + 1)]
+    whole.wrk_p99_us = max(p.wrk_p99_us for p in parts)
+    whole.socket_errors, whole.wall = dict(errors), max(p.wall for p in parts)
+    return whole
+
+
+def _parse(out_dir: Path, target: str, proc: subprocess.Popen[bytes]) -> LoadResult:
+    """replay.lua's results.txt."""
+    path = out_dir / "results.txt"
+    if not path.exists():
+        output = (out_dir / "wrk.out").read_text(errors="replace")
+        raise BenchError(f"wrk produced no results (status {proc.returncode}):\n{output}")
+    r = LoadResult(target)
+    per_second: Counter[int] = Counter()
+    first: list[int] = []
+    last: list[int] = []
+    with path.open() as lines:
+        for line in lines:
+            kind, _, rest = line.rstrip("\n").partition(" ")
+            if kind == "lat":
+                r.latencies_us.append(int(float(rest)))
+            elif kind == "ok":
+                r.ok_guids.append(rest)
+            elif kind == "status":
+                code, count = rest.split()
+                r.statuses[int(code)] += int(count)
+            elif kind == "second":
+                second, answers = (int(v) for v in rest.split())
+                per_second[second] += answers
+            elif kind == "thread":
+                _, _, sent, answered, unmatched, t_first, t_last = map(int, rest.split())
+                r.sent, r.answered = r.sent + sent, r.answered + answered
+                r.unmatched += unmatched
+                first += [t_first] if t_first else []
+                last += [t_last] if t_last else []
+            elif kind == "summary":
+                errors = dict(zip(_ERRORS, map(int, rest.split()[3:]), strict=True))
+                r.socket_errors = {k: v for k, v in errors.items() if k != "status"}
+            elif kind == "wrk_latency":
+                r.wrk_p99_us = int(rest.split()[1])
+    r.first_us, r.last_us = min(first, default=0), max(last, default=0)
+    r.seconds = (r.last_us - r.first_us) / 1e6 if first and last else 0.0
+    r.per_second = [per_second[i] for i in range(max(per_second, default=-1) + 1)]
+    return r

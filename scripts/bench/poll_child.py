@@ -1,0 +1,187 @@
+"""The poller process of ``scripts/bench_poll.py``: one sync worker, driven over stdin.
+
+    python scripts/bench/poll_child.py CONFIG.json   (PYTHONPATH: a package root, scripts/)
+
+Builds ``Store``, ``Reconciler``, ``GitHub`` and ``PRSyncWorker`` as the service does,
+from whichever ``webhook_service`` PYTHONPATH gives (the checkout's, or the baseline's
+older tree, whose modules were not yet packages), using only what both have. The parent
+sends one JSON operation a line; each answer is a line prefixed with ``MARK``: ``start``
+(the worker's own loop), ``stats``, ``watch`` (PRs changed, with their new
+``updated_at``: the store is read every 50 ms for them), ``found``, ``verify`` (stored
+fields against the fake's) and ``quit`` (the peak RSS: sampled every 20 ms, and VmHWM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+MARK = "@@bench_poll "
+WATCH_EVERY = 0.05  # seconds between store reads for watched PRs
+STATS = ("sync_count", "error_count", "last_error", "first_sweep_done", "api_calls", "rate_limited",
+         "secondary_refusals", "searches", "repositories_swept")  # fmt: skip
+
+
+def _load(name: str, *modules: str) -> Any:
+    """``name`` from the first of ``modules`` this tree has (layouts differ by version)."""
+    for module in modules:
+        with contextlib.suppress(ImportError):
+            return getattr(importlib.import_module(module), name)
+    raise ImportError(f"{name} is in none of {modules}")
+
+
+def vm_hwm() -> int:
+    """This process's peak RSS since exec (VmHWM; ``ru_maxrss`` would count the parent's)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def reply(message: Mapping[str, Any]) -> None:
+    sys.stdout.write(MARK + json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def stamp(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Watcher:
+    """When each watched PR's stored ``updated_at`` reached the fake's."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.pending: dict[tuple[str, int], str] = {}  # key -> the updated_at awaited
+        self.found: dict[str, float] = {}  # "repo#number" -> time.monotonic() seen
+
+    async def run(self) -> None:
+        from webhook_service.store import UnitOfWork
+
+        while True:
+            await asyncio.sleep(WATCH_EVERY)
+            if not self.pending:
+                continue
+            keys = list(self.pending)
+            async with self._store.connection() as conn:
+                rows = await UnitOfWork(conn).load_pulls(keys)
+            now = time.monotonic()
+            for key in keys:
+                have = stamp(rows[key].github_updated_at) if key in rows else None
+                if have is not None and have >= self.pending[key]:
+                    del self.pending[key]
+                    self.found[f"{key[0]}#{key[1]}"] = now
+
+
+async def verify(store: Any, expect: list[dict[str, Any]]) -> list[str]:
+    """A line per PR whose stored status, title, head, draft or time differ from the fake's."""
+    mismatches = []
+    for want in expect:
+        got = await store.get_pull(want["repository"], want["number"])
+        label = f"{want['repository']}#{want['number']}"
+        if got is None:
+            mismatches.append(f"{label}: not in the store")
+            continue
+        have = {"status": got.status.value, "title": got.title, "head_sha": got.head_sha,
+                "draft": got.draft, "updated_at": stamp(got.github_updated_at)}  # fmt: skip
+        differ = [f"{k} {v!r} != {want[k]!r}" for k, v in have.items() if v != want[k]]
+        if differ:
+            mismatches.append(f"{label}: {', '.join(differ)}")
+    return mismatches
+
+
+def _worker(config: Mapping[str, Any], session: Any, store: Any, reconciler: Any,
+            settings: Any) -> Any:
+    github = _load("GitHub", "webhook_service.github.client", "webhook_service.github")
+    worker = _load("PRSyncWorker", "webhook_service.sync.poller", "webhook_service.sync")
+    extra: dict[str, Any] = {}
+    if config["window"] is not None:  # the new worker: plan for the fake's scaled window
+        limits = _load("Limits", "webhook_service.github.budget")
+        extra["limits"] = limits(share=settings.sync_budget_share, window=config["window"])
+    return worker(store, reconciler, github(session, settings, **extra), settings)
+
+
+async def run(config: Mapping[str, Any]) -> None:
+    import aiohttp
+
+    from bench.servers import Sampler
+    from webhook_service.config import load_settings
+    from webhook_service.reconciler import Reconciler
+    from webhook_service.store import Store
+
+    sampler = Sampler(os.getpid(), interval=0.02)
+    environ = {"GITHUB_TOKEN": config["token"], "GITHUB_API_URL": config["api_url"],
+               "GITHUB_REPOSITORIES": ",".join(config["repositories"]),
+               "DATABASE_URL": config["database_url"]}  # fmt: skip
+    settings = load_settings(environ | config["env"], env_file=None)
+    store = Store(settings.database_url.reveal())
+    await store.connect()
+    await store.migrate()
+    reconciler = Reconciler(store, task_branch_pattern=settings.task_branch_pattern,
+                            batch_max=settings.ingest_batch_max)  # fmt: skip
+    reconciler.start()
+    watcher = Watcher(store)
+    watching = asyncio.create_task(watcher.run())
+    async with aiohttp.ClientSession() as session:
+        worker = _worker(config, session, store, reconciler, settings)
+
+        async def quit_(op: dict[str, Any]) -> dict[str, Any]:
+            await worker.stop(grace=float(op.get("grace", 5.0)))
+            watching.cancel()
+            return {"rss_peak": max(sampler.peak, vm_hwm()), "rss": sampler.sample()}
+
+        handlers = {
+            "start": lambda op: worker.start(),
+            "stats": lambda op: {n: worker.get_stats().get(n) for n in STATS}
+            | {"now": time.monotonic()},
+            "watch": lambda op: watcher.pending.update(
+                {(c["repository"], int(c["number"])): c["updated_at"] for c in op["changes"]}),
+            "found": lambda op: {"found": watcher.found, "pending": len(watcher.pending)},
+            "verify": lambda op: verify(store, op["expect"]),
+            "quit": quit_,
+        }  # fmt: skip
+        await serve(handlers, sampler.sample())
+        await worker.stop(grace=1.0)
+    watching.cancel()
+    await reconciler.stop()
+    await store.disconnect()
+
+
+async def serve(handlers: Mapping[str, Any], rss: int) -> None:
+    """Answer the parent's operations until "quit" or EOF (a handler may be async)."""
+    import webhook_service
+
+    reply({"op": "ready", "package": webhook_service.__file__, "rss": rss})
+    while line := await asyncio.to_thread(sys.stdin.readline):
+        op: dict[str, Any] = json.loads(line)
+        try:
+            answer = handlers[op["op"]](op)
+            answer = await answer if asyncio.iscoroutine(answer) else answer
+        except Exception as exc:
+            logging.getLogger("bench_poll").exception("operation %s failed", op["op"])
+            reply({"op": op["op"], "failed": repr(exc)})
+            continue
+        if op["op"] == "verify":
+            answer = {"mismatches": answer}
+        reply((answer if isinstance(answer, dict) else {}) | {"op": op["op"]})
+        if op["op"] == "quit":
+            return
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.ERROR, format="%(asctime)s %(name)s: %(message)s")
+    asyncio.run(run(json.loads(Path(sys.argv[1]).read_text())))

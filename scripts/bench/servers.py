@@ -1,0 +1,291 @@
+"""Servers under test on free loopback ports, and what they cost (RSS, CPU).
+
+A kind of server is a name, a command for a port and a readiness path (``KINDS``), so
+another server under test (another bot framework as a baseline) is one more entry;
+``Server`` starts any kind the same way, with its own log and session."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from bench.report import BenchError, log
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+WEBHOOK_PATH = "/webhooks/github"
+
+
+def _service_argv(port: int) -> list[str]:
+    script = Path(sys.executable).with_name("webhook-service")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "webhook_service"]
+    return [*command, "serve", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def _baseline(which: str) -> Callable[[int], list[str]]:
+    return lambda port: [sys.executable, str(HERE / "baselines.py"), which, str(port)]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How to run one kind of server: ``argv(port)``; ready once ``ready_path`` is 200.
+    It gets WEBHOOK_SECRET (and DATABASE_URL when ``stores``) in its environment."""
+
+    name: str
+    argv: Callable[[int], list[str]]
+    ready_path: str = "/healthz"
+    stores: bool = False  # it keeps deliveries: the benchmark checks its database
+
+
+KINDS = {
+    "webhook-service": Kind("webhook-service", _service_argv, "/readyz", stores=True),
+    "bare": Kind("bare", _baseline("bare")),  # Starlette + uvicorn, stores nothing
+    "sink": Kind("sink", _baseline("sink")),  # the load generator's ceiling
+}
+_ports: set[int] = set()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on, never the same twice in one run."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port not in _ports:
+            _ports.add(port)
+            return port
+
+
+def python_env(**extra: str) -> dict[str, str]:
+    """This environment with the checkout first on PYTHONPATH (the code measured)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    return env | extra
+
+
+def _http_status(port: int, path: str) -> int | None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    except OSError:
+        return None
+    finally:
+        conn.close()
+
+
+class Server:
+    """A server of one ``Kind`` on 127.0.0.1:port, stopped by :meth:`close`."""
+
+    def __init__(self, kind: str, log: Path, env: dict[str, str], *, name: str = "") -> None:
+        self.kind = KINDS[kind]
+        self.name = name or self.kind.name
+        self.port = free_port()
+        self.log = log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("wb") as out:  # cwd: no stray .env file is read
+            self.proc = subprocess.Popen(
+                self.kind.argv(self.port), env=python_env(**env), cwd=log.parent,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+            if _http_status(self.port, self.kind.ready_path) == 200:
+                return
+            time.sleep(0.1)
+        raise BenchError(f"{self.name} was not ready within {timeout:.0f}s:\n{self.tail()}")
+
+    def tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def kill(self) -> None:
+        """SIGKILL: nothing may depend on a graceful shutdown."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def close(self) -> None:
+        stop(self.proc, 15)
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def redis_answers(url: str) -> bool:
+    """True if a Redis server at ``url``'s host and port answers PING (no AUTH tried)."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 1) as s:
+            s.settimeout(1.0)
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class Sampler(threading.Thread):
+    """A process tree's RSS (children included) every ``interval`` s; keeps the peak."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        import psutil
+
+        super().__init__(name="rss-sampler", daemon=True)
+        self._proc, self._interval, self._halt = psutil.Process(pid), interval, threading.Event()
+        self.peak = 0
+        self.sample()
+        self.start()
+
+    def sample(self) -> int:
+        import psutil
+
+        rss = 0
+        with contextlib.suppress(psutil.Error):
+            for proc in [self._proc, *self._proc.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    rss += int(proc.memory_info().rss)
+        self.peak = max(self.peak, rss)
+        return rss
+
+    def run(self) -> None:
+        while not self._halt.wait(self._interval):
+            self.sample()
+
+    def stop(self) -> int:
+        self._halt.set()
+        self.join()
+        self.sample()
+        return self.peak
+
+
+def cpu_seconds(pid: int | None) -> float:
+    import psutil
+
+    try:
+        times = psutil.Process(pid).cpu_times() if pid else None
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system) if times else 0.0
+
+
+def _machine() -> tuple[float, float, float]:
+    """(busy, stolen, total) CPU seconds of the machine; "stolen": by the hypervisor."""
+    import psutil
+
+    t = psutil.cpu_times()
+    # On Linux, guest time is already included in user time.
+    total = float(sum(t)) - float(getattr(t, "guest", 0.0) + getattr(t, "guest_nice", 0.0))
+    steal = float(getattr(t, "steal", 0.0))
+    return total - float(t.idle + getattr(t, "iowait", 0.0)) - steal, steal, total
+
+
+def _postgres(database: str | None) -> dict[int, float]:
+    """CPU seconds, by pid, of the PostgreSQL processes working for ``database``: its
+    backends and its cluster's own (WAL writer, checkpointer...), not other databases'."""
+    import psutil
+
+    if database is None:
+        return {}
+    procs = [
+        (p, " ".join(p.info["cmdline"] or []))
+        for p in psutil.process_iter(["name", "cmdline"])
+        if p.info["name"] == "postgres"
+    ]
+    ours = {p.pid for p, title in procs if f" {database} " in title}
+    clusters = set()
+    for p, _ in procs:
+        if p.pid in ours:
+            with contextlib.suppress(psutil.Error):
+                clusters.add(p.ppid())
+    times: dict[int, float] = {}
+    for p, title in procs:
+        with contextlib.suppress(psutil.Error):
+            client = re.search(r"\(\d+\)|\[local\]", title)  # "host(port)" or "[local]"
+            if p.pid in ours or (p.ppid() in clusters and not client):
+                t = p.cpu_times()
+                times[p.pid] = float(t.user + t.system)
+    return times
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """CPU seconds used so far by the machine, some processes, PostgreSQL and us."""
+
+    at: float
+    machine: tuple[float, float, float]
+    pids: dict[int, float]
+    postgres: dict[int, float]
+    own: float
+
+    @classmethod
+    def take(cls, pids: Iterable[int | None] = (), database: str | None = None) -> Snapshot:
+        machine, pg = _machine(), _postgres(database)
+        own = {pid: cpu_seconds(pid) for pid in pids if pid}
+        return cls(time.monotonic(), machine, own, pg, time.process_time())
+
+
+@dataclass(slots=True)
+class Cores:
+    """Cores used on average between two snapshots (``own``: this process)."""
+
+    machine: float = 0.0
+    steal: float = 0.0
+    postgres: float = 0.0
+    own: float = 0.0
+    seconds: float = 0.0
+    pids: dict[int, float] = field(default_factory=dict)
+
+    @classmethod
+    def between(cls, a: Snapshot, b: Snapshot) -> Cores:
+        wall = b.at - a.at
+        if wall <= 0:
+            return cls()
+        spent = b.machine[2] - a.machine[2]
+        share = (os.cpu_count() or 1) / spent if spent > 0 else 0.0
+        return cls(
+            machine=(b.machine[0] - a.machine[0]) * share,
+            steal=(b.machine[1] - a.machine[1]) * share,
+            postgres=sum(t - a.postgres.get(pid, 0.0) for pid, t in b.postgres.items()) / wall,
+            own=(b.own - a.own) / wall,
+            seconds=wall,
+            pids={pid: (t - a.pids.get(pid, 0.0)) / wall for pid, t in b.pids.items()},
+        )
+
+
+def background_load(seconds: float = 1.0) -> float:
+    """How many cores other work keeps busy now (the benchmark competes with it)."""
+    a = Snapshot.take()
+    time.sleep(seconds)
+    busy = Cores.between(a, Snapshot.take()).machine
+    if busy > 0.2:
+        log(f"warning: the machine is already busy ({busy:.2f} cores): noisy figures")
+    return busy
