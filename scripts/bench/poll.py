@@ -94,7 +94,7 @@ def traffic(records: Sequence[RequestRecord], window: float, span: tuple[float, 
         found.points[api] = sum(r.points for r in mine)
         found.primary[api] = sum(r.rate_cost for r in mine)
         found.peak[api] = max_window_points(mine, api=api, window=window)
-    # A secondary refusal is a 403/429 that cost a primary point (fake_github._handle);
+    # A secondary refusal is a 403/429 that cost a primary point (fake_github.pipeline._handle);
     # the primary limit's own 403 costs none.
     found.refusals = sum(1 for r in kept if r.status in (403, 429) and r.rate_cost == 1)
     return found

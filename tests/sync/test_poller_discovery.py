@@ -289,7 +289,7 @@ async def test_the_sweep_lists_every_repository_once_a_period_evenly(database_ur
 async def test_a_thousand_repositories_stay_within_the_planned_share(database_url: str) -> None:
     """GitHub's secondary limit, time-scaled so that a minute is a second: 900 REST
     points in any 1 s window. A sweep of 1,000 repositories sent as fast as the fake
-    answers trips it (tests/testing/test_fake_limits.py); this worker plans 80% of it."""
+    answers trips it (tests/testing/fake_github/test_limits.py); this worker plans 80% of it."""
     repositories = [f"acme/r{i:04}" for i in range(1000)]
     async with FakeGitHub(secondary_window=1.0) as gh:
         gh.add_token(TOKEN)
