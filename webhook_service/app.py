@@ -32,7 +32,8 @@ from webhook_service.push.outbox import Dispatcher
 from webhook_service.push.stream import Stream
 from webhook_service.reconciler import Reconciler
 from webhook_service.store import Leadership, Store, StoreUnavailable, log_unavailable, utcnow
-from webhook_service.sync.poller import PRSyncWorker, idle_stats
+from webhook_service.sync.poller import PRSyncWorker
+from webhook_service.sync.stats import idle_stats
 from webhook_service.tasks.cleanup import CleanupRunner
 
 logger = logging.getLogger(__name__)
