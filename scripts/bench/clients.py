@@ -35,7 +35,6 @@ from bench.report import BenchError
 from bench.servers import python_env, stop
 
 STALL_SECONDS = 15.0  # the readers' drain ends early when nothing arrives for this long
-_HEADER = struct.Struct("<qqqq")  # connected, disconnects, events, messages
 
 
 def _auth(token: str, batch: bool) -> dict[str, Any]:
@@ -240,26 +239,18 @@ class Readers:
 
 
 def _read_logs(path: Path) -> list[ReaderLog]:
-    data = path.read_bytes()
-    logs, offset = [], 8
-    for _ in range(struct.unpack_from("<q", data, 0)[0]):
-        connected, disconnects, n, m = _HEADER.unpack_from(data, offset)
-        offset += _HEADER.size
-        arrays: list[Any] = []
-        for code, count in (("q", n), ("d", n), ("d", m)):
-            arrays.append(array(code, data[offset : offset + 8 * count]))
-            offset += 8 * count
-        logs.append(ReaderLog(bool(connected), disconnects, *arrays))
-    return logs
+    import orjson
+
+    logs = orjson.loads(path.read_bytes())
+    return [ReaderLog(c, d, array("q", i), array("d", t), array("d", m)) for c, d, i, t, m in logs]
 
 
 def _write_logs(path: Path, clients: Sequence[Any], logs: Sequence[ReaderLog]) -> None:
-    with path.open("wb") as out:
-        out.write(struct.pack("<q", len(clients)))
-        for sio, log in zip(clients, logs, strict=True):
-            out.write(_HEADER.pack(int(bool(sio.connected)), log.disconnects, len(log.ids),
-                                   len(log.messages)))  # fmt: skip
-            out.write(log.ids.tobytes() + log.times.tobytes() + log.messages.tobytes())
+    import orjson
+
+    path.write_bytes(orjson.dumps([[sio.connected, log.disconnects, log.ids.tolist(),
+                                    log.times.tolist(), log.messages.tolist()]
+                                   for sio, log in zip(clients, logs, strict=True)]))  # fmt: skip
 
 
 def _recorders(log: ReaderLog, seen: set[int], batch: bool) -> tuple[Callable[..., None], ...]:

@@ -23,7 +23,6 @@ from bench.servers import WEBHOOK_PATH, Cores, Snapshot, cpu_seconds
 
 LUA = Path(__file__).resolve().with_name("replay.lua")
 MAX_SECONDS = 120
-_ERRORS = ("connect", "read", "write", "status", "timeout")
 
 
 def find_wrk() -> str:
@@ -46,9 +45,6 @@ class LoadResult:
     latencies_us: list[int] = field(default_factory=list)
     ok_guids: list[str] = field(default_factory=list)
     seconds: float = 0.0  # first request to last answer
-    per_second: list[int] = field(default_factory=list)  # answers in each second
-    wrk_p99_us: int = 0  # wrk's own "corrected" p99 (the worst leg's)
-    socket_errors: dict[str, int] = field(default_factory=dict)
     wrk_cores: float = 0.0
     server_cores: float = 0.0
     cpu: Cores = field(default_factory=Cores)  # machine, PostgreSQL, this driver
@@ -148,8 +144,8 @@ def run(
 
 def _wait(procs: Sequence[subprocess.Popen[bytes]], legs: Sequence[Leg], threads: int,
           deadline: float) -> tuple[list[bool], list[float]]:  # fmt: skip
-    """Until every wrk has all its answers (its done.* markers) or gave up, or the
-    deadline: per leg, whether it finished, and its wrk's CPU seconds so far."""
+    """Until each wrk has all its answers (done.* markers) or gave up: per leg, whether
+    it finished, and its wrk's CPU seconds so far (it is gone at the end)."""
     finished: list[bool | None] = [None] * len(procs)
     wrk_cpu = [0.0] * len(procs)
     while time.monotonic() < deadline and None in finished:
@@ -172,28 +168,20 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
 
 def _merge(target: str, parts: Sequence[LoadResult]) -> LoadResult:
     """The legs as one: counts and latencies added up, the time from the first request
-    of any to the last answer of any (wrk's p99 cannot be merged: the worst is kept)."""
+    of any to the last answer of any."""
     first = min((p.first_us for p in parts if p.first_us), default=0)
     last = max((p.last_us for p in parts if p.last_us), default=0)
     whole = LoadResult(target, first_us=first, last_us=last,
                        seconds=(last - first) / 1e6 if first and last else 0.0)  # fmt: skip
-    per_second: Counter[int] = Counter()
-    errors: Counter[str] = Counter()
     for p in parts:
-        shift = (p.first_us - first) // 1_000_000 if p.first_us else 0
-        for second, answers in enumerate(p.per_second):
-            per_second[second + shift] += answers
         whole.statuses.update(p.statuses)
-        errors.update(p.socket_errors)
         whole.latencies_us += p.latencies_us
         whole.ok_guids += p.ok_guids
         whole.sent, whole.answered = whole.sent + p.sent, whole.answered + p.answered
         whole.unmatched += p.unmatched
         whole.wrk_cores += p.wrk_cores
         whole.server_cores += p.server_cores
-    whole.per_second = [per_second[i] for i in range(max(per_second, default=-1) + 1)]
-    whole.wrk_p99_us = max(p.wrk_p99_us for p in parts)
-    whole.socket_errors, whole.wall = dict(errors), max(p.wall for p in parts)
+    whole.wall = max(p.wall for p in parts)
     return whole
 
 
@@ -204,7 +192,6 @@ def _parse(out_dir: Path, target: str, proc: subprocess.Popen[bytes]) -> LoadRes
         output = (out_dir / "wrk.out").read_text(errors="replace")
         raise BenchError(f"wrk produced no results (status {proc.returncode}):\n{output}")
     r = LoadResult(target)
-    per_second: Counter[int] = Counter()
     first: list[int] = []
     last: list[int] = []
     with path.open() as lines:
@@ -217,21 +204,12 @@ def _parse(out_dir: Path, target: str, proc: subprocess.Popen[bytes]) -> LoadRes
             elif kind == "status":
                 code, count = rest.split()
                 r.statuses[int(code)] += int(count)
-            elif kind == "second":
-                second, answers = (int(v) for v in rest.split())
-                per_second[second] += answers
             elif kind == "thread":
                 _, _, sent, answered, unmatched, t_first, t_last = map(int, rest.split())
                 r.sent, r.answered = r.sent + sent, r.answered + answered
                 r.unmatched += unmatched
                 first += [t_first] if t_first else []
                 last += [t_last] if t_last else []
-            elif kind == "summary":
-                errors = dict(zip(_ERRORS, map(int, rest.split()[3:]), strict=True))
-                r.socket_errors = {k: v for k, v in errors.items() if k != "status"}
-            elif kind == "wrk_latency":
-                r.wrk_p99_us = int(rest.split()[1])
     r.first_us, r.last_us = min(first, default=0), max(last, default=0)
     r.seconds = (r.last_us - r.first_us) / 1e6 if first and last else 0.0
-    r.per_second = [per_second[i] for i in range(max(per_second, default=-1) + 1)]
     return r

@@ -185,7 +185,6 @@ class PushResult:
     warmup: int
     cpu: Cores
     peak_rss_mb: float
-    stored_events: int
     seconds: float
     push_ms: list[float] = field(default_factory=list)
     missing: int = 0  # (listener, 2xx delivery) pairs with no event
@@ -255,7 +254,7 @@ class SlowRun:
     prs: int
     load: LoadResult
     verification: Verification
-    rss_mb: tuple[float, float, float]  # when ready, right after the load, peak
+    peak_rss_mb: float
     cores: dict[str, float]  # the readers' and the push replica's, during the load
     events: int  # stored pr_status_change events
     logs: list[ReaderLog]

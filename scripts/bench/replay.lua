@@ -7,15 +7,11 @@
 --   BENCH_SENT_LOG  if set, also "sent.txt": "<guid> <us>" per delivery, the instant it
 --                   was sent (CLOCK_MONOTONIC, which Python's time.monotonic() reads)
 --
--- Exactly once: thread k owns deliveries k, k+T, k+2T...; wrk calls delay() before each
--- request() of a connection, and delay() hands out one ticket per owned delivery, then
--- parks the connection for a day; request() never sends without a ticket. When a thread
--- has all its answers it writes done.<k> and load.py stops wrk (SIGINT).
---
--- Latency is measured here, not taken from wrk's histogram, which wrk "corrects" for
--- coordinated omission using the -d run time (wrong for a closed loop stopped early):
--- request() stamps the GUID it sends, response() finds it in the JSON answer
--- ({"guid": ...}). Answers without a GUID (errors) are counted, without a latency.
+-- Exactly once: thread k owns deliveries k, k+T, ...; delay() hands out a ticket per
+-- owned delivery, then parks the connection; request() never sends without one. A thread
+-- with all its answers writes done.<k>, and load.py stops wrk. Latency is measured here:
+-- wrk's histogram is "corrected" with the -d run time, wrong for a closed loop stopped
+-- early. request() stamps the GUID it sends, response() finds it in the JSON answer.
 
 local ffi = require("ffi")
 ffi.cdef([[
@@ -45,10 +41,6 @@ end
 function done(summary, latency, requests)
     local dir = os.getenv("BENCH_OUT")
     local out = assert(io.open(dir .. "/results.txt", "w"))
-    local e = summary.errors
-    out:write(string.format("summary %d %d %d %d %d %d %d %d\n", summary.duration,
-        summary.requests, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout))
-    out:write(string.format("wrk_latency %d %d\n", latency:percentile(50), latency:percentile(99)))
     local sent = os.getenv("BENCH_SENT_LOG") and assert(io.open(dir .. "/sent.txt", "w"))
     for _, thread in ipairs(threads) do
         out:write(string.format("thread %d %d %d %d %d %d %d\n", thread:get("id"),
@@ -56,9 +48,6 @@ function done(summary, latency, requests)
             thread:get("unmatched"), thread:get("first_us"), thread:get("last_us")))
         for code, count in pairs(thread:get("statuses")) do
             out:write(string.format("status %d %d\n", code, count))
-        end
-        for second, count in pairs(thread:get("per_second")) do
-            out:write(string.format("second %d %d\n", second, count))
         end
         write_list(out, "lat ", thread:get("latencies"))
         write_list(out, "ok ", thread:get("ok_guids"))
@@ -74,7 +63,7 @@ end
 
 -- Globals, so that done() can read them with thread:get().
 share, sent, answered, unmatched, first_us, last_us = 0, 0, 0, 0, 0, 0
-latencies, ok_guids, statuses, per_second, sent_log = {}, {}, {}, {}, {}
+latencies, ok_guids, statuses, sent_log = {}, {}, {}, {}
 
 local offsets, lengths, guids, started = {}, {}, {}, {}
 local tickets = 0
@@ -133,8 +122,6 @@ function response(status, headers, body)
     answered = answered + 1
     last_us = now
     statuses[status] = (statuses[status] or 0) + 1
-    local second = math.floor((now - first_us) / 1000000)
-    per_second[second] = (per_second[second] or 0) + 1
     local guid = body:match('"guid":"([^"]+)"')
     local start = guid and started[guid]
     if start then

@@ -110,4 +110,7 @@ def durability(admin_url: str) -> str:
     async def show(conn: Any) -> str:
         return ", ".join([f"{n}={await conn.fetchval(f'SHOW {n}')}" for n in names])
 
-    return _pg(admin_url, show)
+    try:
+        return _pg(admin_url, show)
+    except Exception as exc:  # a setup error: exit status 2
+        raise BenchError(f"cannot reach PostgreSQL at {admin_url}: {exc}") from exc

@@ -27,32 +27,27 @@ HERE = Path(__file__).resolve().parent
 WEBHOOK_PATH = "/webhooks/github"
 
 
-def _service_argv(port: int) -> list[str]:
+def _service(port: int) -> list[str]:
     script = Path(sys.executable).with_name("webhook-service")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "webhook_service"]
     return [*command, "serve", "--host", "127.0.0.1", "--port", str(port)]
 
 
-def _baseline(which: str) -> Callable[[int], list[str]]:
-    return lambda port: [sys.executable, str(HERE / "baselines.py"), which, str(port)]
-
-
 @dataclass(frozen=True)
 class Kind:
-    """How to run one kind of server: ``argv(port)``; ready once ``ready_path`` is 200.
-    It gets WEBHOOK_SECRET (and DATABASE_URL when ``stores``) in its environment."""
+    """How to run one kind of server: ``argv(port)``; ready once ``ready_path`` answers
+    200. It gets WEBHOOK_SECRET (and DATABASE_URL, if it stores) in its environment."""
 
-    name: str
     argv: Callable[[int], list[str]]
     ready_path: str = "/healthz"
-    stores: bool = False  # it keeps deliveries: the benchmark checks its database
 
 
-KINDS = {
-    "webhook-service": Kind("webhook-service", _service_argv, "/readyz", stores=True),
-    "bare": Kind("bare", _baseline("bare")),  # Starlette + uvicorn, stores nothing
-    "sink": Kind("sink", _baseline("sink")),  # the load generator's ceiling
-}
+def _baseline(which: str) -> Kind:
+    return Kind(lambda port: [sys.executable, str(HERE / "baselines.py"), which, str(port)])
+
+
+KINDS = {"webhook-service": Kind(_service, "/readyz"), "bare": _baseline("bare"),
+         "sink": _baseline("sink")}  # fmt: skip
 _ports: set[int] = set()
 
 
@@ -89,10 +84,8 @@ class Server:
     """A server of one ``Kind`` on 127.0.0.1:port, stopped by :meth:`close`."""
 
     def __init__(self, kind: str, log: Path, env: dict[str, str], *, name: str = "") -> None:
-        self.kind = KINDS[kind]
-        self.name = name or self.kind.name
-        self.port = free_port()
-        self.log = log
+        self.kind, self.name = KINDS[kind], name or kind
+        self.port, self.log = free_port(), log
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as out:  # cwd: no stray .env file is read
             self.proc = subprocess.Popen(
