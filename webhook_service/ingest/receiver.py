@@ -17,7 +17,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from webhook_service.core.model import Source
-from webhook_service.core.payloads import PayloadError, decode_body, parse_delivery
+from webhook_service.core.payloads import Delivery, PayloadError, decode_body, parse_delivery
 from webhook_service.ingest.signature import SignatureError, verify
 from webhook_service.reconciler import Job, Reconciler
 from webhook_service.store import StoreUnavailable, log_unavailable
@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 25 * 1024 * 1024
 _CONTENT_TYPES = ("application/json", "application/x-www-form-urlencoded")
 _MAX_GUID_LENGTH = 200
+
+#: A request's answer, the event it is counted under ("-" before it is verified: an
+#: unsigned sender must not invent label values) and its outcome.
+Answer = tuple[Response, str, str]
 
 
 class WebhookReceiver:
@@ -76,49 +80,63 @@ class WebhookReceiver:
         response = await self.handle(Request(scope, receive))
         return response.status_code
 
-    async def _handle(self, request: Request) -> tuple[Response, str, str]:
+    async def _handle(self, request: Request) -> Answer:
+        """Check, verify, parse, submit: the first step that refuses answers."""
         headers = request.headers
-        length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self._max_body):
-            if length.isdigit():
-                return _error(413, "body exceeds 25 MiB"), "-", "rejected"
-            return _error(400, "invalid Content-Length"), "-", "rejected"
-        content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if content_type not in _CONTENT_TYPES:
-            message = "Content-Type must be application/json or form-encoded"
-            return _error(415, message), "-", "rejected"
+        refused = self._framing_error(headers)
+        if refused is not None:
+            return refused
         body = await self._read_body(request)
         if body is None:
             return _error(413, "body exceeds 25 MiB"), "-", "rejected"
-        if self._secrets:
-            try:
-                verify(
-                    body,
-                    signature=headers.get("x-hub-signature-256"),
-                    secrets=self._secrets,
-                    sha1="x-hub-signature" in headers,
-                )
-            except SignatureError as exc:
-                return _error(401, str(exc)), "-", "unauthorized"
+        refused = self._signature_error(headers, body) or _identity_error(headers)
+        if refused is not None:
+            return refused
         event = headers.get("x-github-event", "").strip()
         guid = headers.get("x-github-delivery", "").strip()
-        if not event or not guid:
-            message = "X-GitHub-Event and X-GitHub-Delivery headers are required"
-            return _error(400, message), "-", "rejected"
-        if len(guid) > _MAX_GUID_LENGTH or len(event) > _MAX_GUID_LENGTH:
-            message = "X-GitHub-Event or X-GitHub-Delivery is too long"
-            return _error(400, message), "-", "rejected"
         hook_id = headers.get("x-github-hook-id", "")
         try:
             delivery = parse_delivery(
                 guid,
                 event,
-                decode_body(body, content_type),
+                decode_body(body, _content_type(headers)),
                 hook_id=int(hook_id) if hook_id.isdigit() and len(hook_id) < 19 else None,
             )
         except PayloadError as exc:
             return _error(400, str(exc)), event, "rejected"
+        return await self._submit(delivery, headers, body)
 
+    def _framing_error(self, headers: Mapping[str, str]) -> Answer | None:
+        """413/400 for a Content-Length over the limit or not a number, 415 for a body
+        that is neither JSON nor form-encoded: refused before the body is read."""
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self._max_body):
+            if length.isdigit():
+                return _error(413, "body exceeds 25 MiB"), "-", "rejected"
+            return _error(400, "invalid Content-Length"), "-", "rejected"
+        if _content_type(headers) not in _CONTENT_TYPES:
+            message = "Content-Type must be application/json or form-encoded"
+            return _error(415, message), "-", "rejected"
+        return None
+
+    def _signature_error(self, headers: Mapping[str, str], body: bytes) -> Answer | None:
+        """401 unless ``body`` is signed with one of the secrets (when there are any)."""
+        if not self._secrets:
+            return None
+        try:
+            verify(
+                body,
+                signature=headers.get("x-hub-signature-256"),
+                secrets=self._secrets,
+                sha1="x-hub-signature" in headers,
+            )
+        except SignatureError as exc:
+            return _error(401, str(exc)), "-", "unauthorized"
+        return None
+
+    async def _submit(self, delivery: Delivery, headers: Mapping[str, str], body: bytes) -> Answer:
+        """Hand the verified delivery to the reconciler; answer once it is stored."""
+        guid, event = delivery.guid, delivery.event
         job = Job.for_delivery(delivery, source=Source.MONITOR, headers=headers, body=body)
         log: dict[str, object] = {"guid": guid, "event": event, "repository": delivery.repository}
         if delivery.snapshot is not None:
@@ -157,3 +175,20 @@ class WebhookReceiver:
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _content_type(headers: Mapping[str, str]) -> str:
+    return headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _identity_error(headers: Mapping[str, str]) -> Answer | None:
+    """400 without the event and delivery GUID headers, or with absurdly long ones."""
+    event = headers.get("x-github-event", "").strip()
+    guid = headers.get("x-github-delivery", "").strip()
+    if not event or not guid:
+        message = "X-GitHub-Event and X-GitHub-Delivery headers are required"
+        return _error(400, message), "-", "rejected"
+    if len(guid) > _MAX_GUID_LENGTH or len(event) > _MAX_GUID_LENGTH:
+        message = "X-GitHub-Event or X-GitHub-Delivery is too long"
+        return _error(400, message), "-", "rejected"
+    return None

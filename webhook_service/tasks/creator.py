@@ -37,13 +37,14 @@ import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from webhook_service.core.model import Observation, PullRequest, Source
+from webhook_service.core.model import Observation, PullRequest, Snapshot, Source
 from webhook_service.core.payloads import PayloadError, snapshot_from_api
 from webhook_service.github.client import GitHub
 from webhook_service.github.errors import GitHubError, GitHubValidationError
 from webhook_service.reconciler import DeliveryStatus, Reconciler
-from webhook_service.store import Store
+from webhook_service.store import Store, TaskRecord
 
 #: GitHub statuses passed on as they are; any other GitHub failure is a 502.
 _PASSED_ON = frozenset({404, 409, 422})
@@ -86,6 +87,22 @@ async def create_pull_request(
     false). The reconciler must be
     running. Raises :class:`CreateError`; ``StoreUnavailable`` passes through (503).
     """
+    task, repository, branch = await _target(store, task_id)
+    title = title if title and title.strip() else task.title
+    async with _serialized(repository, branch):
+        try:
+            pull, created = await _open(github, store, repository, branch, title, body, base, draft)
+            snapshot = snapshot_from_api(pull, repository, merged_known=True)
+        except GitHubError as exc:
+            status = exc.status if exc.status in _PASSED_ON else 502
+            raise CreateError(status, f"GitHub: {exc}") from exc
+        except PayloadError as exc:
+            raise CreateError(502, f"GitHub answered with an unexpected PR: {exc}") from exc
+    return Created(created, await _store_and_link(store, reconciler, task.id, snapshot))
+
+
+async def _target(store: Store, task_id: str) -> tuple[TaskRecord, str, str]:
+    """The task, and the repository and branch it must name (else CreateError)."""
     task = await store.get_task(task_id.lower())
     if task is None:
         raise CreateError(404, f"task {task_id} does not exist")
@@ -93,44 +110,57 @@ async def create_pull_request(
         raise CreateError(400, f"task {task.id} has no repository")
     if not task.branch:
         raise CreateError(400, f"task {task.id} has no branch")
-    repository, branch = task.repository, task.branch
+    return task, task.repository, task.branch
+
+
+async def _open(
+    github: GitHub,
+    store: Store,
+    repository: str,
+    branch: str,
+    title: str,
+    body: str | None,
+    base: str | None,
+    draft: bool,
+) -> tuple[dict[str, Any], bool]:
+    """The open PR of ``branch`` (REST JSON), POSTed unless GitHub lists one already,
+    and whether our POST created it."""
     owner = repository.partition("/")[0]
+    installation_id = (await store.tracked_repositories()).get(repository)
+    api = await github.api_for(installation_id)
+    pull = await github.find_pull_by_head(api, repository, owner, branch)
+    if pull is not None and pull.get("state") == "open":
+        return pull, False
+    try:
+        created = await github.create_pull(
+            api,
+            repository,
+            title=title,
+            head=branch,
+            base=base or await github.default_branch(api, repository),
+            body=body,
+            draft=draft,
+        )
+        return created, True
+    except GitHubValidationError as exc:
+        if not exc.pull_request_exists:
+            raise
+        # A POST whose answer was lost, retried: GitHub has the PR, find it.
+        pull = await github.find_pull_by_head(api, repository, owner, branch)
+        if pull is None or pull.get("state") != "open":
+            raise CreateError(
+                409,
+                f"GitHub says a pull request already exists for {owner}:{branch}"
+                f" but does not list it yet; try again ({exc})",
+            ) from exc
+        return pull, False
 
-    async with _serialized(repository, branch):
-        try:
-            installation_id = (await store.tracked_repositories()).get(repository)
-            api = await github.api_for(installation_id)
-            pull = await github.find_pull_by_head(api, repository, owner, branch)
-            created = False
-            if pull is None or pull.get("state") != "open":
-                try:
-                    pull = await github.create_pull(
-                        api,
-                        repository,
-                        title=title if title and title.strip() else task.title,
-                        head=branch,
-                        base=base or await github.default_branch(api, repository),
-                        body=body,
-                        draft=draft,
-                    )
-                    created = True
-                except GitHubValidationError as exc:
-                    if not exc.pull_request_exists:
-                        raise
-                    pull = await github.find_pull_by_head(api, repository, owner, branch)
-                    if pull is None or pull.get("state") != "open":
-                        raise CreateError(
-                            409,
-                            f"GitHub says a pull request already exists for {owner}:{branch}"
-                            f" but does not list it yet; try again ({exc})",
-                        ) from exc
-            snapshot = snapshot_from_api(pull, repository, merged_known=True)
-        except GitHubError as exc:
-            status = exc.status if exc.status in _PASSED_ON else 502
-            raise CreateError(status, f"GitHub: {exc}") from exc
-        except PayloadError as exc:
-            raise CreateError(502, f"GitHub answered with an unexpected PR: {exc}") from exc
 
+async def _store_and_link(
+    store: Store, reconciler: Reconciler, task_id: str, snapshot: Snapshot
+) -> PullRequest:
+    """Store the PR (GitHub's answer wins), link it to the task, monitor it."""
+    repository = snapshot.repository
     key = (repository, snapshot.number)
     result = await reconciler.observe(Observation(snapshot, Source.MANUAL, authoritative=True))
     if result.status == DeliveryStatus.FAILED:
@@ -140,14 +170,14 @@ async def create_pull_request(
             " could not be stored; try again to link it",
         )
     try:
-        await reconciler.link(repository, snapshot.number, task.id, Source.MANUAL)
+        await reconciler.link(repository, snapshot.number, task_id, Source.MANUAL)
     except LookupError as exc:  # the task was deleted meanwhile
         raise CreateError(404, str(exc)) from exc
     await store.monitor_pull(key)
     stored = await store.get_pull(*key)
     if stored is None:  # observed and linked just above: only a concurrent deletion
         raise CreateError(500, f"pull request {repository}#{snapshot.number} is not stored")
-    return Created(created, stored)
+    return stored
 
 
 @asynccontextmanager

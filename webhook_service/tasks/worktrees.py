@@ -65,9 +65,7 @@ class CleanupError(Exception):
     which no retry can fix, and True for transient failures (git failed or timed out).
     """
 
-    def __init__(
-        self, message: str, *, retryable: bool, leftover: Leftover | None = None
-    ) -> None:
+    def __init__(self, message: str, *, retryable: bool, leftover: Leftover | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
         #: Set when the worktree itself was removed and only the repository's
@@ -270,19 +268,7 @@ async def cleanup_worktree(
     linked worktree), retryable when git fails or ``timeout`` (for the whole
     operation) runs out. A path that no longer exists is done: ``removed=False``.
     """
-    resolved, resolved_root = await asyncio.to_thread(_resolve, path, root)
-    if resolved == resolved_root:
-        raise CleanupError(
-            f"refusing to remove worktree {str(path)!r}: it is WORKTREE_ROOT "
-            f"({resolved_root}) itself",
-            retryable=False,
-        )
-    if not _strictly_inside(resolved, resolved_root):
-        raise CleanupError(
-            f"refusing to remove worktree {str(path)!r}: it resolves to {resolved}, "
-            f"which is outside WORKTREE_ROOT ({resolved_root})",
-            retryable=False,
-        )
+    resolved, resolved_root = await _inside_root(path, root)
     if not await asyncio.to_thread(os.path.lexists, resolved):
         logger.info("worktree %s is already gone", resolved)
         return CleanupResult(
@@ -295,28 +281,8 @@ async def cleanup_worktree(
             "removed)",
             retryable=False,
         )
-
     runner = _Git(git, timeout)
-    worktrees = _parse_worktree_list(
-        await runner.check("-C", str(resolved), "worktree", "list", "--porcelain", "-z")
-    )
-    if not worktrees:
-        raise CleanupError(f"`git worktree list` in {resolved} listed nothing", retryable=True)
-    main = worktrees[0]
-    position = await asyncio.to_thread(_position, worktrees, resolved)
-    if position == 0:
-        raise CleanupError(
-            f"refusing to remove {resolved}: it is a repository's main working tree",
-            retryable=False,
-        )
-    if position is None:
-        raise CleanupError(
-            f"refusing to remove {resolved}: its repository {main.path} does not list it as "
-            "a worktree (moved or copied? `git worktree repair` fixes a moved one)",
-            retryable=False,
-        )
-    repository = main.path
-    branch = worktrees[position].branch
+    repository, branch = await _owner(runner, resolved)
 
     # --force twice: a dirty worktree needs one, a locked one (`git worktree lock`) two.
     await runner.check(
@@ -335,6 +301,50 @@ async def cleanup_worktree(
         branch=branch,
         branch_deleted=branch_deleted,
     )
+
+
+async def _inside_root(path: str | Path, root: Path) -> tuple[Path, Path]:
+    """``path`` and ``root`` resolved; CleanupError (not retryable) unless ``path`` is
+    strictly inside ``root``: WORKTREE_ROOT is the one place clean-up may touch."""
+    resolved, resolved_root = await asyncio.to_thread(_resolve, path, root)
+    if resolved == resolved_root:
+        raise CleanupError(
+            f"refusing to remove worktree {str(path)!r}: it is WORKTREE_ROOT "
+            f"({resolved_root}) itself",
+            retryable=False,
+        )
+    if not _strictly_inside(resolved, resolved_root):
+        raise CleanupError(
+            f"refusing to remove worktree {str(path)!r}: it resolves to {resolved}, "
+            f"which is outside WORKTREE_ROOT ({resolved_root})",
+            retryable=False,
+        )
+    return resolved, resolved_root
+
+
+async def _owner(runner: _Git, resolved: Path) -> tuple[Path, str | None]:
+    """The main working tree of the repository that lists ``resolved`` as a linked
+    worktree, and the worktree's branch; CleanupError (not retryable) for a main
+    working tree or a worktree its repository does not list."""
+    worktrees = _parse_worktree_list(
+        await runner.check("-C", str(resolved), "worktree", "list", "--porcelain", "-z")
+    )
+    if not worktrees:
+        raise CleanupError(f"`git worktree list` in {resolved} listed nothing", retryable=True)
+    main = worktrees[0]
+    position = await asyncio.to_thread(_position, worktrees, resolved)
+    if position == 0:
+        raise CleanupError(
+            f"refusing to remove {resolved}: it is a repository's main working tree",
+            retryable=False,
+        )
+    if position is None:
+        raise CleanupError(
+            f"refusing to remove {resolved}: its repository {main.path} does not list it as "
+            "a worktree (moved or copied? `git worktree repair` fixes a moved one)",
+            retryable=False,
+        )
+    return main.path, worktrees[position].branch
 
 
 async def finish_removal(
