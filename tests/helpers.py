@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import orjson
 from starlette.applications import Starlette
 
 from webhook_service.app import Service, create_app
 from webhook_service.config import Settings, load_settings
+from webhook_service.github.client import GitHub
 from webhook_service.ingest.fixtures import RecordedDelivery, fixtures_root, load_delivery
 from webhook_service.ingest.signature import sign
 from webhook_service.reconciler import Reconciler
 from webhook_service.store import Store
+from webhook_service.sync.poller import PRSyncWorker
 from webhook_service.testing import FakeGitHub
 
 SECRET = "It's a Secret to Everybody"
@@ -86,6 +91,39 @@ async def reconciling(
                 await reconciler.stop()
     finally:
         await store.disconnect()
+
+
+@dataclass
+class SyncRig:
+    """What the sync worker and the PR creator run on, without the app."""
+
+    store: Store
+    reconciler: Reconciler
+    github: GitHub
+    worker: PRSyncWorker
+
+
+@asynccontextmanager
+async def sync_rig(
+    database_url: str,
+    settings: Settings,
+    *,
+    client: type[GitHub] = GitHub,
+    clock: Callable[[], float] = time.time,
+) -> AsyncIterator[SyncRig]:
+    """A store, a running reconciler, a GitHub ``client`` (a subclass injects faults)
+    and a sync worker (not started) with ``settings``; the worker is stopped on exit."""
+    async with (
+        reconciling(database_url, settings) as (store, reconciler),
+        aiohttp.ClientSession() as session,
+    ):
+        github = client(session, settings, clock=clock)
+        worker = PRSyncWorker(store, reconciler, github, settings)
+        try:
+            yield SyncRig(store, reconciler, github, worker)
+        finally:
+            async with asyncio.timeout(10):
+                await worker.stop()
 
 
 @asynccontextmanager

@@ -1,7 +1,7 @@
 """The sync worker seen from outside: /stats and the /api endpoints that drive it,
 failed-delivery recovery under a real server, and ``webhook-service sync --once``.
 
-Shared helpers live in ``tests/sync/test_poller.py``; every test runs on both backends.
+Shared helpers live in ``tests/sync/helpers.py``; every test runs on both backends.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from tests.helpers import (
     running_app,
 )
 from tests.servers import uvicorn_server
-from tests.sync.test_poller import (
+from tests.sync.helpers import (
     REPO,
     TOKEN,
     cycle,
@@ -41,7 +41,7 @@ from tests.sync.test_poller import (
     webhook,
 )
 from webhook_service.store import Store
-from webhook_service.sync.poller import idle_stats
+from webhook_service.sync.stats import idle_stats
 from webhook_service.testing import FakeGitHub
 
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")

@@ -11,7 +11,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,15 +18,13 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.helpers import fake_github, reconciling
+from tests.helpers import SyncRig, fake_github, sync_rig
 from webhook_service.api.views import created_json
 from webhook_service.config import Settings, load_settings
 from webhook_service.core.model import TaskStatus
 from webhook_service.github.client import GitHub
 from webhook_service.github.transport import _API
-from webhook_service.reconciler import Reconciler
 from webhook_service.store import Store, TaskRecord
-from webhook_service.sync.poller import PRSyncWorker
 from webhook_service.tasks.creator import CreateError, create_pull_request
 from webhook_service.testing import FakeGitHub
 from webhook_service.testing.fake_github import RequestRecord
@@ -59,12 +56,8 @@ def settings_for(database_url: str, gh: FakeGitHub, **env: str) -> Settings:
     return load_settings({k: v for k, v in values.items() if v}, env_file=None)
 
 
-@dataclass
-class Rig:
-    store: Store
-    reconciler: Reconciler
-    github: GitHub
-    worker: PRSyncWorker
+class Rig(SyncRig):
+    """The shared rig, with the creator's calls."""
 
     async def create(self, task_id: str, **options: Any) -> dict[str, Any]:
         async with asyncio.timeout(BOUND):
@@ -102,13 +95,8 @@ async def rig(
     env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Rig]:
     settings = settings_for(database_url, gh, **(env or {}))
-    async with (
-        reconciling(database_url, settings) as (store, reconciler),
-        aiohttp.ClientSession() as session,
-    ):
-        github = client(session, settings)
-        worker = PRSyncWorker(store, reconciler, github, settings)
-        yield Rig(store, reconciler, github, worker)
+    async with sync_rig(database_url, settings, client=client) as r:
+        yield Rig(r.store, r.reconciler, r.github, r.worker)
 
 
 def posts(gh: FakeGitHub) -> list[RequestRecord]:
