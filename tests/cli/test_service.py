@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -105,3 +106,18 @@ async def test_serve_logs_where_it_listens(tmp_path: Path) -> None:
         await process.wait()
     url = f"http://127.0.0.1:{port}"
     assert f"serving on {url} (dashboard {url}/, webhooks {url}/webhooks/github)" in line
+
+
+def test_serve_refuses_to_start_without_secrets(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "webhook_service", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "WEBHOOK_SECRET and API_TOKEN must be set" in result.stderr

@@ -1,4 +1,5 @@
-"""The outbox sweep: events committed but never emitted reach connected clients."""
+"""The outbox: events committed but never emitted are emitted, in id order, to
+connected clients too."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from tests.helpers import make_settings
 from tests.servers import uvicorn_server
 from tests.sockets import connected
 from webhook_service.core.model import EventDraft
-from webhook_service.store import utcnow
+from webhook_service.push.outbox import Dispatcher
+from webhook_service.store import Store, StoredEvent, utcnow
 
 
 async def test_events_committed_but_never_emitted_reach_connected_clients(
@@ -36,3 +38,29 @@ async def test_events_committed_but_never_emitted_reach_connected_clients(
                 break
             await asyncio.sleep(0.05)
         assert await service.store.unemitted_events(0, 10) == []
+
+
+async def test_dispatcher_emits_events_committed_but_never_emitted(store: Store) -> None:
+    """What a crash between commit and emit leaves behind is emitted on start."""
+    async with store.transaction() as uow:
+        drafts = [
+            EventDraft("pr_status_change", "o/r", None, {"type": "pr_status_change", "n": n})
+            for n in range(5)
+        ]
+        stored = await uow.insert_events(drafts, utcnow())
+    emitted: list[StoredEvent] = []
+
+    async def emit(event: StoredEvent) -> None:
+        emitted.append(event)
+
+    dispatcher = Dispatcher(store, emit, sweep_interval=0.05)
+    dispatcher.start()
+    try:
+        for _ in range(200):
+            if len(emitted) >= 5 and not await store.unemitted_events(0, 10):
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await dispatcher.stop()
+    assert [e.id for e in emitted] == [e.id for e in stored]
+    assert await store.unemitted_events(0, 10) == []

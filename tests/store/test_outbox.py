@@ -7,7 +7,6 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from tests.store.shared import draft, second_store
-from webhook_service.push.outbox import Dispatcher
 from webhook_service.store import (
     CLAIM_LEASE,
     FRESH_EVENT,
@@ -28,28 +27,6 @@ async def test_event_ids_keep_increasing_after_every_event_is_pruned(store: Stor
     async with store.transaction() as uow:
         later = await uow.insert_events([draft(3)], NOW)
     assert later[0].id > first[-1].id
-
-
-async def test_dispatcher_emits_events_committed_but_never_emitted(store: Store) -> None:
-    """What a crash between commit and emit leaves behind is emitted on start."""
-    async with store.transaction() as uow:
-        stored = await uow.insert_events([draft(n) for n in range(5)], NOW)
-    emitted: list[StoredEvent] = []
-
-    async def emit(event: StoredEvent) -> None:
-        emitted.append(event)
-
-    dispatcher = Dispatcher(store, emit, sweep_interval=0.05)
-    dispatcher.start()
-    try:
-        for _ in range(200):
-            if len(emitted) >= 5 and not await store.unemitted_events(0, 10):
-                break
-            await asyncio.sleep(0.01)
-    finally:
-        await dispatcher.stop()
-    assert [e.id for e in emitted] == [e.id for e in stored]
-    assert await store.unemitted_events(0, 10) == []
 
 
 async def _events(store: Store, count: int) -> list[StoredEvent]:
