@@ -12,7 +12,7 @@ from webhook_service.config import ConfigError
 #: The kernel send buffer of every accepted connection (inherited from the listening
 #: socket). Linux would otherwise grow it to megabytes for a peer that stops reading:
 #: megabytes of Socket.IO frames written, and copied, for a client that will never read
-#: them, before the service can tell it is stuck (see realtime.MAX_BACKLOG).
+#: them, before the service can tell it is stuck (see push/fanout.py, MAX_BACKLOG).
 SEND_BUFFER = 256 * 1024
 
 

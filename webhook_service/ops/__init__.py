@@ -1,1 +1,1 @@
-"""For the operator: the dashboard, /metrics, logging, and periodic background work."""
+"""For the operator: the dashboard, ``/metrics`` and logging."""
