@@ -193,4 +193,49 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX tasks_created ON tasks (created_at, id)",
         ),
     ),
+    Migration(
+        7,
+        "console: every observation and the core's decision, deliveries by PR",
+        (
+            # One row per observation the reconciler applied, from any source, written
+            # in the same transaction as the change it made: a PR's timeline and what a
+            # delivery changed. ``changes`` is JSON: the PR and task transitions, the
+            # follow-ups requested (re-fetch, clean-up) and the ids of the events it
+            # stored. Pruned with the deliveries (RETENTION_DAYS).
+            """CREATE TABLE observations (
+                id BIGSERIAL PRIMARY KEY,
+                repository TEXT NOT NULL,
+                number INTEGER NOT NULL,
+                source TEXT NOT NULL,
+                delivery_guid TEXT,
+                observed_updated_at TIMESTAMPTZ,
+                observed_status TEXT,
+                outcome TEXT NOT NULL,
+                changes TEXT NOT NULL,
+                applied_at TIMESTAMPTZ NOT NULL
+            )""",
+            "CREATE INDEX observations_pull ON observations (repository, number, id)",
+            "CREATE INDEX observations_delivery ON observations (delivery_guid)",
+            "CREATE INDEX observations_applied ON observations (applied_at)",
+            # GET /api/deliveries pages newest first by (received_at, guid), filtered by
+            # repository and number among others.
+            "CREATE INDEX webhook_deliveries_page ON webhook_deliveries (received_at, guid)",
+            """CREATE INDEX webhook_deliveries_pull
+                ON webhook_deliveries (repository, pr_number, received_at)""",
+        ),
+    ),
+    Migration(
+        8,
+        "console: per-minute counters for the health page's charts",
+        (
+            # One row per (minute, counter), added to by every replica (an upsert that
+            # adds), so the charts cover the whole deployment. Kept 24 hours.
+            """CREATE TABLE stats_minutes (
+                minute TIMESTAMPTZ NOT NULL,
+                name TEXT NOT NULL,
+                value BIGINT NOT NULL,
+                PRIMARY KEY (minute, name)
+            )""",
+        ),
+    ),
 )
