@@ -1,12 +1,9 @@
-"""The baselines a webhook receiver is measured against, run as their own process:
-
-    python scripts/bench/baselines.py bare|sink PORT
-
-- ``bare``: a Starlette endpoint that reads the body and answers 200 JSON, under the
-  same uvicorn settings as ``webhook-service serve`` (what the framework alone costs);
-- ``sink``: the cheapest server there is (uvloop, no parsing): the load generator's
-  ceiling. Both echo ``X-GitHub-Delivery`` as ``{"guid": ...}`` for ``replay.lua``.
-"""
+"""The baselines a webhook receiver is measured against, each its own process
+(``python scripts/bench/baselines.py bare|sink PORT``): ``bare``, a Starlette endpoint
+that reads the body and answers 200 JSON under the same uvicorn settings as
+``webhook-service serve`` (what the framework alone costs); ``sink``, the cheapest
+server there is (uvloop, no parsing): the load generator's ceiling. Both echo
+``X-GitHub-Delivery`` as ``{"guid": ...}`` for ``replay.lua``."""
 
 from __future__ import annotations
 
@@ -30,10 +27,8 @@ def serve_bare(port: int) -> None:
         guid = request.headers.get("x-github-delivery", "")
         return JSONResponse({"guid": guid, "bytes": len(body)})
 
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    routes = [Route(WEBHOOK_PATH, webhook, methods=["POST"]), Route("/healthz", healthz)]
+    routes = [Route(WEBHOOK_PATH, webhook, methods=["POST"]),
+              Route("/healthz", lambda request: JSONResponse({"status": "ok"}))]  # fmt: skip
     uvicorn.run(Starlette(routes=routes), host="127.0.0.1", port=port, log_config=None,
                 access_log=False, timeout_graceful_shutdown=8)  # fmt: skip
 

@@ -1,8 +1,7 @@
 """The closed-loop load: wrk with ``replay.lua`` sends every delivery of a workload
-exactly once over C keep-alive connections and stops when all are answered. Several
-legs (one wrk each, say one per replica) run at once on the one monotonic clock every
-wrk reads. Throughput is answers / (last answer - first request); latencies are the
-individual requests' (see replay.lua for why not wrk's histogram)."""
+exactly once over C keep-alive connections and stops when all are answered. Legs (one
+wrk each, say one per replica) run at once, on the one monotonic clock every wrk reads.
+Throughput is answers / (last answer - first request); latencies are each request's."""
 
 from __future__ import annotations
 
@@ -28,29 +27,30 @@ MAX_SECONDS = 120
 def find_wrk() -> str:
     wrk = shutil.which("wrk")
     if wrk is None:
-        raise BenchError("wrk is not installed (or not on PATH); install it, e.g.\n"
-                         "    sudo apt-get install -y wrk        (Debian/Ubuntu)\n"
-                         "    brew install wrk                   (macOS)")  # fmt: skip
+        raise BenchError("wrk is not installed (or not on PATH); install it, e.g. "
+                         "`apt-get install -y wrk` or `brew install wrk`")  # fmt: skip
     return wrk
 
 
 @dataclass(slots=True)
 class LoadResult:
     target: str
-    complete: bool = False
-    sent: int = 0
+    complete: bool = False  # every delivery answered
     answered: int = 0
-    unmatched: int = 0
+    unmatched: int = 0  # answers without a GUID (errors): no latency
     statuses: Counter[int] = field(default_factory=Counter)
     latencies_us: list[int] = field(default_factory=list)
     ok_guids: list[str] = field(default_factory=list)
-    seconds: float = 0.0  # first request to last answer
+    first_us: int = 0  # the first request and the last answer, CLOCK_MONOTONIC (us)
+    last_us: int = 0
     wrk_cores: float = 0.0
     server_cores: float = 0.0
     cpu: Cores = field(default_factory=Cores)  # machine, PostgreSQL, this driver
     wall: float = 0.0
-    first_us: int = 0  # the first request and the last answer, CLOCK_MONOTONIC (us)
-    last_us: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return (self.last_us - self.first_us) / 1e6 if self.first_us and self.last_us else 0.0
 
     @property
     def rate(self) -> float:
@@ -93,19 +93,13 @@ def split(workload: Workload, parts: int, directory: Path) -> list[tuple[Path, i
     return [(p, len(range(k, workload.deliveries, parts))) for k, p in enumerate(paths)]
 
 
-def _argv(wrk: str, leg: Leg, threads: int, max_seconds: int) -> list[str]:
-    return [wrk, "-t", str(threads), "-c", str(leg.connections), "-d", f"{max_seconds}s",
-            "--timeout", "10s", "--latency", "-s", str(LUA),
-            f"http://127.0.0.1:{leg.port}{WEBHOOK_PATH}"]  # fmt: skip
-
-
 def run(
     wrk: str, workload: Workload, legs: Sequence[Leg], *, target: str, threads: int = 1,
     max_seconds: int = MAX_SECONDS, database: str | None = None, sent_log: bool = False,
 ) -> tuple[LoadResult, list[LoadResult]]:  # fmt: skip
-    """One wrk per leg, all at once, until every leg has all its answers: the whole (its
-    ``seconds`` from the first request of any leg to the last answer of any) and each
-    leg (its own server's and wrk's CPU). Machine, PostgreSQL and driver CPU: the whole."""
+    """One wrk per leg, all at once, until every leg has all its answers: the whole (from
+    the first request of any leg to the last answer of any; machine, PostgreSQL and
+    driver CPU) and each leg (with its own server's and wrk's CPU)."""
     procs: list[subprocess.Popen[bytes]] = []
     before = Snapshot.take([leg.server_pid for leg in legs], database)
     with contextlib.ExitStack() as stack:
@@ -113,12 +107,12 @@ def run(
             leg.out_dir.mkdir(parents=True, exist_ok=True)
             env = {**os.environ, "BENCH_MANIFEST": str(leg.manifest), "BENCH_OUT": str(leg.out_dir),
                    "BENCH_REQUESTS": str(workload.requests), "BENCH_THREADS": str(threads)}
-            if sent_log:
-                env["BENCH_SENT_LOG"] = "1"
+            env |= {"BENCH_SENT_LOG": "1"} if sent_log else {}
+            argv = [wrk, "-t", str(threads), "-c", str(leg.connections), "-d", f"{max_seconds}s",
+                    "--timeout", "10s", "-s", str(LUA), f"http://127.0.0.1:{leg.port}{WEBHOOK_PATH}"]
             out = stack.enter_context((leg.out_dir / "wrk.out").open("wb"))
-            argv = _argv(wrk, leg, threads, max_seconds)
-            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-            procs.append(proc)
+            procs.append(subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                          stderr=out))  # fmt: skip
             stack.callback(_reap, procs[-1])
         finished, wrk_cpu = _wait(procs, legs, threads, before.at + max_seconds + 15)
         after = Snapshot.take([leg.server_pid for leg in legs], database)
@@ -129,13 +123,12 @@ def run(
         for proc in procs:
             proc.wait(timeout=30)
     cores = Cores.between(before, after)
-    parts: list[LoadResult] = []
-    for i, leg in enumerate(legs):
-        part = _parse(leg.out_dir, target if len(legs) == 1 else f"{target} #{i + 1}", procs[i])
-        part.complete = finished[i] and part.answered == leg.deliveries
-        part.wall, part.wrk_cores = cores.seconds, wrk_cpu[i] / cores.seconds
+    parts = [_parse(leg.out_dir, target if len(legs) == 1 else f"{target} #{i + 1}", procs[i])
+             for i, leg in enumerate(legs)]  # fmt: skip
+    for part, leg, done, cpu in zip(parts, legs, finished, wrk_cpu, strict=True):
+        part.complete = done and part.answered == leg.deliveries
+        part.wall, part.wrk_cores = cores.seconds, cpu / cores.seconds
         part.server_cores = cores.pids.get(leg.server_pid or 0, 0.0)
-        parts.append(part)
     whole = parts[0] if len(parts) == 1 else _merge(target, parts)
     whole.complete = all(p.complete for p in parts) and whole.answered == workload.deliveries
     whole.cpu = cores
@@ -167,21 +160,17 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _merge(target: str, parts: Sequence[LoadResult]) -> LoadResult:
-    """The legs as one: counts and latencies added up, the time from the first request
-    of any to the last answer of any."""
-    first = min((p.first_us for p in parts if p.first_us), default=0)
-    last = max((p.last_us for p in parts if p.last_us), default=0)
-    whole = LoadResult(target, first_us=first, last_us=last,
-                       seconds=(last - first) / 1e6 if first and last else 0.0)  # fmt: skip
+    """The legs as one: counts, latencies and CPU added up, from the first request of any
+    to the last answer of any."""
+    whole = LoadResult(target, first_us=min((p.first_us for p in parts if p.first_us), default=0),
+                       last_us=max(p.last_us for p in parts), wall=max(p.wall for p in parts))
     for p in parts:
         whole.statuses.update(p.statuses)
         whole.latencies_us += p.latencies_us
         whole.ok_guids += p.ok_guids
-        whole.sent, whole.answered = whole.sent + p.sent, whole.answered + p.answered
-        whole.unmatched += p.unmatched
+        whole.answered, whole.unmatched = whole.answered + p.answered, whole.unmatched + p.unmatched
         whole.wrk_cores += p.wrk_cores
         whole.server_cores += p.server_cores
-    whole.wall = max(p.wall for p in parts)
     return whole
 
 
@@ -192,8 +181,6 @@ def _parse(out_dir: Path, target: str, proc: subprocess.Popen[bytes]) -> LoadRes
         output = (out_dir / "wrk.out").read_text(errors="replace")
         raise BenchError(f"wrk produced no results (status {proc.returncode}):\n{output}")
     r = LoadResult(target)
-    first: list[int] = []
-    last: list[int] = []
     with path.open() as lines:
         for line in lines:
             kind, _, rest = line.rstrip("\n").partition(" ")
@@ -205,11 +192,8 @@ def _parse(out_dir: Path, target: str, proc: subprocess.Popen[bytes]) -> LoadRes
                 code, count = rest.split()
                 r.statuses[int(code)] += int(count)
             elif kind == "thread":
-                _, _, sent, answered, unmatched, t_first, t_last = map(int, rest.split())
-                r.sent, r.answered = r.sent + sent, r.answered + answered
-                r.unmatched += unmatched
-                first += [t_first] if t_first else []
-                last += [t_last] if t_last else []
-    r.first_us, r.last_us = min(first, default=0), max(last, default=0)
-    r.seconds = (r.last_us - r.first_us) / 1e6 if first and last else 0.0
+                answered, unmatched, first, last = map(int, rest.split())
+                r.answered, r.unmatched = r.answered + answered, r.unmatched + unmatched
+                r.first_us = min(r.first_us or first, first or r.first_us)
+                r.last_us = max(r.last_us, last)
     return r

@@ -170,11 +170,6 @@ class Child:
             raise
         return child
 
-    def _tail(self, lines: int = 25) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
     async def _answer(self, op: str, seconds: float) -> dict[str, Any]:
         assert self.proc.stdout is not None
         deadline = time.monotonic() + seconds
@@ -183,16 +178,18 @@ class Child:
                 left = max(0.1, deadline - time.monotonic())
                 line = await asyncio.wait_for(self.proc.stdout.readline(), left)
             except TimeoutError:
-                raise BenchError(f"{self.name}: no answer to {op!r}\n{self._tail()}") from None
+                raise self._failed(op, "no answer") from None
             if not line:
-                await self.proc.wait()
-                raise BenchError(f"{self.name} exited during {op!r}:\n{self._tail()}")
-            text = line.decode(errors="replace")
-            if text.startswith(MARK):
+                raise self._failed(op, "it exited")
+            if (text := line.decode(errors="replace")).startswith(MARK):
                 answer: dict[str, Any] = json.loads(text[len(MARK) :])
                 if "failed" in answer:
-                    raise BenchError(f"{self.name}: {op!r}: {answer['failed']}\n{self._tail()}")
+                    raise self._failed(op, answer["failed"])
                 return answer
+
+    def _failed(self, op: str, why: str) -> BenchError:
+        tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-25:])
+        return BenchError(f"{self.name}: {op!r}: {why}\n{tail}")
 
     async def call(self, op: str, **params: Any) -> dict[str, Any]:
         assert self.proc.stdin is not None
@@ -201,10 +198,10 @@ class Child:
         return await self._answer(op, OP_TIMEOUT)
 
     async def close(self) -> None:
-        if self.proc.returncode is None:
-            if self.proc.stdin is not None:
-                with contextlib.suppress(OSError):
-                    self.proc.stdin.close()
+        """EOF on its stdin ends it; SIGKILL after 30 s."""
+        if self.proc.returncode is None and self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
             try:
                 await asyncio.wait_for(self.proc.wait(), 30.0)
             except TimeoutError:

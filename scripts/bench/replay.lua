@@ -1,11 +1,9 @@
--- wrk driver of scripts/bench/load.py: replays N pre-generated, signed deliveries,
--- each exactly once, and records every request's ack latency. Environment:
---   BENCH_MANIFEST  one "offset length guid" line per delivery, in send order
---   BENCH_REQUESTS  the requests back to back (header lines after Host, blank line, body)
---   BENCH_THREADS   wrk's -t value
---   BENCH_OUT       a directory: "done.<thread>" markers and "results.txt" go there
---   BENCH_SENT_LOG  if set, also "sent.txt": "<guid> <us>" per delivery, the instant it
---                   was sent (CLOCK_MONOTONIC, which Python's time.monotonic() reads)
+-- wrk driver of scripts/bench/load.py: replays pre-generated signed deliveries, each once,
+-- and records each request's ack latency. Environment: BENCH_MANIFEST ("offset length
+-- guid" per delivery, in send order), BENCH_REQUESTS (the requests back to back: header
+-- lines after Host, blank line, body), BENCH_THREADS (wrk's -t), BENCH_OUT (a directory
+-- for "done.<thread>" markers, "results.txt" and, with BENCH_SENT_LOG set, "sent.txt":
+-- "<guid> <us>" per delivery, the instant it was sent on CLOCK_MONOTONIC).
 --
 -- Exactly once: thread k owns deliveries k, k+T, ...; delay() hands out a ticket per
 -- owned delivery, then parks the connection; request() never sends without one. A thread
@@ -42,17 +40,16 @@ function done(summary, latency, requests)
     local dir = os.getenv("BENCH_OUT")
     local out = assert(io.open(dir .. "/results.txt", "w"))
     local sent = os.getenv("BENCH_SENT_LOG") and assert(io.open(dir .. "/sent.txt", "w"))
-    for _, thread in ipairs(threads) do
-        out:write(string.format("thread %d %d %d %d %d %d %d\n", thread:get("id"),
-            thread:get("share"), thread:get("sent"), thread:get("answered"),
-            thread:get("unmatched"), thread:get("first_us"), thread:get("last_us")))
-        for code, count in pairs(thread:get("statuses")) do
+    for _, t in ipairs(threads) do
+        out:write(string.format("thread %d %d %d %d\n", t:get("answered"), t:get("unmatched"),
+            t:get("first_us"), t:get("last_us")))
+        for code, count in pairs(t:get("statuses")) do
             out:write(string.format("status %d %d\n", code, count))
         end
-        write_list(out, "lat ", thread:get("latencies"))
-        write_list(out, "ok ", thread:get("ok_guids"))
+        write_list(out, "lat ", t:get("latencies"))
+        write_list(out, "ok ", t:get("ok_guids"))
         if sent then
-            write_list(sent, "", thread:get("sent_log"))
+            write_list(sent, "", t:get("sent_log"))
         end
     end
     out:close()
@@ -66,17 +63,14 @@ share, sent, answered, unmatched, first_us, last_us = 0, 0, 0, 0, 0, 0
 latencies, ok_guids, statuses, sent_log = {}, {}, {}, {}
 
 local offsets, lengths, guids, started = {}, {}, {}, {}
-local tickets = 0
-local requests_file, head, fallback
+local tickets, requests_file, head, fallback = 0, nil, nil, nil
 local log_sent = os.getenv("BENCH_SENT_LOG") ~= nil
 
 function init(args)
-    local nthreads = assert(tonumber(os.getenv("BENCH_THREADS")), "BENCH_THREADS is not set")
-    local index = 0
+    local nthreads, index = tonumber(os.getenv("BENCH_THREADS")), 0
     for line in io.lines(os.getenv("BENCH_MANIFEST")) do
         if index % nthreads == id then
             local offset, length, guid = line:match("^(%d+) (%d+) (%S+)$")
-            assert(guid, "bad manifest line: " .. line)
             share = share + 1
             offsets[share], lengths[share], guids[share] = tonumber(offset), tonumber(length), guid
         end
@@ -85,7 +79,7 @@ function init(args)
     requests_file = assert(io.open(os.getenv("BENCH_REQUESTS"), "rb"))
     local host = wrk.host .. (wrk.port and (":" .. wrk.port) or "")
     head = "POST " .. wrk.path .. " HTTP/1.1\r\nHost: " .. host .. "\r\n"
-    -- What request() returns without a ticket (see there); never a delivery.
+    -- What request() returns without a ticket: never a delivery.
     fallback = "GET /healthz HTTP/1.1\r\nHost: " .. host .. "\r\n\r\n"
 end
 
@@ -100,13 +94,12 @@ end
 function request()
     if sent >= tickets then
         -- No ticket: wrk's start-up call that counts the requests in the string (thread
-        -- 0 only, before any delay()), or a reconnect after a socket error.
+        -- 0, before any delay()), or a reconnect after a socket error.
         return fallback
     end
     sent = sent + 1
     requests_file:seek("set", offsets[sent])
-    local chunk = requests_file:read(lengths[sent])
-    local now = now_us()
+    local chunk, now = requests_file:read(lengths[sent]), now_us()
     if first_us == 0 then
         first_us = now
     end
@@ -119,8 +112,7 @@ end
 
 function response(status, headers, body)
     local now = now_us()
-    answered = answered + 1
-    last_us = now
+    answered, last_us = answered + 1, now
     statuses[status] = (statuses[status] or 0) + 1
     local guid = body:match('"guid":"([^"]+)"')
     local start = guid and started[guid]

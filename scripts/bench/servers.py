@@ -69,17 +69,6 @@ def python_env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
-def _http_status(port: int, path: str) -> int | None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().status
-    except OSError:
-        return None
-    finally:
-        conn.close()
-
-
 class Server:
     """A server of one ``Kind`` on 127.0.0.1:port, stopped by :meth:`close`."""
 
@@ -91,20 +80,19 @@ class Server:
             self.proc = subprocess.Popen(
                 self.kind.argv(self.port), env=python_env(**env), cwd=log.parent,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+                start_new_session=True)  # fmt: skip
+        self.pid = self.proc.pid
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise BenchError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
-            if _http_status(self.port, self.kind.ready_path) == 200:
-                return
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            with contextlib.suppress(OSError), contextlib.closing(conn):
+                conn.request("GET", self.kind.ready_path)
+                if conn.getresponse().status == 200:
+                    return
             time.sleep(0.1)
         raise BenchError(f"{self.name} was not ready within {timeout:.0f}s:\n{self.tail()}")
 
@@ -208,22 +196,15 @@ def _postgres(database: str | None) -> dict[int, float]:
 
     if database is None:
         return {}
-    procs = [
-        (p, " ".join(p.info["cmdline"] or []))
-        for p in psutil.process_iter(["name", "cmdline"])
-        if p.info["name"] == "postgres"
-    ]
+    procs = [(p, " ".join(p.info["cmdline"] or [])) for p in
+             psutil.process_iter(["name", "cmdline", "ppid"]) if p.info["name"] == "postgres"]
     ours = {p.pid for p, title in procs if f" {database} " in title}
-    clusters = set()
-    for p, _ in procs:
-        if p.pid in ours:
-            with contextlib.suppress(psutil.Error):
-                clusters.add(p.ppid())
+    clusters = {p.info["ppid"] for p, _ in procs if p.pid in ours}
     times: dict[int, float] = {}
     for p, title in procs:
         with contextlib.suppress(psutil.Error):
             client = re.search(r"\(\d+\)|\[local\]", title)  # "host(port)" or "[local]"
-            if p.pid in ours or (p.ppid() in clusters and not client):
+            if p.pid in ours or (p.info["ppid"] in clusters and not client):
                 t = p.cpu_times()
                 times[p.pid] = float(t.user + t.system)
     return times
@@ -264,14 +245,10 @@ class Cores:
             return cls()
         spent = b.machine[2] - a.machine[2]
         share = (os.cpu_count() or 1) / spent if spent > 0 else 0.0
-        return cls(
-            machine=(b.machine[0] - a.machine[0]) * share,
-            steal=(b.machine[1] - a.machine[1]) * share,
-            postgres=sum(t - a.postgres.get(pid, 0.0) for pid, t in b.postgres.items()) / wall,
-            own=(b.own - a.own) / wall,
-            seconds=wall,
-            pids={pid: (t - a.pids.get(pid, 0.0)) / wall for pid, t in b.pids.items()},
-        )
+        return cls((b.machine[0] - a.machine[0]) * share, (b.machine[1] - a.machine[1]) * share,
+                   sum(t - a.postgres.get(pid, 0.0) for pid, t in b.postgres.items()) / wall,
+                   (b.own - a.own) / wall, wall,
+                   {pid: (t - a.pids.get(pid, 0.0)) / wall for pid, t in b.pids.items()})
 
 
 def background_load(seconds: float = 1.0) -> float:
