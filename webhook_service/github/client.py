@@ -14,18 +14,13 @@ How each request is sent (credentials, budgets, retries) is
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import gidgethub
 
-from webhook_service.config import Settings
 from webhook_service.core.payloads import parse_timestamp
-from webhook_service.github.budget import Limits
 from webhook_service.github.errors import (
     GitHubError,
     GitHubValidationError,
@@ -41,24 +36,13 @@ _TOKEN_MARGIN = 300.0  # renew installation tokens five minutes before they expi
 class GitHub(Transport):
     """One client per process; it owns the aiohttp session it was given."""
 
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        settings: Settings,
-        *,
-        clock: Callable[[], float] = time.time,
-        limits: Limits | None = None,
-    ) -> None:
-        """``limits``: GitHub's limits as planned (default: GitHub's documented ones, at
-        ``SYNC_BUDGET_SHARE``); a time-scaled fake's in tests and benchmarks."""
-        super().__init__(session, settings, clock=clock, limits=limits)
+    @property
+    def graphql_url(self) -> str:
         # GitHub Enterprise Server: REST at https://HOST/api/v3, GraphQL at
         # https://HOST/api/graphql; github.com (and the fake): beside REST.
-        self.graphql_url = (
-            self.base_url.removesuffix("v3") + "graphql"
-            if self.base_url.endswith("api/v3")
-            else f"{self.base_url}/graphql"
-        )
+        if self.base_url.endswith("api/v3"):
+            return self.base_url.removesuffix("v3") + "graphql"
+        return f"{self.base_url}/graphql"
 
     async def api_for(self, installation_id: int | None) -> _API:
         """The credential to use for a repository (its installation's, for an App)."""

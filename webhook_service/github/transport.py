@@ -161,9 +161,6 @@ class Transport:
         ``SYNC_BUDGET_SHARE``); a time-scaled fake's in tests and benchmarks."""
         self.session = session
         self.base_url = settings.github_api_url
-        #: Where GraphQL goes (requests there are paced as GraphQL): the client, which
-        #: builds every URL, says (GitHub.graphql_url).
-        self.graphql_url = ""
         self.timeout = settings.sync_timeout
         self._retries = settings.sync_retry_attempts
         self._retry_delay = settings.sync_retry_delay
@@ -189,6 +186,12 @@ class Transport:
         self._installations: dict[int, tuple[_API, float]] = {}  # id -> (api, renew at)
         self._installation_lock = asyncio.Lock()
 
+
+    @property
+    def graphql_url(self) -> str:
+        """Where GraphQL goes (requests there are paced as GraphQL): the client, which
+        builds every URL, says."""
+        raise NotImplementedError
     @property
     def configured(self) -> bool:
         return self._token_api is not None or self._app_api is not None
