@@ -52,7 +52,6 @@ class Replica:
     port: int
     load: LoadResult  # with one replica, the whole load
     peak_rss_mb: float
-    idle_rss_mb: float
 
 
 @dataclass(slots=True)
@@ -119,7 +118,6 @@ def bench_service(backend: str, args: Namespace, workload: Workload, tmp: Path,
                 stack.callback(servers[-1].close)
                 samplers.append(Sampler(servers[-1].pid))
                 servers[-1].wait_ready()
-            idle = [sampler.sample() for sampler in samplers]
             log(f"{name}: server(s) ready on ports {[s.port for s in servers]}; sending load")
             shares = zip(servers, load.split(workload, replicas, run_dir), strict=True)
             legs = [load.Leg(s.port, manifest, count, args.concurrency // replicas,
@@ -137,8 +135,8 @@ def bench_service(backend: str, args: Namespace, workload: Workload, tmp: Path,
         log(f"{name}: verifying the database after SIGKILL of the server(s)")
         verification = verify(url, whole.ok_guids, workload.expected)
     return BackendResult(backend, whole, verification, time.monotonic() - started, [
-        Replica(s.port, part, peak / 2**20, i / 2**20)
-        for s, part, peak, i in zip(servers, parts, peaks, idle, strict=True)
+        Replica(s.port, part, peak / 2**20)
+        for s, part, peak in zip(servers, parts, peaks, strict=True)
     ], queue)  # fmt: skip
 
 
@@ -176,10 +174,9 @@ def _header(w: Workload, args: Namespace, results: Sequence[BackendResult],
     print("\nLoad generator (wrk + replay.lua), same requests, C connections:")
     for kind, ref in refs.items():
         print(f"  {REFERENCES[kind]:<16} {ref.rate:>8,.0f} deliveries/s  p50 {ref.ms(50):6.2f} ms"
-              f"  p99 {ref.ms(99):6.2f} ms  wrk CPU {ref.wrk_cores:4.2f} cores (+{ref.cpu.own:4.2f}"
-              f" driver)  server CPU {ref.server_cores:4.2f}  machine busy {ref.cpu.machine:4.2f}/"
-              f"{os.cpu_count()} (+{ref.cpu.steal:4.2f} stolen)  {ref.ok} 2xx / {ref.not_ok} other"
-              + ("" if ref.complete else "  INCOMPLETE"))  # fmt: skip
+              f"  p99 {ref.ms(99):6.2f} ms  wrk CPU {ref.wrk_cores:4.2f}  server CPU "
+              f"{ref.server_cores:4.2f}  machine busy {ref.cpu.machine:4.2f}/{os.cpu_count()}  "
+              f"{ref.ok} 2xx / {ref.not_ok} other" + ("" if ref.complete else "  INCOMPLETE"))
 
 
 def _rows(w: Workload, results: Sequence[BackendResult], bare: LoadResult) -> Rows:
@@ -189,25 +186,19 @@ def _rows(w: Workload, results: Sequence[BackendResult], bare: LoadResult) -> Ro
         ("ack p50 (ms)", lambda r: f"{r.load.ms(50):.2f}"),
         ("ack p99 (ms)", lambda r: f"{r.load.ms(99):.2f}"),
         ("ack max (ms)", lambda r: f"{r.load.ms(100):.2f}"),
-        ("wrk-corrected p99 (ms)", lambda r: f"{r.load.wrk_p99_us / 1000:.2f}"),
         ("peak RSS (MB)", lambda r: r.each(lambda x: f"{x.peak_rss_mb:.1f}")),
-        ("RSS when ready (MB)", lambda r: r.each(lambda x: f"{x.idle_rss_mb:.1f}")),
         ("bare Starlette deliv/s", lambda r: f"{bare.rate:,.0f}"),
         ("service / bare", lambda r: f"{r.load.rate / bare.rate:.2f}" if bare.rate else "-"),
         ("2xx / non-2xx", lambda r: f"{r.load.ok} / {r.load.not_ok}"),
-        ("socket errors", lambda r: str(sum(r.load.socket_errors.values()))),
         ("stored & applied", lambda r: f"{r.verification.applied} / {r.verification.rows}"),
         ("2xx missing / extra", lambda r: f"{r.verification.missing} / {r.verification.extra}"),
         ("pull_requests rows", lambda r: f"{r.verification.prs} (want {w.prs})"),
         ("PR final state wrong", lambda r: str(r.verification.wrong_prs)),
-        ("events rows", lambda r: str(r.verification.events)),
         ("server CPU (cores)", lambda r: r.each(lambda x: f"{x.load.server_cores:.2f}")),
         ("wrk CPU (cores)", lambda r: f"{r.load.wrk_cores:.2f}"),
-        ("driver CPU (cores)", lambda r: f"{r.load.cpu.own:.2f}"),
         ("postgres CPU (cores)",
          lambda r: f"{r.load.cpu.postgres:.2f}" if r.backend == "postgresql" else "-"),
         ("machine busy (cores)", lambda r: f"{r.load.cpu.machine:.2f}"),
-        ("stolen by hypervisor", lambda r: f"{r.load.cpu.steal:.2f}"),
         ("load time (s)", lambda r: f"{r.load.seconds:.2f}"),
     ]  # fmt: skip
     if len(single) < len(results):
@@ -236,14 +227,6 @@ def _details(r: BackendResult, one: BackendResult | None) -> None:
     print(f"{tag}: stored PR status: {_counts(v.pr_status)}; run took {r.seconds:.1f}s")
     for example in v.wrong_examples:
         print(f"{tag}: PR final state wrong: {example}")
-    seconds = r.load.per_second[:-1] if len(r.load.per_second) > 1 else r.load.per_second
-    step = max(1.0, len(seconds) / 40)  # at most 40 figures: averages over equal slices
-    slices = [seconds[int(i * step) : int((i + 1) * step)] for i in range(min(40, len(seconds)))]
-    answers = " ".join(str(round(sum(s) / len(s))) for s in slices)
-    print(f"{tag}: deliveries answered per second: {answers}")
-    if v.seq_scans:
-        scans = (f"{t} {n} ({rows / 1e6:.1f}M rows read)" for t, (n, rows) in v.seq_scans.items())
-        print(f"{tag}: sequential scans during the run: {', '.join(scans)}")
     for k, rep in enumerate(r.replicas if len(r.replicas) > 1 else [], 1):
         part = rep.load
         print(f"{tag}: replica {k} (port {rep.port}): {part.ok:,} of {part.answered:,} acknowledged"

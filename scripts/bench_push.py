@@ -74,9 +74,7 @@ def bench_push(backend: str, args: Namespace, deliveries: Sequence[push.PushDeli
         finally:
             peak = sampler.stop()
             server.close()
-        stored = len(push.fetch_events(url))
-    seconds = time.monotonic() - started
-    return push.PushResult(backend, pushed, warmup, cpu, peak / 2**20, stored, seconds)
+    return push.PushResult(backend, pushed, warmup, cpu, peak / 2**20, time.monotonic() - started)
 
 
 def _start(stack: contextlib.ExitStack, url: str, run_dir: Path, secret: str, token: str,
@@ -125,7 +123,6 @@ def bench_slow_run(label: str, backend: str, args: Namespace, w: Workload, chang
         try:
             reader, ports, connected = _clients(stack, receiver.port, token, args, run_dir, mode,
                                                 readers, stuck)  # fmt: skip
-            ready_rss = sampler.sample()
             log(f"{tag}: server ready (pid {server.pid}), {connected} reading + {len(ports)} "
                 f"stuck clients{f' ({mode})' if mode else ''}; sending load")
             watched = {"readers": reader.proc.pid if reader else None,
@@ -137,7 +134,6 @@ def bench_slow_run(label: str, backend: str, args: Namespace, w: Workload, chang
                                 max_seconds=args.max_seconds, sent_log=True,
                                 database=scratch_db.database_name(url))  # fmt: skip
             cores = Cores.between(before, after := Snapshot.take(watched.values())).pids
-            end_rss = sampler.sample()
             queues = stuck_queues(receiver.port, ports)
             events = push.fetch_events(url)
             if reader is not None:
@@ -151,7 +147,7 @@ def bench_slow_run(label: str, backend: str, args: Namespace, w: Workload, chang
         log(f"{tag}: verifying the database")
         verification = verify(url, whole.ok_guids)
     run = push.SlowRun(label, mode, readers, stuck, w.prs, whole, verification,
-                  (ready_rss / 2**20, end_rss / 2**20, peak / 2**20),
+                  peak / 2**20,
                   {k: cores.get(pid, 0.0) for k, pid in watched.items() if pid}, len(events),
                   logs, connected, drain, (queues, queues_end),
                   time.monotonic() - started)  # fmt: skip
@@ -173,14 +169,7 @@ def report_push(results: Sequence[push.PushResult], args: Namespace) -> bool:
     def ack(r: push.PushResult) -> list[float]:
         return [(r.load.acked[i] - r.load.sent[i]) * 1000 for i in r.measured if r.ok(i)]
 
-    def lag(r: push.PushResult) -> list[float]:
-        return [(r.load.sent[i] - r.load.scheduled[i]) * 1000 for i in r.measured]
-
-    def rate(r: push.PushResult) -> float:
-        first, last = r.load.sent[r.warmup] if r.load.n > r.warmup else 0.0, r.load.sent[-1]
-        return (len(r.measured) - 1) / (last - first) if last > first else 0.0
-
-    pcts = (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))
+    pcts = (("p50", 50), ("p99", 99), ("max", 100))
     rows: Rows = [(f"{kind} latency {name} (ms)", [ms(values(r), pct) for r in results])
                   for kind, values in (("push", lambda r: r.push_ms), ("ack", ack))
                   for name, pct in pcts]  # fmt: skip
@@ -188,14 +177,10 @@ def report_push(results: Sequence[push.PushResult], args: Namespace) -> bool:
         ("2xx / other answers", lambda r: f"{len(ack(r))} / {len(r.measured) - len(ack(r))}"),
         ("events missing / duplicated", lambda r: f"{r.missing} / {r.duplicated}"),
         ("unexpected events", lambda r: str(r.load.unexpected)),
-        ("stored events (incl. warm-up)", lambda r: str(r.stored_events)),
         ("listener disconnects", lambda r: str(r.load.disconnects)),
-        ("achieved send rate (/s)", lambda r: f"{rate(r):.1f}"),
-        ("send lag p99 / max (ms)", lambda r: f"{ms(lag(r), 99)} / {ms(lag(r), 100)}"),
         ("server CPU (cores)", lambda r: f"{sum(r.cpu.pids.values()):.2f}"),
         ("postgres CPU (cores)",
          lambda r: f"{r.cpu.postgres:.2f}" if r.backend == "postgresql" else "-"),
-        ("this process CPU (cores)", lambda r: f"{r.cpu.own:.2f}"),
         ("machine busy (cores)", lambda r: f"{r.cpu.machine:.2f} / {os.cpu_count()}"),
         ("server peak RSS (MB)", lambda r: f"{r.peak_rss_mb:.1f}"),
         ("target push p99", lambda r: f"{verdict(_target_met(r))} (<= {TARGET_PUSH_P99_MS:.0f} ms)"
@@ -229,24 +214,18 @@ def _slow_rows(runs: Sequence[push.SlowRun], backend: str, args: Namespace) -> R
         ("deliveries/s", lambda r: f"{r.load.rate:,.0f}"),
         ("ack p50 (ms)", lambda r: f"{r.load.ms(50):.2f}"),
         ("ack p99 (ms)", lambda r: f"{r.load.ms(99):.2f}"),
-        ("ack max (ms)", lambda r: f"{r.load.ms(100):.2f}"),
         ("2xx / other", lambda r: f"{r.load.ok} / {r.load.not_ok}"),
         ("stored & applied", lambda r: f"{r.verification.applied} / {r.verification.rows}"),
         ("server CPU (cores)", lambda r: f"{r.load.server_cores:.2f}"),
         ("server CPU per delivery (ms)",
          lambda r: f"{r.load.server_cores * r.load.wall / max(1, r.load.answered) * 1000:.2f}"),
         ("postgres CPU (cores)", lambda r: f"{r.load.cpu.postgres:.2f}" if pg else "-"),
-        ("wrk CPU (cores)", lambda r: f"{r.load.wrk_cores:.2f}"),
         ("readers CPU (cores)", lambda r: f"{r.cores['readers']:.2f}" if r.readers else "-"),
         ("push replica CPU (cores)", lambda r: f"{r.cores.get('push', 0.0):.2f}"),
         ("messages/s per reader (median)",
          lambda r: f"{statistics.median(r.messages_per_s):,.1f}" if r.messages_per_s else "-"),
         ("machine busy (cores)", lambda r: f"{r.load.cpu.machine:.2f} / {os.cpu_count()}"),
-        ("stolen by hypervisor", lambda r: f"{r.load.cpu.steal:.2f}"),
-        ("server RSS ready (MB)", lambda r: f"{r.rss_mb[0]:.1f}"),
-        ("server RSS after load (MB)", lambda r: f"{r.rss_mb[1]:.1f}"),
-        ("server peak RSS (MB)", lambda r: f"{r.rss_mb[2]:.1f}"),
-        ("load time (s)", lambda r: f"{r.load.seconds:.2f}"),
+        ("server peak RSS (MB)", lambda r: f"{r.peak_rss_mb:.1f}"),
         ("ratio to (a)", lambda r: f"{r.ratio(a):.2f}" if r is not a else ""),
         (f"target >= {TARGET_SLOW_RATIO}", lambda r: _gate(r, a) if r is not a else ""),
     ]  # fmt: skip
