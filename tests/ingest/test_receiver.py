@@ -251,10 +251,10 @@ async def test_guid_stored_as_failed_is_processed_again(database_url: str) -> No
         assert (await _pr(client))["status"] == "OPEN"
         assert len(await _events(client)) == 1
 
-        # Once applied, the same GUID is a duplicate and is not counted again.
+        # Once applied, the same GUID is a duplicate: counted, not applied again.
         again = await post_delivery(client, body, guid="g-failed")
         assert (again.status_code, again.json()["status"]) == (200, "duplicate")
-        assert await _attempts(service, "g-failed") == 2
+        assert await _attempts(service, "g-failed") == 3
         assert len(await _events(client)) == 1
 
 

@@ -3,21 +3,40 @@ against it (:func:`webhook_service.core.rules.decide`), write every change at on
 
 A batch costs one round trip per statement kind, however many jobs it carries. Jobs of
 the same pull request see each other's decisions: each is decided against the rows the
-previous one left.
+previous one left. Each applied observation is recorded with what it changed (a row of
+``observations``, in the same write), and each delivery received again is counted
+(``attempts``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from webhook_service.core.model import Decision, FollowUp, Observation, PullRequest, Task
+from webhook_service.core.model import (
+    Decision,
+    FollowUp,
+    Observation,
+    PullRequest,
+    Source,
+    Task,
+)
 from webhook_service.core.payloads import RepositoryChange
 from webhook_service.core.rules import decide
 from webhook_service.reconciler.jobs import DeliveryStatus, Job, Result
-from webhook_service.store import Changes, DeliveryRecord, PRKey, StoredEvent, UnitOfWork
+from webhook_service.store import (
+    Changes,
+    DeliveryRecord,
+    ObservationDraft,
+    PRKey,
+    StoredEvent,
+    UnitOfWork,
+)
 
 
 class TaskBranches:
@@ -65,9 +84,11 @@ async def apply_batch(
     tasks = await uow.load_tasks(branches.task_ids(pending, pulls))
 
     decisions: dict[int, Decision] = {}
+    befores: dict[int, Before] = {}
     for i, job in pending.items():
         if job.observation is None:
             continue
+        befores[i] = _before(job.observation, pulls, tasks, branches)
         decision = _decide(job.observation, pulls, tasks, now, branches)
         decisions[i] = decision
         if decision.pr is not None:
@@ -75,7 +96,14 @@ async def apply_batch(
         if decision.task is not None:
             tasks[decision.task.id] = decision.task
 
-    changes = _changes(pending, decisions, pulls, tasks, now, cleanup_on_merge)
+    changes = dataclasses.replace(
+        _changes(pending, decisions, pulls, tasks, now, cleanup_on_merge),
+        observations=observation_drafts(
+            (pending[i].observation, befores[i], d) for i, d in decisions.items()
+        ),
+        # So far ``results`` holds only the duplicates.
+        duplicates=[g for i in results if (g := _guid(batch[i])) is not None],
+    )
     stored = iter(await uow.write(changes, now))
     for i, job in pending.items():
         results[i] = _result(job, decisions.get(i), stored)
@@ -130,6 +158,99 @@ def cleanups(decisions: Iterable[Decision]) -> list[str]:
     return sorted(
         {d.task.id for d in decisions if d.task and FollowUp.CLEANUP_WORKTREE in d.follow_ups}
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Before:
+    """What was stored before a decision: the PR's status and its task's (if any)."""
+
+    pr_status: str | None
+    task: Task | None
+
+
+def _before(
+    observation: Observation,
+    pulls: Mapping[PRKey, PullRequest],
+    tasks: Mapping[str, Task],
+    branches: TaskBranches,
+) -> Before:
+    snap = observation.snapshot
+    stored = pulls.get((snap.repository, snap.number))
+    task_id = branches.task_id(observation, pulls)
+    return Before(
+        str(stored.status) if stored is not None else None,
+        tasks.get(task_id) if task_id is not None else None,
+    )
+
+
+#: The source an observation is recorded under (docs/design.md, "What is recorded").
+_RECORDED_SOURCE = {Source.MONITOR: "webhook"}
+
+
+def observation_drafts(
+    decided: Iterable[tuple[Observation | None, Before, Decision]],
+) -> list[ObservationDraft]:
+    """One row per decision, in order; each decision's events follow the previous one's
+    in :attr:`Changes.events` (as :func:`_changes` lists them). An operator's decision
+    has no observation: it is recorded as ``manual``, with nothing observed."""
+    drafts: list[ObservationDraft] = []
+    first = 0
+    for observation, before, decision in decided:
+        events = range(first, first + len(decision.events))
+        first = events.stop
+        pr = decision.pr
+        if observation is None:
+            if pr is None:
+                continue
+            repository, number, source, guid = pr.repository, pr.number, "manual", None
+        else:
+            snap = observation.snapshot
+            repository, number = snap.repository, snap.number
+            source = _RECORDED_SOURCE.get(observation.source, str(observation.source))
+            guid = observation.delivery_id
+        drafts.append(
+            ObservationDraft(
+                repository=repository,
+                number=number,
+                source=source,
+                delivery_guid=guid,
+                observed_status=_observed_status(observation),
+                observed_updated_at=observation.snapshot.updated_at if observation else None,
+                outcome=str(decision.outcome),
+                changes=_what_changed(before, decision),
+                events=events,
+            )
+        )
+    return drafts
+
+
+def _observed_status(observation: Observation | None) -> str | None:
+    if observation is None:
+        return None
+    status = observation.snapshot.status
+    return "closed?" if status is None else status.lower()
+
+
+def _what_changed(before: Before, decision: Decision) -> dict[str, Any]:
+    """``changes`` without ``event_ids`` (the write adds them): the PR's and the task's
+    status moves, and the follow-ups asked for."""
+    pr, task, old = decision.pr, decision.task, before.task
+    pr_moved = pr is not None and str(pr.status) != before.pr_status
+    old_task = (
+        str(old.status) if old is not None and task is not None and old.id == task.id else None
+    )
+    task_moved = task is not None and str(task.status) != old_task
+    return {
+        "pr": {"from": before.pr_status, "to": str(pr.status)} if pr and pr_moved else None,
+        "task": {"id": task.id, "from": old_task, "to": str(task.status)}
+        if task and task_moved
+        else None,
+        "follow_ups": sorted(str(f) for f in decision.follow_ups),
+    }
+
+
+def _guid(job: Job) -> str | None:
+    return job.delivery.guid if job.delivery is not None else None
 
 
 def _repository_change(job: Job) -> RepositoryChange | None:

@@ -26,18 +26,22 @@ from webhook_service.store.availability import (
     log_unavailable,
 )
 from webhook_service.store.connections import ConnectionLease, normalize_url
-from webhook_service.store.deliveries import _Deliveries
+from webhook_service.store.deliveries import DeliveryKey, _Deliveries
 from webhook_service.store.dialects import Connection
 from webhook_service.store.jobs import _Jobs
 from webhook_service.store.leadership import Leadership
+from webhook_service.store.observations import _Observations
 from webhook_service.store.outbox import CLAIM_LEASE, FRESH_EVENT, _Outbox
 from webhook_service.store.pulls import _Pulls
 from webhook_service.store.records import (
     Changes,
     CleanupJob,
     DeliveryRecord,
+    DeliverySummary,
+    ObservationDraft,
     PRKey,
     StoredEvent,
+    StoredObservation,
     TaskKey,
     TaskRecord,
     utcnow,
@@ -54,12 +58,16 @@ __all__ = [
     "CleanupJob",
     "Connection",
     "ConnectionLease",
+    "DeliveryKey",
     "DeliveryRecord",
+    "DeliverySummary",
     "Leadership",
+    "ObservationDraft",
     "PRKey",
     "Store",
     "StoreUnavailable",
     "StoredEvent",
+    "StoredObservation",
     "TaskKey",
     "TaskRecord",
     "UnitOfWork",
@@ -69,5 +77,5 @@ __all__ = [
 ]
 
 
-class Store(_Schema, _Deliveries, _Pulls, _Outbox, _Jobs):
+class Store(_Schema, _Deliveries, _Pulls, _Outbox, _Jobs, _Observations):
     """Connections, migrations and every query the service makes."""

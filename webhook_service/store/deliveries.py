@@ -1,4 +1,5 @@
-"""Stored webhook deliveries: reads, the redeliveries asked of GitHub, and retention."""
+"""Stored webhook deliveries: reads (the console's list: newest first, by keyset), the
+redeliveries asked of GitHub, and retention (observations go with the deliveries)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,30 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from webhook_service.store.connections import _Connections
-from webhook_service.store.records import _DELIVERY_COLUMNS, DeliveryRecord, _delivery, utcnow
+from webhook_service.store.pulls import _Where
+from webhook_service.store.records import (
+    _DELIVERY_COLUMNS,
+    _SUMMARY_COLUMNS,
+    STALE_DECISIONS,
+    DeliveryRecord,
+    DeliverySummary,
+    _delivery,
+    _summary,
+    utcnow,
+)
 from webhook_service.store.unit_of_work import UnitOfWork
+
+DeliveryKey = tuple[datetime, str]  # (received_at, guid): the order of delivery_summaries
+
+_STALE = "(" + ", ".join(f"'{d}'" for d in STALE_DECISIONS) + ")"
+#: The console's outcomes (DeliverySummary.shown_outcome) as SQL, and ``duplicate``.
+OUTCOME_FILTERS = {
+    "applied": f"outcome = 'applied' AND (detail IS NULL OR detail NOT IN {_STALE})",
+    "stale": f"outcome = 'applied' AND detail IN {_STALE}",
+    "ignored": "outcome = 'ignored'",
+    "failed": "outcome = 'failed'",
+    "duplicate": "attempts > 1",
+}
 
 
 class _Deliveries(_Connections):
@@ -43,6 +66,48 @@ class _Deliveries(_Connections):
                 limit,
             )
         return [_delivery(r) for r in rows]
+
+    async def delivery_summaries(
+        self,
+        *,
+        event: str | None = None,
+        outcome: str | None = None,
+        repository: str | None = None,
+        number: int | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+        after: DeliveryKey | None = None,
+    ) -> list[DeliverySummary]:
+        """Deliveries newest first, by (received_at, guid) descending; ``after`` is the
+        last key of the previous page, ``outcome`` one of OUTCOME_FILTERS, ``since``
+        exclusive. Headers and bodies are not read."""
+        where = _Where()
+        where.equal("event", event, "text")
+        where.equal("repository", repository, "text")
+        where.equal("pr_number", number, "int4")
+        if outcome is not None:
+            where.add(f"({OUTCOME_FILTERS[outcome]})")
+        if since is not None:
+            where.add(f"received_at > {where.param(since)}::timestamptz")
+        if after is not None:
+            where.add(
+                f"(received_at, guid) < ({where.param(after[0])}::timestamptz,"
+                f" {where.param(after[1])}::text)"
+            )
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_SUMMARY_COLUMNS} FROM webhook_deliveries{where.sql}"
+                f" ORDER BY received_at DESC, guid DESC LIMIT {where.param(limit)}",
+                *where.args,
+            )
+        return [_summary(r) for r in rows]
+
+    async def delivery_summary(self, guid: str) -> DeliverySummary | None:
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_SUMMARY_COLUMNS} FROM webhook_deliveries WHERE guid = $1", guid
+            )
+        return _summary(rows[0]) if rows else None
 
     async def count_deliveries(self) -> dict[str, int]:
         async with self.connection() as conn:
@@ -86,8 +151,10 @@ class _Deliveries(_Connections):
     # -- retention ------------------------------------------------------------
 
     async def prune(self, before: datetime) -> tuple[int, int]:
-        """Delete deliveries and emitted events older than ``before``."""
+        """Delete deliveries, observations and emitted events older than ``before``;
+        the numbers of deliveries and of events deleted."""
         async with self.connection() as conn:
+            await conn.execute("DELETE FROM observations WHERE applied_at < $1", before)
             deliveries = await conn.fetch(
                 "DELETE FROM webhook_deliveries WHERE received_at < $1 RETURNING guid", before
             )

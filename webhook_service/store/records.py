@@ -60,6 +60,71 @@ class Changes:
     refetch_reason: str = "ambiguous observation"
     repositories: Sequence[RepositoryChange] = ()  # from installation webhooks
     cleanups: Sequence[str] = ()  # task ids whose worktree is to be removed
+    observations: Sequence[ObservationDraft] = ()
+    #: GUIDs of deliveries received again: each adds one to its row's ``attempts``.
+    duplicates: Sequence[str] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ObservationDraft:
+    """An applied observation to record (table ``observations``): the PR, where it came
+    from, what was observed and what the core decided. ``changes`` lacks ``event_ids``:
+    the write adds the ids of the events at ``events`` (indexes into
+    :attr:`Changes.events`), which only the database assigns."""
+
+    repository: str
+    number: int
+    source: str  # webhook | worker | replay | manual
+    delivery_guid: str | None
+    observed_status: str | None  # open | closed | merged | closed? (None: no snapshot)
+    observed_updated_at: datetime | None
+    outcome: str  # the core's Outcome
+    changes: Mapping[str, Any]
+    events: range = range(0)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObservation:
+    """A recorded observation, as read back: ``changes`` has its ``event_ids``."""
+
+    id: int
+    repository: str
+    number: int
+    source: str
+    delivery_guid: str | None
+    observed_status: str | None
+    observed_updated_at: datetime | None
+    outcome: str
+    changes: Mapping[str, Any]
+    applied_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySummary:
+    """A stored delivery without its headers and body: a row of a list."""
+
+    guid: str
+    event: str
+    action: str | None
+    repository: str | None
+    pr_number: int | None
+    received_at: datetime
+    processed_at: datetime | None
+    outcome: str  # as stored: applied | ignored | failed
+    detail: str | None
+    attempts: int
+
+    @property
+    def shown_outcome(self) -> str:
+        """The outcome the console shows: ``stale`` for one applied but older than
+        what was stored (the core's ``stale`` or ``terminal``), else as stored."""
+        if self.outcome == "applied" and self.detail in STALE_DECISIONS:
+            return "stale"
+        return self.outcome
+
+
+#: The core's outcomes that make an applied delivery ``stale`` to the console.
+STALE_DECISIONS = ("stale", "terminal")
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +219,15 @@ _TASK_COLUMNS = "id, title, status, repository, branch, worktree_path, created_a
 _EVENT_COLUMNS = "id, type, repository, task_id, payload, created_at"
 _CLEANUP_COLUMNS = "task_id, worktree_path, status, attempts, last_error, repository, branch"
 _DELIVERY_COLUMNS = _DELIVERY_COLUMN_NAMES
+_SUMMARY_COLUMNS = (
+    "guid, event, action, repository, pr_number, received_at, processed_at, outcome, detail,"
+    " attempts"
+)
+_OBSERVATION_COLUMN_NAMES = (
+    "repository, number, source, delivery_guid, observed_updated_at, observed_status,"
+    " outcome, changes, applied_at"
+)
+_OBSERVATION_COLUMNS = f"id, {_OBSERVATION_COLUMN_NAMES}"
 
 
 def _pull(r: Mapping[str, Any]) -> PullRequest:
@@ -230,4 +304,52 @@ def _delivery(r: Mapping[str, Any]) -> DeliveryRecord:
         processed_at=_opt_time(r["processed_at"]),
         outcome=str(r["outcome"]),
         detail=r["detail"],
+    )
+
+
+def _observation_row(
+    o: ObservationDraft, event_ids: Sequence[int], now: datetime
+) -> tuple[Any, ...]:
+    """The row of ``o`` (in _OBSERVATION_COLUMN_NAMES order), its events' ids added."""
+    changes = orjson.dumps({**o.changes, "event_ids": list(event_ids)}).decode()
+    return (
+        o.repository,
+        o.number,
+        o.source,
+        o.delivery_guid,
+        o.observed_updated_at,
+        o.observed_status,
+        o.outcome,
+        changes,
+        now,
+    )
+
+
+def _observation(r: Mapping[str, Any]) -> StoredObservation:
+    return StoredObservation(
+        id=int(r["id"]),
+        repository=str(r["repository"]),
+        number=int(r["number"]),
+        source=str(r["source"]),
+        delivery_guid=r["delivery_guid"],
+        observed_status=r["observed_status"],
+        observed_updated_at=_opt_time(r["observed_updated_at"]),
+        outcome=str(r["outcome"]),
+        changes=orjson.loads(r["changes"]),
+        applied_at=_time(r["applied_at"]),
+    )
+
+
+def _summary(r: Mapping[str, Any]) -> DeliverySummary:
+    return DeliverySummary(
+        guid=str(r["guid"]),
+        event=str(r["event"]),
+        action=r["action"],
+        repository=r["repository"],
+        pr_number=r["pr_number"],
+        received_at=_time(r["received_at"]),
+        processed_at=_opt_time(r["processed_at"]),
+        outcome=str(r["outcome"]),
+        detail=r["detail"],
+        attempts=int(r["attempts"]),
     )

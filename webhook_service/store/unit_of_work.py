@@ -17,15 +17,18 @@ from webhook_service.core.task_edits import TASK_FIELDS
 from webhook_service.store.dialects import Connection, _Dialect
 from webhook_service.store.records import (
     _DELIVERY_COLUMN_NAMES,
+    _OBSERVATION_COLUMN_NAMES,
     _PR_COLUMN_NAMES,
     _PR_COLUMNS,
     _TASK_COLUMNS,
     Changes,
     DeliveryRecord,
+    ObservationDraft,
     PRKey,
     StoredEvent,
     TaskRecord,
     _delivery_row,
+    _observation_row,
     _pull,
     _pull_row,
     _task_record,
@@ -108,7 +111,8 @@ class UnitOfWork:
         """Write ``changes``; returns the stored events with their ids.
 
         On PostgreSQL this is one statement (data-modifying CTEs over arrays), so a
-        batch of any size costs one round trip.
+        batch of any size costs one round trip (two when it counts duplicates).
+        Each observation is recorded with the ids of the events it stored.
         """
         deliveries = [_delivery_row(r) for r in changes.deliveries]
         pulls = [_pull_row(p) for p in changes.pulls]
@@ -129,14 +133,30 @@ class UnitOfWork:
                 *_columns(refetch, 3),
                 *_columns(events, 4),
                 now,
+                *_columns([_pg_observation(o) for o in changes.observations], 10),
             )
             ids = sorted(int(r["id"]) for r in rows)
         else:
             ids = await self._sqlite_write(deliveries, pulls, tasks, refetch, events, now)
+            await self._conn.executemany(
+                _SQLITE_OBSERVATIONS,
+                [
+                    _observation_row(o, ids[o.events.start : o.events.stop], now)
+                    for o in changes.observations
+                ],
+            )
+        await self._count_duplicates(changes.duplicates)
         return [
             StoredEvent(i, d.type, d.repository, d.task_id, d.payload, now)
             for i, d in zip(ids, drafts, strict=True)
         ]
+
+    async def _count_duplicates(self, guids: Sequence[str]) -> None:
+        """One statement adds one to ``attempts`` per time each GUID was received again.
+        After the inserts: a GUID twice in one batch is inserted, then counted."""
+        if guids:
+            statement = _PG_DUPLICATES if self._conn.is_pg else _SQLITE_DUPLICATES
+            await self._conn.execute(statement, self._d.list_param(guids))
 
     async def _track(self, changes: Sequence[RepositoryChange], now: datetime) -> None:
         """Installation webhooks add and remove the repositories the poller watches."""
@@ -204,6 +224,23 @@ def _load_statement(d: _Dialect) -> str:
     )
 
 
+def _pg_observation(o: ObservationDraft) -> tuple[Any, ...]:
+    """An observation's columns for _PG_WRITE, which adds ``event_ids`` from the events
+    it inserts (``o.events``: their indexes, as first and count)."""
+    return (
+        o.repository,
+        o.number,
+        o.source,
+        o.delivery_guid,
+        o.observed_updated_at,
+        o.observed_status,
+        o.outcome,
+        orjson.dumps(o.changes).decode(),
+        o.events.start,
+        len(o.events),
+    )
+
+
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
     """Rows as ``width`` column lists (PostgreSQL arrays for unnest)."""
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
@@ -261,10 +298,26 @@ WITH deliveries AS (
     INSERT INTO refetch_requests (repository, number, reason, requested_at)
     SELECT *, $41 FROM unnest($34::text[], $35::int4[], $36::text[])
     {_REFETCH_UPSERT}
+), events AS (
+    INSERT INTO events (type, repository, task_id, payload, created_at)
+    SELECT *, $41 FROM unnest($37::text[], $38::text[], $39::text[], $40::text[])
+    RETURNING id
+), numbered AS (
+    -- Ids are assigned in the order given (UnitOfWork.write relies on it too).
+    SELECT id, row_number() OVER (ORDER BY id) - 1 AS n FROM events
+), observed AS (
+    INSERT INTO observations ({_OBSERVATION_COLUMN_NAMES})
+    SELECT o.repository, o.number, o.source, o.guid, o.updated_at, o.status, o.outcome,
+        jsonb_set(o.changes::jsonb, '{{event_ids}}', COALESCE((
+            SELECT jsonb_agg(id ORDER BY id) FROM numbered
+            WHERE n >= o.ev_first AND n < o.ev_first + o.ev_count), '[]'::jsonb))::text,
+        $41
+    FROM unnest($42::text[], $43::int4[], $44::text[], $45::text[], $46::timestamptz[],
+        $47::text[], $48::text[], $49::text[], $50::int4[], $51::int4[])
+        AS o(repository, number, source, guid, updated_at, status, outcome, changes,
+             ev_first, ev_count)
 )
-INSERT INTO events (type, repository, task_id, payload, created_at)
-SELECT *, $41 FROM unnest($37::text[], $38::text[], $39::text[], $40::text[])
-RETURNING id
+SELECT id FROM events
 """
 
 _SQLITE_DELIVERIES = (
@@ -279,4 +332,19 @@ _SQLITE_PULLS = (
 _SQLITE_REFETCH = (
     "INSERT INTO refetch_requests (repository, number, reason, requested_at)"
     f" VALUES ($1, $2, $3, $4){_REFETCH_UPSERT}"
+)
+_SQLITE_OBSERVATIONS = (
+    f"INSERT INTO observations ({_OBSERVATION_COLUMN_NAMES})"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+)
+# A GUID received n times again adds n.
+_PG_DUPLICATES = (
+    "UPDATE webhook_deliveries SET attempts = attempts + d.n"
+    " FROM (SELECT g, COUNT(*) AS n FROM unnest($1::text[]) AS u(g) GROUP BY g) AS d"
+    " WHERE guid = d.g"
+)
+_SQLITE_DUPLICATES = (
+    "UPDATE webhook_deliveries SET attempts = attempts"
+    " + (SELECT COUNT(*) FROM json_each($1) WHERE value = webhook_deliveries.guid)"
+    " WHERE guid IN (SELECT value FROM json_each($1))"
 )
