@@ -14,7 +14,8 @@ The modules, one concept each: ``availability`` (outages and their logging),
 row mappings), ``connections`` (the pool, leases, the writing transaction),
 ``unit_of_work`` (a reconciling transaction's statements), ``schema`` (migrations),
 ``deliveries``, ``pulls`` (PRs, tasks, what the poller watches), ``outbox`` (events),
-``jobs`` (clean-up jobs), ``leadership``. :class:`Store` combines their parts.
+``jobs`` (clean-up jobs), ``leadership``, ``stats`` (per-minute counters).
+:class:`Store` combines their parts.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from webhook_service.store.availability import (
 from webhook_service.store.connections import ConnectionLease, normalize_url
 from webhook_service.store.deliveries import DeliveryKey, _Deliveries
 from webhook_service.store.dialects import Connection
-from webhook_service.store.jobs import _Jobs
+from webhook_service.store.jobs import ScheduledCleanup, _Jobs
 from webhook_service.store.leadership import Leadership
 from webhook_service.store.observations import _Observations
 from webhook_service.store.outbox import CLAIM_LEASE, FRESH_EVENT, _Outbox
@@ -47,11 +48,14 @@ from webhook_service.store.records import (
     utcnow,
 )
 from webhook_service.store.schema import _Schema
+from webhook_service.store.stats import MINUTE_COUNTERS, MINUTES_KEPT, Point, _Stats, minute_of
 from webhook_service.store.unit_of_work import UnitOfWork
 
 __all__ = [
     "CLAIM_LEASE",
     "FRESH_EVENT",
+    "MINUTES_KEPT",
+    "MINUTE_COUNTERS",
     "UNAVAILABLE_ERRORS",
     "Availability",
     "Changes",
@@ -64,6 +68,8 @@ __all__ = [
     "Leadership",
     "ObservationDraft",
     "PRKey",
+    "Point",
+    "ScheduledCleanup",
     "Store",
     "StoreUnavailable",
     "StoredEvent",
@@ -72,10 +78,11 @@ __all__ = [
     "TaskRecord",
     "UnitOfWork",
     "log_unavailable",
+    "minute_of",
     "normalize_url",
     "utcnow",
 ]
 
 
-class Store(_Schema, _Deliveries, _Pulls, _Outbox, _Jobs, _Observations):
+class Store(_Schema, _Deliveries, _Pulls, _Outbox, _Jobs, _Stats, _Observations):
     """Connections, migrations and every query the service makes."""

@@ -1,14 +1,35 @@
-"""Worktree clean-up jobs: queued, claimed by one replica at a time, finished."""
+"""Worktree clean-up jobs: queued, claimed by one replica at a time, finished; the
+failing ones listed for the operator, and made due again when the operator says so."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from webhook_service.store.connections import _Connections
 from webhook_service.store.outbox import CLAIM_LEASE
-from webhook_service.store.records import _CLEANUP_COLUMNS, CleanupJob, _cleanup_job, utcnow
+from webhook_service.store.records import (
+    _CLEANUP_COLUMNS,
+    CleanupJob,
+    _cleanup_job,
+    _time,
+    utcnow,
+)
 from webhook_service.store.unit_of_work import _ENQUEUE_CLEANUP
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledCleanup:
+    """A clean-up job and when it is next tried (for a pending job; a failed or refused
+    one keeps the time of its last attempt), as the operator's console shows it."""
+
+    job: CleanupJob
+    next_attempt_at: datetime
+
+
+_SCHEDULED_COLUMNS = f"{_CLEANUP_COLUMNS}, next_attempt_at"
 
 
 class _Jobs(_Connections):
@@ -87,3 +108,43 @@ class _Jobs(_Connections):
                 " AND (j.status IS NULL OR j.status NOT IN ('pending', 'refused'))"
             )
         return [(str(r["id"]), str(r["worktree_path"])) for r in rows]
+
+    # -- the operator's view ------------------------------------------------------
+
+    async def failing_cleanups(self) -> list[ScheduledCleanup]:
+        """Jobs not done whose last attempt failed: waiting for a retry (pending),
+        failed for good, or refused; most recently failed first."""
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_SCHEDULED_COLUMNS} FROM cleanup_jobs"
+                " WHERE attempts > 0 AND last_error IS NOT NULL AND status <> 'done'"
+                " ORDER BY updated_at DESC, task_id"
+            )
+        return [_scheduled(r) for r in rows]
+
+    async def cleanup_job(self, task_id: str) -> ScheduledCleanup | None:
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_SCHEDULED_COLUMNS} FROM cleanup_jobs WHERE task_id = $1", task_id
+            )
+        return _scheduled(rows[0]) if rows else None
+
+    async def retry_cleanup(self, task_id: str, now: datetime) -> ScheduledCleanup | None:
+        """Make a job that is not done due at ``now``: pending again if it had failed for
+        good or been refused (the operator fixed the cause), its attempts and last error
+        kept (one more failure of a job past its attempts fails it for good again).
+        None when the task has no such job. A job a runner holds right now (claimed) is
+        made due too: a second run of a clean-up finds the worktree gone, which is done."""
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                "UPDATE cleanup_jobs SET status = 'pending', next_attempt_at = $2,"
+                " updated_at = $2 WHERE task_id = $1 AND status <> 'done'"
+                f" RETURNING {_SCHEDULED_COLUMNS}",
+                task_id,
+                now,
+            )
+        return _scheduled(rows[0]) if rows else None
+
+
+def _scheduled(r: Mapping[str, Any]) -> ScheduledCleanup:
+    return ScheduledCleanup(_cleanup_job(r), _time(r["next_attempt_at"]))
