@@ -168,6 +168,9 @@ def _api_context(service: Service) -> api.Context:
         store=service.store,
         reconciler=reconciler,
         api_token=settings.api_token.reveal().encode() if settings.api_token else None,
+        dashboard_token=(
+            settings.dashboard_token.reveal().encode() if settings.dashboard_token else None
+        ),
         ready=ready,
         worker=lambda: service.worker,
         idle_stats=lambda: idle_stats(settings),

@@ -26,6 +26,8 @@ class Context:
     reconciler: Reconciler
     api_token: bytes | None
     ready: Callable[[], dict[str, bool]]
+    #: DASHBOARD_TOKEN: GET only (the guard answers 403 to any other method).
+    dashboard_token: bytes | None = None
     worker: Callable[[], PRSyncWorker | None] = lambda: None
     monitor: Callable[[], dict[str, Any]] = dict
     #: Whether a GitHub credential is configured (so a sync worker should run).

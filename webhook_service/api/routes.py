@@ -1,7 +1,8 @@
 """The JSON API for dashboards and operators (``/api``), plus health checks: the routes
 of every resource module, each ``/api`` one behind the guard (token, errors as JSON).
 
-Every ``/api`` route needs ``Authorization: Bearer API_TOKEN``. Errors are JSON
+Every ``/api`` route needs ``Authorization: Bearer API_TOKEN``; ``DASHBOARD_TOKEN``
+(optional) is read-only: every ``GET``, and 403 for any other method. Errors are JSON
 ``{"error": "..."}`` with a 4xx status for bad requests and 503 when the database is
 unavailable.
 
@@ -73,10 +74,22 @@ def _guarded(ctx: Context, operation: Operation, status: int) -> Handler:
 
 
 def _authorize(ctx: Context, request: Request) -> None:
+    """API_TOKEN may do anything; DASHBOARD_TOKEN may read (GET, and HEAD with it) and is
+    told so, 403, when it tries anything else; any other token is 401."""
     if ctx.api_token is None:  # DEV_MODE without a token
         return
     scheme, _, offered = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        offered.strip().encode(), ctx.api_token
-    ):
-        raise APIError(401, "missing or wrong API token (Authorization: Bearer ...)")
+    given = offered.strip().encode() if scheme.lower() == "bearer" else None
+    if given is not None and hmac.compare_digest(given, ctx.api_token):
+        return
+    reader = ctx.dashboard_token
+    if given is not None and reader is not None and hmac.compare_digest(given, reader):
+        if request.method not in _READ_METHODS:
+            message = f"DASHBOARD_TOKEN is read-only: {request.method} needs API_TOKEN"
+            raise APIError(403, message)
+        return
+    raise APIError(401, "missing or wrong API token (Authorization: Bearer ...)")
+
+
+#: What DASHBOARD_TOKEN may send (Starlette answers HEAD on every GET route).
+_READ_METHODS = frozenset({"GET", "HEAD"})

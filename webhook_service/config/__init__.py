@@ -56,6 +56,8 @@ class Settings:
     #: A smee.io-compatible channel that forwards deliveries (development only).
     webhook_proxy_url: str | None = None
     api_token: Secret | None = None
+    #: A read-only token: every GET under /api and the Socket.IO stream, nothing else.
+    dashboard_token: Secret | None = None
     dev_mode: bool = False
     host: str = "127.0.0.1"
     port: int = 3000
@@ -134,6 +136,7 @@ def load_settings(environ: Mapping[str, str], *, env_file: Path | None = Path(".
         webhook_path=reader.text("WEBHOOK_PATH") or "/webhooks/github",
         webhook_proxy_url=_http_url(reader, "WEBHOOK_PROXY_URL"),
         api_token=reader.secret("API_TOKEN"),
+        dashboard_token=reader.secret("DASHBOARD_TOKEN"),
         dev_mode=reader.boolean("DEV_MODE", False),
         host=reader.text("HOST") or "127.0.0.1",
         port=reader.integer("PORT", 3000, low=0, high=65535),
@@ -171,6 +174,7 @@ def load_settings(environ: Mapping[str, str], *, env_file: Path | None = Path(".
     )
     if not settings.webhook_path.startswith("/"):
         raise ConfigError(f"WEBHOOK_PATH must start with '/', got {settings.webhook_path!r}")
+    _check_dashboard_token(settings)
     return settings
 
 
@@ -186,6 +190,23 @@ def read_env_file(path: Path) -> dict[str, str]:
             if binding.key is not None and binding.value is not None:
                 values[binding.key] = binding.value
     return values
+
+
+def _check_dashboard_token(settings: Settings) -> None:
+    """DASHBOARD_TOKEN is read-only, so it must not be the token that may write, and it
+    means nothing without API_TOKEN (the API then asks for no token at all): either
+    would give a reader more than the operator meant, so both are refused."""
+    if settings.dashboard_token is None:
+        return
+    if settings.api_token is None:
+        raise ConfigError(
+            "DASHBOARD_TOKEN needs API_TOKEN: without API_TOKEN the API asks for no token"
+        )
+    if settings.dashboard_token == settings.api_token:
+        raise ConfigError(
+            "DASHBOARD_TOKEN must differ from API_TOKEN (it is the read-only one; the same"
+            " value would also be allowed to write)"
+        )
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")

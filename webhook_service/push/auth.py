@@ -1,7 +1,8 @@
 """The handshake: the ``auth`` a Socket.IO client connects with, checked.
 
 ``{"token": API_TOKEN}`` is required (compared in constant time) when the service has a
-token; ``"since"`` (a non-negative event id) asks to resume after it, ``"batch": true``
+token; ``DASHBOARD_TOKEN`` (read-only) will do as well, as the stream only reads;
+``"since"`` (a non-negative event id) asks to resume after it, ``"batch": true``
 for ``events`` lists instead of one message per event. Anything else is refused: the
 client's fault, so it learns why (the reason reaches its ``connect_error`` handler).
 """
@@ -26,12 +27,16 @@ class Handshake:
     batch: bool  # ``events`` lists instead of one message per event
 
 
-def read_auth(auth: Any, *, token: bytes | None) -> Handshake:
-    """What a client asked for, if it may connect; else :class:`Refused`."""
+def read_auth(auth: Any, *, token: bytes | None, read_only_token: bytes | None = None) -> Handshake:
+    """What a client asked for, if it may connect; else :class:`Refused`. ``token`` is
+    API_TOKEN (None: no token needed), ``read_only_token`` DASHBOARD_TOKEN."""
     auth = auth if isinstance(auth, dict) else {}
     offered = auth.get("token")
+    accepted = [t for t in (token, read_only_token) if t is not None]
+    # A list, not a generator: both are compared, so timing does not tell which matched.
     if token is not None and not (
-        isinstance(offered, str) and hmac.compare_digest(offered.encode(), token)
+        isinstance(offered, str)
+        and any([hmac.compare_digest(offered.encode(), t) for t in accepted])
     ):
         logger.info("refused a Socket.IO connection with a missing or wrong token")
         raise Refused("unauthorized")

@@ -2,8 +2,8 @@
 events"). :class:`Stream` is the server and its handlers; each part of what it does
 has its own module:
 
-- ``auth.py``: the handshake. A connection must present ``auth={"token": API_TOKEN}``;
-  ``"since"`` asks to resume, ``"batch": true`` for ``events`` lists.
+- ``auth.py``: the handshake. A connection must present ``auth={"token": API_TOKEN}``
+  (or DASHBOARD_TOKEN); ``"since"`` asks to resume, ``"batch": true`` for ``events`` lists.
 - ``rooms.py``: a client gets every event by default; ``subscribe`` with
   ``{"repository": "owner/name"}`` or ``{"task_id": ...}`` narrows its stream to what
   it subscribed to, ``unsubscribe`` widens it again (to everything once nothing is left).
@@ -48,6 +48,8 @@ class Stream:
     def __init__(self, settings: Settings, store: Store) -> None:
         self._store = store
         self._token = settings.api_token.reveal().encode() if settings.api_token else None
+        reader = settings.dashboard_token
+        self._read_only_token = reader.reveal().encode() if reader else None
         self._manager = make_manager(settings)
         if isinstance(self._manager, RedisManager):
             self._manager.on_restored = self._resync_everyone
@@ -108,7 +110,7 @@ class Stream:
 
     async def _connect(self, sid: str, environ: Mapping[str, Any], auth: Any = None) -> None:
         try:
-            handshake = read_auth(auth, token=self._token)
+            handshake = read_auth(auth, token=self._token, read_only_token=self._read_only_token)
         except Refused as exc:
             raise socketio.exceptions.ConnectionRefusedError(str(exc)) from None
         client = Client(batch=handshake.batch)
