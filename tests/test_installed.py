@@ -48,6 +48,12 @@ PACKAGE_DATA = [
     "ops/static/index.html",
     "ops/static/dashboard.js",
     "ops/static/dashboard.css",
+    "ops/static/console.css",
+    *(
+        f"ops/static/js/{name}.js"
+        for name in "api charts deliveries delivery dom filter health json_view lists pulls"
+        " router state stream tasks timeline".split()
+    ),
     "ops/static/vendor/socket.io/socket.io.min.js",
     "ops/static/vendor/socket.io/LICENSE",
     "testing/rest/pulls-get.json",
