@@ -27,11 +27,19 @@ from webhook_service.ingest.proxy import WebhookProxy
 from webhook_service.ingest.receiver import WebhookReceiver
 from webhook_service.ops import dashboard
 from webhook_service.ops.metrics import Metrics, Parts
+from webhook_service.ops.minutes import MinuteRecorder, service_counts
 from webhook_service.periodic import Periodic
 from webhook_service.push.outbox import Dispatcher
 from webhook_service.push.stream import Stream
 from webhook_service.reconciler import Reconciler
-from webhook_service.store import Leadership, Store, StoreUnavailable, log_unavailable, utcnow
+from webhook_service.store import (
+    MINUTES_KEPT,
+    Leadership,
+    Store,
+    StoreUnavailable,
+    log_unavailable,
+    utcnow,
+)
 from webhook_service.sync.poller import PRSyncWorker
 from webhook_service.sync.stats import idle_stats
 from webhook_service.tasks.cleanup import CleanupRunner
@@ -54,6 +62,7 @@ class Service:
     cleanup: CleanupRunner
     worker: PRSyncWorker | None = None  # set while running, when GitHub access is configured
     proxy: WebhookProxy | None = None  # set while running, with WEBHOOK_PROXY_URL
+    minutes: MinuteRecorder | None = None  # set while running: the per-minute counters
 
 
 def github_configured(settings: Settings) -> bool:
@@ -198,6 +207,11 @@ async def _running(service: Service) -> AsyncIterator[None]:
         await store.connect()
         parts.push_async_callback(store.disconnect)
         await store.migrate()
+        # Started before the parts it reads, stopped after them (its last flush).
+        minutes = MinuteRecorder(store, lambda: service_counts(service.receiver, service.worker))
+        service.minutes = minutes
+        minutes.start()
+        parts.push_async_callback(minutes.stop)
         parts.push_async_callback(service.stream.close)
         service.reconciler.start()
         service.dispatcher.start()
@@ -222,6 +236,7 @@ async def _running(service: Service) -> AsyncIterator[None]:
             sync_worker(settings, store, service.reconciler)
         )
         parts.callback(setattr, service, "worker", None)
+        parts.push_async_callback(minutes.flush)  # the worker's counts, while it is there
         yield
 
 
@@ -232,6 +247,7 @@ async def _tracked(store: Store) -> list[str]:
 async def _prune(store: Store, retention_days: float) -> None:
     try:
         deliveries, events = await store.prune(utcnow() - timedelta(days=retention_days))
+        await store.prune_minutes(utcnow() - MINUTES_KEPT)
     except StoreUnavailable as exc:
         log_unavailable(logger, exc, "pruning skipped: %s", exc)
         return

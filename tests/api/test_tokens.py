@@ -65,7 +65,7 @@ def concrete(template: str, values: dict[str, str]) -> str:
 async def test_every_get_answers_the_read_only_token_as_the_api_token(database_url: str) -> None:
     settings = settings_with_token(database_url)
     gets = [path for method, path in api_routes(settings) if method == "GET"]
-    assert "/api/pulls" in gets
+    assert "/api/console/health" in gets and "/api/pulls" in gets
     async with running_app(settings) as (_service, client):
         values = await known_values(client)
         for template in gets:
@@ -84,6 +84,7 @@ async def test_every_write_is_403_for_the_read_only_token_and_changes_nothing(
 ) -> None:
     settings = settings_with_token(database_url)
     writes = [(m, p) for m, p in api_routes(settings) if m != "GET"]
+    assert ("POST", "/api/cleanups/{task_id}/retry") in writes
     assert ("PATCH", "/api/tasks/{task_id}") in writes
     async with running_app(settings) as (_service, client):
         values = await known_values(client)

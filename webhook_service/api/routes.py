@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from webhook_service.api import events, health, pulls, tasks
+from webhook_service.api import cleanups, console, events, health, pulls, tasks
 from webhook_service.api.context import Context, Endpoint, Handler, Operation
 from webhook_service.api.errors import APIError
 from webhook_service.api.responses import Page, json_response
@@ -41,7 +41,13 @@ from webhook_service.store import StoreUnavailable
 __all__ = ["Context", "routes"]
 
 #: The ``/api`` endpoints, in routing order.
-_RESOURCES: tuple[list[Endpoint], ...] = (pulls.ENDPOINTS, tasks.ENDPOINTS, events.ENDPOINTS)
+_RESOURCES: tuple[list[Endpoint], ...] = (
+    pulls.ENDPOINTS,
+    tasks.ENDPOINTS,
+    events.ENDPOINTS,
+    console.ENDPOINTS,
+    cleanups.ENDPOINTS,
+)
 
 
 def routes(ctx: Context) -> list[Route]:

@@ -53,6 +53,7 @@ _MAX_RATE_WAIT = 3700.0  # never wait longer than one primary window (+ slack)
 @dataclass(slots=True)
 class ApiStats:
     calls: int = 0
+    graphql_calls: int = 0  # of ``calls``, those to GraphQL (the rest are REST)
     not_modified: int = 0
     retries: int = 0
     rate_limited: int = 0
@@ -101,6 +102,8 @@ class _API(gidgethub.aiohttp.GitHubAPI):
         async with self._client.semaphore, asyncio.timeout(self._client.timeout):
             status, response_headers, data = await super()._request(method, url, headers, body)
         self._client.observe(status, response_headers, data, self.budget)
+        if api == "graphql":
+            self._client.stats.graphql_calls += 1
         return status, response_headers, data
 
     async def sleep(self, seconds: float) -> None:

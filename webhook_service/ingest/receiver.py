@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from webhook_service.core.model import Source
+from webhook_service.core.model import Outcome, Source
 from webhook_service.core.payloads import Delivery, PayloadError, decode_body, parse_delivery
 from webhook_service.ingest.signature import SignatureError, verify
 from webhook_service.reconciler import Job, Reconciler
@@ -53,6 +53,8 @@ class WebhookReceiver:
         #: (event, outcome) -> count. The event is "-" for requests that were not
         #: verified: an unsigned sender must not be able to invent label values.
         self.outcomes: Counter[tuple[str, str]] = Counter()
+        #: Of the "applied" ones, those the core found older than what is stored.
+        self.stale = 0
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -151,6 +153,8 @@ class WebhookReceiver:
             message = "the delivery was stored but could not be applied"
             return _error(500, message), event, "failed"
         logger.debug("delivery %s: %s", result.status, result.detail, extra=log)
+        if result.outcome in (Outcome.STALE, Outcome.TERMINAL):
+            self.stale += 1
         status = 202 if result.status == "ignored" and event != "ping" else 200
         response = JSONResponse(
             {"guid": guid, "status": result.status, "outcome": result.detail},

@@ -27,7 +27,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from webhook_service.config import Settings
@@ -78,6 +78,8 @@ class PRSyncWorker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: When the loop wakes next (a cycle, or a standby's bid for the lead).
+        self.next_cycle_at: datetime | None = None
 
     # -- the original design's API -----------------------------------------------
 
@@ -152,6 +154,7 @@ class PRSyncWorker:
             # within one interval of the leader's death.
             interval = self._settings.sync_interval * (1.0 if leading else 0.5)
             delay = interval * random.uniform(1 - _JITTER, 1 + _JITTER)
+            self.next_cycle_at = utcnow() + timedelta(seconds=delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
