@@ -183,6 +183,7 @@ def _api_context(service: Service) -> api.Context:
         ready=ready,
         worker=lambda: service.worker,
         idle_stats=lambda: idle_stats(settings),
+        rejected=service.receiver.rejected,
         sync_configured=github_configured(settings),
         monitor=lambda: {
             "deliveries_received": service.receiver.received,

@@ -4,7 +4,7 @@ the sync worker when one runs) and how a resource module declares its handlers
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from webhook_service.api.errors import APIError
+from webhook_service.ingest.receiver import RejectedRequest
 from webhook_service.reconciler import Reconciler
 from webhook_service.store import Store
 from webhook_service.sync.poller import PRSyncWorker
@@ -34,6 +35,8 @@ class Context:
     sync_configured: bool = False
     #: ``/stats`` while no worker runs (sync.idle_stats: the same keys, zeros and nulls).
     idle_stats: Callable[[], dict[str, Any]] = lambda: {"running": False}
+    #: The receiver's refused requests kept in memory, newest first.
+    rejected: Callable[[], Sequence[RejectedRequest]] = lambda: ()
 
     def worker_stats(self) -> dict[str, Any]:
         worker = self.worker()

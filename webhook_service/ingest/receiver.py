@@ -4,15 +4,22 @@ The handler does no GitHub API calls and never sleeps: it checks the request, ha
 job to the reconciler and answers once the delivery is durably stored. Status codes:
 401 unsigned, 400 malformed, 413 too large, 415 wrong content type, 503 database
 unavailable, 2xx otherwise (200 applied, duplicate or ping; 202 ignored).
+
+Refused requests are never written to the database (a flood of them must not fill
+it): the last :data:`REJECTED_KEPT` are kept in memory, headers redacted and no body,
+for the console (``GET /api/deliveries?outcome=rejected``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
+import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
@@ -20,7 +27,7 @@ from webhook_service.core.model import Outcome, Source
 from webhook_service.core.payloads import Delivery, PayloadError, decode_body, parse_delivery
 from webhook_service.ingest.signature import SignatureError, verify
 from webhook_service.reconciler import Job, Reconciler
-from webhook_service.store import StoreUnavailable, log_unavailable
+from webhook_service.store import StoreUnavailable, log_unavailable, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +35,40 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 25 * 1024 * 1024
 _CONTENT_TYPES = ("application/json", "application/x-www-form-urlencoded")
 _MAX_GUID_LENGTH = 200
+
+#: Refused requests kept in memory (per process), newest replacing the oldest.
+REJECTED_KEPT = 200
+#: Header values shown as "[redacted]" (with every ``x-hub-signature*``): signatures
+#: and credentials.
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+#: A kept header value is cut to this many characters: memory stays bounded.
+_HEADER_CHARS = 1024
+#: The outcomes of requests refused before anything was stored.
+_REFUSED = frozenset({"rejected", "unauthorized"})
+
+
+def redacted(headers: Mapping[str, str]) -> dict[str, str]:
+    """``headers`` with signatures and credentials replaced by ``"[redacted]"``."""
+    return {
+        name: "[redacted]"
+        if name.lower() in _SECRET_HEADERS or name.lower().startswith("x-hub-signature")
+        else value
+        for name, value in headers.items()
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRequest:
+    """A request refused before anything was stored: what the sender claimed (not
+    verified), the answer and why. Headers redacted, values cut; no body."""
+
+    received_at: datetime
+    status: int
+    reason: str
+    event: str | None
+    guid: str | None
+    headers: Mapping[str, str]
+
 
 #: A request's answer, the event it is counted under ("-" before it is verified: an
 #: unsigned sender must not invent label values) and its outcome.
@@ -53,6 +94,7 @@ class WebhookReceiver:
         #: (event, outcome) -> count. The event is "-" for requests that were not
         #: verified: an unsigned sender must not be able to invent label values.
         self.outcomes: Counter[tuple[str, str]] = Counter()
+        self._rejected: deque[RejectedRequest] = deque(maxlen=REJECTED_KEPT)
         #: Of the "applied" ones, those the core found older than what is stored.
         self.stale = 0
 
@@ -61,8 +103,14 @@ class WebhookReceiver:
         self.received += 1
         response, event, outcome = await self._handle(request)
         self.outcomes[(event, outcome)] += 1
+        if outcome in _REFUSED:
+            self._rejected.append(_rejected(request.headers, response))
         self._latency(time.perf_counter() - started)
         return response
+
+    def rejected(self) -> list[RejectedRequest]:
+        """The refused requests kept in memory, newest first."""
+        return list(reversed(self._rejected))
 
     async def deliver(self, headers: Mapping[str, str], body: bytes) -> int:
         """A delivery that came another way than an HTTP request (the webhook proxy):
@@ -175,6 +223,18 @@ class WebhookReceiver:
         except ClientDisconnect:
             return b""
         return b"".join(chunks)
+
+
+def _rejected(headers: Mapping[str, str], response: Response) -> RejectedRequest:
+    kept = {name: value[:_HEADER_CHARS] for name, value in redacted(headers).items()}
+    return RejectedRequest(
+        received_at=utcnow(),
+        status=response.status_code,
+        reason=str(orjson.loads(response.body).get("error", "")),
+        event=kept.get("x-github-event"),
+        guid=kept.get("x-github-delivery"),
+        headers=kept,
+    )
 
 
 def _error(status: int, message: str) -> JSONResponse:
