@@ -188,13 +188,14 @@ _RECORDED_SOURCE = {Source.MONITOR: "webhook"}
 
 
 def observation_drafts(
-    decided: Iterable[tuple[Observation | None, Before, Decision]],
+    decided: Iterable[tuple[Observation | None, Before, Decision]], *, start: int = 0
 ) -> list[ObservationDraft]:
     """One row per decision, in order; each decision's events follow the previous one's
-    in :attr:`Changes.events` (as :func:`_changes` lists them). An operator's decision
-    has no observation: it is recorded as ``manual``, with nothing observed."""
+    in :attr:`Changes.events` (as :func:`_changes` lists them), from index ``start``.
+    An operator's decision has no observation: it is recorded as ``manual``, with
+    nothing observed (and not at all when it concerns no PR)."""
     drafts: list[ObservationDraft] = []
-    first = 0
+    first = start
     for observation, before, decision in decided:
         events = range(first, first + len(decision.events))
         first = events.stop

@@ -15,8 +15,8 @@ from webhook_service.core.events import task_updated_event
 from webhook_service.core.model import Decision, EventDraft, Source, Task, TaskStatus
 from webhook_service.core.rules import decide_link
 from webhook_service.core.task_edits import TASK_FIELDS, decide_task_status
-from webhook_service.reconciler.applying import cleanups
-from webhook_service.store import Changes, StoredEvent, TaskRecord, UnitOfWork
+from webhook_service.reconciler.applying import Before, cleanups, observation_drafts
+from webhook_service.store import Changes, ObservationDraft, StoredEvent, TaskRecord, UnitOfWork
 
 #: (old, new) of each task field that changes.
 FieldChanges = dict[str, tuple[str | None, str | None]]
@@ -31,13 +31,18 @@ def check_fields(fields: Mapping[str, str | None]) -> None:
 async def write_decision(
     uow: UnitOfWork, decision: Decision, now: datetime, *, cleanup_on_merge: bool
 ) -> list[StoredEvent]:
-    """Write one operator decision (outside the batch loop: its own transaction)."""
+    """Write one operator decision (outside the batch loop: its own transaction),
+    recorded on the PR's timeline as a ``manual`` observation."""
+    task = decision.task
+    stored = (await uow.load_tasks([task.id])).get(task.id) if task is not None else None
+    before = Before(str(decision.pr.status) if decision.pr else None, stored)
     return await uow.write(
         Changes(
             pulls=[decision.pr] if decision.pr else [],
             tasks=[decision.task] if decision.task else [],
             events=decision.events,
             cleanups=cleanups([decision]) if cleanup_on_merge else [],
+            observations=observation_drafts([(None, before, decision)]),
         ),
         now,
     )
@@ -80,8 +85,11 @@ async def write_task_edit(
         repository = changes.get("repository", (None, before.repository))[1]
         events.append(task_updated_event(task_id, changes, repository=repository, now=now))
     branch = changes["branch"][1] if "branch" in changes else None
+    links = len(decisions)  # where the links' decisions (and their events) start
+    linked_from = len(events)
     if branch is not None and task_for_branch(branch) == task_id:
         events += await _link_branch(uow, branch, task, decisions, now)
+    linked = _recorded_links(decisions[links:], task, decisions[:links], start=linked_from)
     final = _latest(decisions, task)
     stored = await uow.write(
         Changes(
@@ -89,6 +97,7 @@ async def write_task_edit(
             tasks=[final] if final != task else [],
             events=events,
             cleanups=cleanups(decisions) if cleanup_on_merge else [],
+            observations=linked,
         ),
         now,
     )
@@ -116,6 +125,20 @@ async def _link_branch(
         decisions.append(decision)
         events.extend(decision.events)
     return events
+
+
+def _recorded_links(
+    links: list[Decision], task: Task, earlier: list[Decision], *, start: int
+) -> list[ObservationDraft]:
+    """The PRs ``links`` linked, as ``manual`` observations on their timelines; each
+    against the task as the decisions before it left it. Their events start at
+    index ``start`` of the write's events."""
+    decided = []
+    for link in links:
+        before = Before(str(link.pr.status) if link.pr else None, _latest(earlier, task))
+        decided.append((None, before, link))
+        earlier = [*earlier, link]
+    return observation_drafts(decided, start=start)
 
 
 def _latest(decisions: list[Decision], task: Task) -> Task:
