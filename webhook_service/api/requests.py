@@ -69,10 +69,10 @@ def int_param(request: Request, name: str, default: int) -> int:
     return int(raw)
 
 
-def page_limit(request: Request) -> int:
-    value = int_param(request, "limit", 500)
-    if not 1 <= value <= 5000:
-        raise APIError(400, "'limit' must be between 1 and 5000")
+def page_limit(request: Request, *, default: int = 500, most: int = 5000) -> int:
+    value = int_param(request, "limit", default)
+    if not 1 <= value <= most:
+        raise APIError(400, f"'limit' must be between 1 and {most}")
     return value
 
 

@@ -32,7 +32,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from webhook_service.api import cleanups, console, events, health, pulls, tasks
+from webhook_service.api import (
+    cleanups,
+    console,
+    deliveries,
+    events,
+    health,
+    pulls,
+    tasks,
+    timeline,
+)
 from webhook_service.api.context import Context, Endpoint, Handler, Operation
 from webhook_service.api.errors import APIError
 from webhook_service.api.responses import Page, json_response
@@ -45,6 +54,8 @@ _RESOURCES: tuple[list[Endpoint], ...] = (
     pulls.ENDPOINTS,
     tasks.ENDPOINTS,
     events.ENDPOINTS,
+    deliveries.ENDPOINTS,
+    timeline.ENDPOINTS,
     console.ENDPOINTS,
     cleanups.ENDPOINTS,
 )
