@@ -6,12 +6,17 @@ with a message saying so; it never skips them."""
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+
+from tests.helpers import payload, post_delivery
 
 CHROMIUM = Path(os.environ.get("DASHBOARD_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -61,3 +66,76 @@ async def open_page(browser: Browser, problems: list[str]) -> Page:
     page.on("console", on_console)
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     return page
+
+
+# -- the operator's console (tests/ops/test_console_*.py) ------------------------------
+
+#: Screenshots of the console's views, committed and shown in README.md.
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "console"
+
+
+async def sign_in(page: Page, url: str, token: str, route: str = "") -> None:
+    """Open the console signed in (the token given once in the fragment), live, at
+    ``route`` (``#/deliveries``, ...)."""
+    await page.goto(f"{url}/#token={token}")
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    if route:
+        await page.evaluate("(route) => { location.hash = route; }", route)
+
+
+async def screenshot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.evaluate("window.scrollTo(0, 0)")  # the sticky top bar stays on top
+    await page.screenshot(path=SCREENSHOTS / name, full_page=True)
+
+
+@dataclass
+class ConsoleScenario:
+    """What ``console_scenario`` posted: a task, its PR opened and merged, a stale
+    delivery, a duplicate, a draft whose title is markup, and a ping."""
+
+    task_id: str
+    opened: str
+    merged: str
+    stale: str
+    draft: str
+    ping: str
+
+
+CONSOLE_REPO = "Codertocat/Hello-World"
+HOSTILE_TITLE = '<img src=x onerror="window.__owned = true">WIP'
+
+
+async def console_scenario(http: httpx.AsyncClient) -> ConsoleScenario:
+    """Real deliveries, signed and posted, with every outcome the console colours."""
+    task = await http.post(
+        "/api/tasks",
+        json={
+            "title": "Update the README",
+            "repository": CONSOLE_REPO,
+            "branch": "docs",
+            "worktree_path": "/nonexistent/worktrees/docs",
+        },
+    )
+    assert task.status_code == 201, task.text
+    task_id = task.json()["id"]
+    head = {**payload("pull_request/opened")["pull_request"]["head"], "ref": f"task/{task_id}"}
+    guids = {name: str(uuid.uuid4()) for name in ("opened", "merged", "stale", "draft", "ping")}
+    posts = [
+        (payload("pull_request/opened", head=head), "pull_request", guids["opened"]),
+        (payload("pull_request/closed.merged", head=head), "pull_request", guids["merged"]),
+        # The opening again, after the merge: older than what is stored.
+        (payload("pull_request/opened", head=head), "pull_request", guids["stale"]),
+        # The merge again, under the same GUID: a duplicate.
+        (payload("pull_request/closed.merged", head=head), "pull_request", guids["merged"]),
+        (
+            payload("pull_request/opened", number=4, id=4, draft=True, title=HOSTILE_TITLE),
+            "pull_request",
+            guids["draft"],
+        ),
+        ({"zen": "Keep it logically awesome.", "hook_id": 1}, "ping", guids["ping"]),
+    ]
+    for document, event, guid in posts:
+        answer = await post_delivery(http, document, event=event, guid=guid)
+        assert answer.status_code < 300, answer.text
+    return ConsoleScenario(task_id=task_id, **guids)

@@ -49,11 +49,21 @@ PACKAGE_DATA = [
     "ops/static/dashboard.js",
     "ops/static/dashboard.css",
     "ops/static/console.css",
-    *(
-        f"ops/static/js/{name}.js"
-        for name in "api charts deliveries delivery dom filter health json_view lists pulls"
-        " router state stream tasks timeline".split()
-    ),
+    "ops/static/js/api.js",
+    "ops/static/js/charts.js",
+    "ops/static/js/deliveries.js",
+    "ops/static/js/delivery.js",
+    "ops/static/js/dom.js",
+    "ops/static/js/filter.js",
+    "ops/static/js/health.js",
+    "ops/static/js/json_view.js",
+    "ops/static/js/lists.js",
+    "ops/static/js/pulls.js",
+    "ops/static/js/router.js",
+    "ops/static/js/state.js",
+    "ops/static/js/stream.js",
+    "ops/static/js/tasks.js",
+    "ops/static/js/timeline.js",
     "ops/static/vendor/socket.io/socket.io.min.js",
     "ops/static/vendor/socket.io/LICENSE",
     "testing/rest/pulls-get.json",

@@ -10,8 +10,9 @@
 //
 // The API token is asked once and kept in localStorage ("Forget token" drops it);
 // /#token=... gives it once, and is cleared from the address bar. A read-only token
-// (DASHBOARD_TOKEN) sees everything; the console stops offering writes once the
-// server answered one of them 403.
+// (DASHBOARD_TOKEN) sees everything; the first 403 to a write marks it read-only:
+// the writes (Redeliver, Retry) are hidden from then on, also on later visits (the
+// mark is kept beside the token, and dropped with it).
 
 import { auth, setReadOnly } from "./js/api.js";
 import * as deliveries from "./js/deliveries.js";
@@ -27,6 +28,7 @@ import { connect, disconnect, renderConnection, renderMissingClient } from "./js
 import * as timeline from "./js/timeline.js";
 
 const TOKEN_KEY = "webhook-service.dashboard.token";
+const READ_ONLY_KEY = "webhook-service.dashboard.read-only";
 const ASK =
   "Enter the service's API token (API_TOKEN, or the read-only DASHBOARD_TOKEN). " +
   "It is kept in this browser's local storage.";
@@ -69,8 +71,9 @@ function stop() {
 
 function start(token) {
   stop();
+  if (localStorage.getItem(TOKEN_KEY) !== token) localStorage.removeItem(READ_ONLY_KEY);
   auth.token = token;
-  setReadOnly(false);
+  setReadOnly(localStorage.getItem(READ_ONLY_KEY) === "true");
   state.refused = false;
   localStorage.setItem(TOKEN_KEY, token);
   ui.tokenPanel.hidden = true;
@@ -100,6 +103,7 @@ function refuse() {
   auth.token = null;
   state.refused = true;
   localStorage.removeItem(TOKEN_KEY);
+  localStorage.removeItem(READ_ONLY_KEY);
   askForToken("The server refused this token. Check API_TOKEN and enter it again.", true);
 }
 
@@ -108,6 +112,7 @@ function forget() {
   auth.token = null;
   state.refused = false;
   localStorage.removeItem(TOKEN_KEY);
+  localStorage.removeItem(READ_ONLY_KEY);
   askForToken(`Token forgotten. ${ASK}`, false);
 }
 
@@ -115,6 +120,8 @@ auth.onRefused = () => {
   if (auth.token !== null) refuse();
 };
 auth.listeners.add((readOnly) => {
+  if (readOnly) localStorage.setItem(READ_ONLY_KEY, "true");
+  else localStorage.removeItem(READ_ONLY_KEY);
   ui.readOnly.hidden = !readOnly;
   document.body.classList.toggle("read-only", readOnly);
 });

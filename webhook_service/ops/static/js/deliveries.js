@@ -166,7 +166,7 @@ function noteNewest(delivery) {
 function cells(d) {
   const outcome = el("td", { class: "nowrap" }, outcomeBadge(d.outcome));
   if (d.attempts > 1)
-    outcome.append(" ", el("span", { class: "chip", text: `duplicate ×${d.attempts}` }));
+    outcome.append(" ", el("span", { class: "chip", text: `received ${d.attempts} times` }));
   const pr =
     d.repository && d.number
       ? el("a", {

@@ -78,7 +78,7 @@ function facts(d) {
   fact(
     "Outcome",
     outcomeBadge(d.outcome),
-    d.attempts > 1 ? el("span", { class: "chip", text: `duplicate ×${d.attempts}` }) : null,
+    d.attempts > 1 ? el("span", { class: "chip", text: `received ${d.attempts} times` }) : null,
   );
   fact("Decision", d.decision ? outcomeBadge(d.decision, "decision") : muted());
   fact("Attempts", String(d.attempts ?? "—"));

@@ -108,21 +108,14 @@ function syncCard(sync) {
   const fact = (name, ...value) => list.append(el("dt", { text: name }), el("dd", {}, ...value));
   fact("Leader", sync.leader === undefined ? "—" : sync.leader ? "yes" : "no");
   const cycle = sync.last_cycle;
-  if (cycle && typeof cycle === "object") {
-    const at = cycle.at || cycle.finished_at || cycle.started_at || null;
-    if (at) fact("Last cycle", timeEl(at));
-    const counts = Object.entries(cycle).filter(([, v]) => typeof v === "number");
-    if (counts.length)
-      fact(
-        "Its counts",
-        el("span", {
-          class: "small",
-          text: counts.map(([k, v]) => `${k.replace(/_/g, " ")} ${v}`).join(" · "),
-        }),
-      );
-  } else {
-    fact("Last cycle", cycle ? timeEl(cycle) : muted("none yet"));
+  fact("Last cycle", cycle && cycle.finished_at ? timeEl(cycle.finished_at) : muted("none yet"));
+  const counts = Object.entries((cycle && cycle.counts) || {});
+  if (counts.length) {
+    const text = counts.map(([k, v]) => `${k.replace(/_/g, " ")} ${v}`).join(" · ");
+    fact("Its counts", el("span", { class: "small", text }));
   }
+  const error = sync.last_error || (cycle && cycle.credential_error);
+  if (error) fact("Last error", el("span", { class: "error-text", text: error }));
   fact("Next cycle", sync.next_cycle_at ? timeEl(sync.next_cycle_at) : muted());
   return el(
     "div",
@@ -247,6 +240,7 @@ function cleanups(jobs) {
       { "data-task-id": job.task_id },
       el("td", { class: "mono", text: String(job.task_id).slice(0, 8), title: job.task_id }),
       el("td", { class: "mono", text: job.worktree_path || "—" }),
+      el("td", { class: "nowrap", text: job.status || "—" }),
       el("td", { class: "num", text: String(job.attempts ?? "—") }),
       el("td", { class: "error-text", text: job.last_error || "—" }),
       el("td", { class: "nowrap" }, timeEl(job.next_attempt_at)),
@@ -265,7 +259,7 @@ function cleanups(jobs) {
         el(
           "tr",
           {},
-          ...["Task", "Worktree", "Attempts", "Last error", "Next attempt", ""].map((t) =>
+          ...["Task", "Worktree", "Status", "Attempts", "Last error", "Next attempt", ""].map((t) =>
             el("th", { scope: "col", text: t }),
           ),
         ),

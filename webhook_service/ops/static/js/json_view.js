@@ -48,7 +48,8 @@ function branch(key, value, depth) {
       el("span", { text: `${open}${close}` }),
     );
   }
-  const size = isArray ? `${entries.length} items` : `${entries.length} keys`;
+  const n = entries.length;
+  const size = isArray ? `${n} item${n === 1 ? "" : "s"}` : `${n} key${n === 1 ? "" : "s"}`;
   const details = el(
     "details",
     { class: "json-branch" },
