@@ -105,4 +105,13 @@ async def _minutes(ctx: Context, hours: int) -> dict[str, Any]:
     }
 
 
-ENDPOINTS = [Endpoint("GET", "/api/console/health", _health)]
+async def _access(ctx: Context, request: Request) -> Any:
+    """What the token may do, so the console offers only what it can: ``write`` is
+    false for DASHBOARD_TOKEN."""
+    return {"write": bool(request.state.may_write)}
+
+
+ENDPOINTS = [
+    Endpoint("GET", "/api/console/health", _health),
+    Endpoint("GET", "/api/console/access", _access),
+]

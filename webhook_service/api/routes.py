@@ -77,7 +77,7 @@ def _guarded(ctx: Context, operation: Operation, status: int) -> Handler:
 
     async def endpoint(request: Request) -> Response:
         try:
-            _authorize(ctx, request)
+            request.state.may_write = _authorize(ctx, request)
             body = await operation(ctx, request)
         except APIError as exc:
             return json_response({"error": str(exc)}, exc.status)
@@ -90,21 +90,22 @@ def _guarded(ctx: Context, operation: Operation, status: int) -> Handler:
     return endpoint
 
 
-def _authorize(ctx: Context, request: Request) -> None:
+def _authorize(ctx: Context, request: Request) -> bool:
     """API_TOKEN may do anything; DASHBOARD_TOKEN may read (GET, and HEAD with it) and is
-    told so, 403, when it tries anything else; any other token is 401."""
+    told so, 403, when it tries anything else; any other token is 401. Returns whether
+    the token may write."""
     if ctx.api_token is None:  # DEV_MODE without a token
-        return
+        return True
     scheme, _, offered = request.headers.get("authorization", "").partition(" ")
     given = offered.strip().encode() if scheme.lower() == "bearer" else None
     if given is not None and hmac.compare_digest(given, ctx.api_token):
-        return
+        return True
     reader = ctx.dashboard_token
     if given is not None and reader is not None and hmac.compare_digest(given, reader):
         if request.method not in _READ_METHODS:
             message = f"DASHBOARD_TOKEN is read-only: {request.method} needs API_TOKEN"
             raise APIError(403, message)
-        return
+        return False
     raise APIError(401, "missing or wrong API token (Authorization: Bearer ...)")
 
 

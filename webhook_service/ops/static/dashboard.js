@@ -14,7 +14,7 @@
 // the writes (Redeliver, Retry) are hidden from then on, also on later visits (the
 // mark is kept beside the token, and dropped with it).
 
-import { auth, setReadOnly } from "./js/api.js";
+import { api, auth, setReadOnly } from "./js/api.js";
 import * as deliveries from "./js/deliveries.js";
 import * as delivery from "./js/delivery.js";
 import { $, lastOpened, tickTimes, wireOpenableRows } from "./js/dom.js";
@@ -83,6 +83,19 @@ function start(token) {
   showNotice(null);
   connect();
   enable(true);
+  learnAccess(state.session);
+}
+
+// Whether the token may write (DASHBOARD_TOKEN may not), asked once per sign-in, so
+// that Redeliver and Retry are never offered to a token that would be refused. The
+// remembered flag covers the moment before the answer.
+async function learnAccess(session) {
+  try {
+    const access = await api("/api/console/access");
+    if (session === state.session) setReadOnly(!access.write);
+  } catch (_) {
+    // refused or unreachable: the token form or the connection state says so
+  }
 }
 
 function askForToken(message, refused) {
