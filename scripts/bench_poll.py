@@ -3,7 +3,7 @@
     .venv-dev/bin/python scripts/bench_poll.py [--sizes 10:1000,1000:10000,5000:50000]
         [--scale 10] [--changes 80] [--idle-intervals 8] [--change-intervals 12]
         [--drain-intervals 4] [--first-sweep-cap 120] [--workers new,baseline]
-        [--seed 1] [--postgres [ADMIN_URL]] [--json FILE]
+        [--seed 1] [--postgres] [--json FILE]
 
 Workload, per R:N: a FakeGitHub with N open PRs over R repositories, time-scaled by s
 (GitHub's minute is 60/s seconds: the fake's secondary window of 900 REST and 2,000
@@ -118,38 +118,33 @@ def checks(runs: Sequence[WorkerRun], plan: Plan) -> list[tuple[bool, str]]:
     return found
 
 
-def _sizes(text: str) -> list[tuple[int, int]]:
-    sizes = []
-    for part in text.split(","):
-        r, _, n = part.partition(":")
-        if not (r.isdigit() and n.isdigit() and 1 <= int(r) <= int(n) <= MAX_PRS):
-            raise argparse.ArgumentTypeError(f"R:N with 1 <= R <= N <= {MAX_PRS:,}, not {part!r}")
-        sizes.append((int(r), int(n)))
-    return sizes
+def _sizes(text: str) -> list[tuple[int, int]] | None:
+    """R:N,... (1 <= R <= N <= MAX_PRS), or None."""
+    sizes = [tuple(int(x) for x in part.split(":")) for part in text.split(",")
+             if part.count(":") == 1 and part.replace(":", "").isdigit()]  # fmt: skip
+    ok = len(sizes) == len(text.split(",")) and all(1 <= r <= n <= MAX_PRS for r, n in sizes)
+    return [(r, n) for r, n in sizes] if ok else None
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bench_poll.py", description=__doc__.split("\n")[0])
-    add = parser.add_argument
-    add("--sizes", type=_sizes, default=_sizes(DEFAULT_SIZES), help=f"R:N,... ({DEFAULT_SIZES})")
-    add("--scale", type=float, default=10.0, help="time scale s (10: a minute is 6 s)")
-    add("--changes", type=int, default=80, help="changes per run (80)")
-    add("--idle-intervals", type=int, default=8, help="idle phase, intervals (8)")
-    add("--change-intervals", type=int, default=12, help="changes spread over (12)")
-    add("--drain-intervals", type=int, default=4, help="wait for the last change (4)")
-    add("--first-sweep-cap", type=float, default=120.0, help="scaled seconds (120)")
-    add("--workers", default="new,baseline", help="new,baseline (both)")
-    add("--seed", type=int, default=1)
-    add("--postgres", nargs="?", const=scratch_db.DEFAULT_ADMIN_URL, metavar="ADMIN_URL",
-        help=f"a scratch PostgreSQL database via ADMIN_URL ({scratch_db.DEFAULT_ADMIN_URL})")
-    report.common_options(parser)
-    args = parser.parse_args(argv)
-    if not args.workers.split(",") or set(args.workers.split(",")) - set(WORKER_NAMES):
-        parser.error("--workers: new and/or baseline")
-    if not 1 <= args.scale <= 60 or min(args.idle_intervals, args.change_intervals) < 1:
-        parser.error("--scale between 1 and 60; phases of at least one interval")
-    if any(2 * args.changes > n for _, n in args.sizes) or args.changes < 1:
-        parser.error("--changes must be >= 1 and at most N / 2")
+    args = report.parse(__doc__, [
+        ("--sizes", DEFAULT_SIZES, "R:N,..."),
+        ("--scale", 10.0, "time scale s (10: a minute is 6 s)", (1, 60)),
+        ("--changes", 80, "changes per run", (1, MAX_PRS)),
+        ("--idle-intervals", 8, "idle phase, intervals", (1, 1000)),
+        ("--change-intervals", 12, "changes spread over, intervals", (1, 1000)),
+        ("--drain-intervals", 4, "wait for the last change, intervals", (0, 1000)),
+        ("--first-sweep-cap", 120.0, "scaled seconds", (1, 86_400)),
+        ("--workers", "new,baseline", "new and/or baseline"),
+        ("--seed", 1, "random seed"),
+        ("--postgres", False, "a scratch PostgreSQL database (BENCH_POSTGRES_URL or the local "
+         "server), not a SQLite file"),
+    ], argv, lambda a: [
+        (set(a.workers.split(",")) - set(WORKER_NAMES), "--workers: new and/or baseline"),
+        (_sizes(a.sizes) is None, f"--sizes: R:N,... with 1 <= R <= N <= {MAX_PRS:,}"),
+        (any(2 * a.changes > n for _, n in _sizes(a.sizes) or []), "--changes: at most N / 2"),
+    ])  # fmt: skip
+    args.sizes = _sizes(args.sizes)
     return args
 
 
@@ -157,6 +152,7 @@ async def _measure(args: argparse.Namespace, plan: Plan, workdir: Path) -> list[
     from webhook_service.testing.fake_github import FakeGitHub
 
     s, runs, backend = args.scale, [], "postgresql" if args.postgres else "sqlite"
+    admin = scratch_db.admin_url()
     roots = {"new": REPO_ROOT, "baseline": baseline_tree(workdir)}
     for repos, prs in args.sizes:
         async with FakeGitHub(rate_limit=PRIMARY_REST, graphql_rate_limit=PRIMARY_GRAPHQL,
@@ -168,7 +164,7 @@ async def _measure(args: argparse.Namespace, plan: Plan, workdir: Path) -> list[
             pool = random.Random(f"{args.seed}-{repos}-{prs}").sample(keys, 2 * args.changes)
             for i, worker in enumerate(args.workers.split(",")):
                 name = f"bench_poll_{worker}_{repos}"
-                with scratch_db.scratch(backend, args.postgres or "", workdir, prefix=name) as url:
+                with scratch_db.scratch(backend, admin, workdir, name, args.keep) as url:
                     t0 = time.monotonic()
                     runs.append(await run_worker(
                         plan, fake, worker=worker, keys=keys, database_url=url, workdir=workdir,

@@ -18,34 +18,29 @@ from pathlib import Path
 
 from bench.deliveries import Workload
 from bench.report import BenchError, percentile
-from bench.servers import WEBHOOK_PATH, Cores, Snapshot, cpu_seconds
+from bench.servers import WEBHOOK_PATH, Cores, Snapshot
 
 LUA = Path(__file__).resolve().with_name("replay.lua")
 MAX_SECONDS = 120
 
 
 def find_wrk() -> str:
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        raise BenchError("wrk is not installed (or not on PATH); install it, e.g. "
-                         "`apt-get install -y wrk` or `brew install wrk`")  # fmt: skip
-    return wrk
+    if wrk := shutil.which("wrk"):
+        return wrk
+    raise BenchError("wrk is not on PATH; install it, e.g. `apt-get install -y wrk`")
 
 
 @dataclass(slots=True)
 class LoadResult:
-    target: str
     complete: bool = False  # every delivery answered
     answered: int = 0
-    unmatched: int = 0  # answers without a GUID (errors): no latency
     statuses: Counter[int] = field(default_factory=Counter)
     latencies_us: list[int] = field(default_factory=list)
     ok_guids: list[str] = field(default_factory=list)
     first_us: int = 0  # the first request and the last answer, CLOCK_MONOTONIC (us)
     last_us: int = 0
-    wrk_cores: float = 0.0
     server_cores: float = 0.0
-    cpu: Cores = field(default_factory=Cores)  # machine, PostgreSQL, this driver
+    cpu: Cores = field(default_factory=Cores)  # machine, PostgreSQL
     wall: float = 0.0
 
     @property
@@ -93,94 +88,67 @@ def split(workload: Workload, parts: int, directory: Path) -> list[tuple[Path, i
     return [(p, len(range(k, workload.deliveries, parts))) for k, p in enumerate(paths)]
 
 
-def run(
-    wrk: str, workload: Workload, legs: Sequence[Leg], *, target: str, threads: int = 1,
-    max_seconds: int = MAX_SECONDS, database: str | None = None, sent_log: bool = False,
-) -> tuple[LoadResult, list[LoadResult]]:  # fmt: skip
+def run(wrk: str, workload: Workload, legs: Sequence[Leg], *, max_seconds: int = MAX_SECONDS,
+        database: str | None = None, sent_log: bool = False,
+        ) -> tuple[LoadResult, list[LoadResult]]:  # fmt: skip
     """One wrk per leg, all at once, until every leg has all its answers: the whole (from
-    the first request of any leg to the last answer of any; machine, PostgreSQL and
-    driver CPU) and each leg (with its own server's and wrk's CPU)."""
+    the first request of any leg to the last answer of any; machine and PostgreSQL CPU)
+    and each leg (with its own server's CPU)."""
     procs: list[subprocess.Popen[bytes]] = []
     before = Snapshot.take([leg.server_pid for leg in legs], database)
     with contextlib.ExitStack() as stack:
         for leg in legs:
             leg.out_dir.mkdir(parents=True, exist_ok=True)
             env = {**os.environ, "BENCH_MANIFEST": str(leg.manifest), "BENCH_OUT": str(leg.out_dir),
-                   "BENCH_REQUESTS": str(workload.requests), "BENCH_THREADS": str(threads)}
-            env |= {"BENCH_SENT_LOG": "1"} if sent_log else {}
-            argv = [wrk, "-t", str(threads), "-c", str(leg.connections), "-d", f"{max_seconds}s",
+                   "BENCH_REQUESTS": str(workload.requests)} | ({"BENCH_SENT_LOG": "1"} if sent_log
+                                                               else {})  # fmt: skip
+            argv = [wrk, "-t", "1", "-c", str(leg.connections), "-d", f"{max_seconds}s",
                     "--timeout", "10s", "-s", str(LUA), f"http://127.0.0.1:{leg.port}{WEBHOOK_PATH}"]
             out = stack.enter_context((leg.out_dir / "wrk.out").open("wb"))
             procs.append(subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                           stderr=out))  # fmt: skip
-            stack.callback(_reap, procs[-1])
-        finished, wrk_cpu = _wait(procs, legs, threads, before.at + max_seconds + 15)
+            stack.callback(procs[-1].kill)  # if still running: wrk would sleep the whole -d
+        finished = [False] * len(legs)
+        while time.monotonic() < before.at + max_seconds + 15 and not all(finished):
+            finished = [(leg.out_dir / "done").exists() for leg in legs]
+            if any(p.poll() is not None and not f for p, f in zip(procs, finished, strict=True)):
+                break  # a wrk gave up (or failed) before every answer
+            time.sleep(0.01)
         after = Snapshot.take([leg.server_pid for leg in legs], database)
-        for i, proc in enumerate(procs):
-            wrk_cpu[i] = cpu_seconds(proc.pid) or wrk_cpu[i]
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)  # wrk would sleep for the whole -d
         for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
             proc.wait(timeout=30)
     cores = Cores.between(before, after)
-    parts = [_parse(leg.out_dir, target if len(legs) == 1 else f"{target} #{i + 1}", procs[i])
-             for i, leg in enumerate(legs)]  # fmt: skip
-    for part, leg, done, cpu in zip(parts, legs, finished, wrk_cpu, strict=True):
+    parts = [_parse(leg.out_dir, procs[i]) for i, leg in enumerate(legs)]
+    for part, leg, done in zip(parts, legs, finished, strict=True):
         part.complete = done and part.answered == leg.deliveries
-        part.wall, part.wrk_cores = cores.seconds, cpu / cores.seconds
-        part.server_cores = cores.pids.get(leg.server_pid or 0, 0.0)
-    whole = parts[0] if len(parts) == 1 else _merge(target, parts)
+        part.wall, part.server_cores = cores.seconds, cores.pids.get(leg.server_pid or 0, 0.0)
+    whole = parts[0] if len(parts) == 1 else _merge(parts)
     whole.complete = all(p.complete for p in parts) and whole.answered == workload.deliveries
     whole.cpu = cores
     return whole, parts
 
 
-def _wait(procs: Sequence[subprocess.Popen[bytes]], legs: Sequence[Leg], threads: int,
-          deadline: float) -> tuple[list[bool], list[float]]:  # fmt: skip
-    """Until each wrk has all its answers (done.* markers) or gave up: per leg, whether
-    it finished, and its wrk's CPU seconds so far (it is gone at the end)."""
-    finished: list[bool | None] = [None] * len(procs)
-    wrk_cpu = [0.0] * len(procs)
-    while time.monotonic() < deadline and None in finished:
-        for i, proc in enumerate(procs):
-            if finished[i] is None:
-                wrk_cpu[i] = cpu_seconds(proc.pid) or wrk_cpu[i]
-                if all((legs[i].out_dir / f"done.{t}").exists() for t in range(threads)):
-                    finished[i] = True
-                elif proc.poll() is not None:
-                    finished[i] = False  # wrk gave up (or failed) before every answer
-        time.sleep(0.01)
-    return [bool(f) for f in finished], wrk_cpu
-
-
-def _reap(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-
-
-def _merge(target: str, parts: Sequence[LoadResult]) -> LoadResult:
-    """The legs as one: counts, latencies and CPU added up, from the first request of any
-    to the last answer of any."""
-    whole = LoadResult(target, first_us=min((p.first_us for p in parts if p.first_us), default=0),
+def _merge(parts: Sequence[LoadResult]) -> LoadResult:
+    """The legs as one, from the first request of any to the last answer of any."""
+    whole = LoadResult(first_us=min((p.first_us for p in parts if p.first_us), default=0),
                        last_us=max(p.last_us for p in parts), wall=max(p.wall for p in parts))
     for p in parts:
         whole.statuses.update(p.statuses)
         whole.latencies_us += p.latencies_us
         whole.ok_guids += p.ok_guids
-        whole.answered, whole.unmatched = whole.answered + p.answered, whole.unmatched + p.unmatched
-        whole.wrk_cores += p.wrk_cores
+        whole.answered += p.answered
         whole.server_cores += p.server_cores
     return whole
 
 
-def _parse(out_dir: Path, target: str, proc: subprocess.Popen[bytes]) -> LoadResult:
+def _parse(out_dir: Path, proc: subprocess.Popen[bytes]) -> LoadResult:
     """replay.lua's results.txt."""
-    path = out_dir / "results.txt"
-    if not path.exists():
+    if not (path := out_dir / "results.txt").exists():
         output = (out_dir / "wrk.out").read_text(errors="replace")
         raise BenchError(f"wrk produced no results (status {proc.returncode}):\n{output}")
-    r = LoadResult(target)
+    r = LoadResult()
     with path.open() as lines:
         for line in lines:
             kind, _, rest = line.rstrip("\n").partition(" ")
@@ -191,9 +159,6 @@ def _parse(out_dir: Path, target: str, proc: subprocess.Popen[bytes]) -> LoadRes
             elif kind == "status":
                 code, count = rest.split()
                 r.statuses[int(code)] += int(count)
-            elif kind == "thread":
-                answered, unmatched, first, last = map(int, rest.split())
-                r.answered, r.unmatched = r.answered + answered, r.unmatched + unmatched
-                r.first_us = min(r.first_us or first, first or r.first_us)
-                r.last_us = max(r.last_us, last)
+            elif kind == "span":
+                r.answered, r.first_us, r.last_us = map(int, rest.split())
     return r

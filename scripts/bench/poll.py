@@ -144,34 +144,34 @@ def _within(path: str, root: Path) -> bool:
 
 
 class Child:
-    """A poller process; :meth:`call` sends one operation and waits for its answer."""
+    """A poller process (``poll_child.py``, importing ``webhook_service`` from ``root``);
+    :meth:`call` sends one operation and waits for its answer."""
 
-    def __init__(self, name: str, proc: asyncio.subprocess.Process, log: Path) -> None:
-        self.name, self.proc, self.log = name, proc, log
-        self.ready: dict[str, Any] = {}
+    def __init__(self, name: str, config: Mapping[str, Any], workdir: Path, root: Path) -> None:
+        self.name, self.root, self.log = name, root, workdir / f"{name}.log"
+        self.config = workdir / f"{name}.json"
+        self.config.write_text(json.dumps(config))
+        self.proc: asyncio.subprocess.Process | None = None
 
-    @classmethod
-    async def spawn(cls, name: str, config: Mapping[str, Any], workdir: Path, root: Path) -> Child:
-        config_path, log = workdir / f"{name}.json", workdir / f"{name}.log"
-        config_path.write_text(json.dumps(config))
-        env = dict(os.environ) | {"PYTHONPATH": os.pathsep.join([str(root), str(CHILD.parents[1])])}
-        with log.open("wb") as err:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, str(CHILD), str(config_path), stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, stderr=err, cwd=workdir, env=env, limit=1 << 24,
-            )  # fmt: skip
-        child = cls(name, proc, log)
+    async def __aenter__(self) -> Child:
+        paths = os.pathsep.join([str(self.root), str(CHILD.parents[1])])
+        env = dict(os.environ) | {"PYTHONPATH": paths}
+        with self.log.open("wb") as err:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(CHILD), str(self.config), stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=err, cwd=self.log.parent, env=env,
+                limit=1 << 24)  # fmt: skip
         try:
-            child.ready = await child._answer("ready", 120.0)
-            if not _within(child.ready["package"], root):
-                raise BenchError(f"{name} imported {child.ready['package']}, not {root}'s")
+            package = (await self._answer("ready", 120.0))["package"]
+            if not _within(package, self.root):
+                raise BenchError(f"{self.name} imported {package}, not {self.root}'s")
         except BaseException:
-            await child.close()
+            await self.__aexit__()
             raise
-        return child
+        return self
 
     async def _answer(self, op: str, seconds: float) -> dict[str, Any]:
-        assert self.proc.stdout is not None
+        assert self.proc is not None and self.proc.stdout is not None
         deadline = time.monotonic() + seconds
         while True:
             try:
@@ -181,8 +181,8 @@ class Child:
                 raise self._failed(op, "no answer") from None
             if not line:
                 raise self._failed(op, "it exited")
-            if (text := line.decode(errors="replace")).startswith(MARK):
-                answer: dict[str, Any] = json.loads(text[len(MARK) :])
+            if line.startswith(MARK.encode()):
+                answer: dict[str, Any] = json.loads(line[len(MARK) :])
                 if "failed" in answer:
                     raise self._failed(op, answer["failed"])
                 return answer
@@ -192,14 +192,14 @@ class Child:
         return BenchError(f"{self.name}: {op!r}: {why}\n{tail}")
 
     async def call(self, op: str, **params: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None
+        assert self.proc is not None and self.proc.stdin is not None
         self.proc.stdin.write((json.dumps({"op": op, **params}) + "\n").encode())
         await self.proc.stdin.drain()
         return await self._answer(op, OP_TIMEOUT)
 
-    async def close(self) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         """EOF on its stdin ends it; SIGKILL after 30 s."""
-        if self.proc.returncode is None and self.proc.stdin is not None:
+        if self.proc is not None and self.proc.returncode is None and self.proc.stdin:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
             try:
@@ -209,79 +209,67 @@ class Child:
                 await self.proc.wait()
 
 
-@dataclass
-class Run:
-    """One worker against one fake: its phases in order (see :meth:`measure`)."""
+async def _cycles(child: Child, count: int, since: float, cap: float) -> float | None:
+    """Seconds from ``since`` until ``count`` cycles have ended; None past ``cap``."""
+    while time.monotonic() - since < cap:
+        stats = await child.call("stats")
+        if stats["sync_count"] >= count:
+            return float(stats["now"]) - since
+        await asyncio.sleep(0.1)
+    return None
 
-    plan: Plan
-    fake: FakeGitHub
-    child: Child
-    result: WorkerRun
-    token: str
-    to_change: list[tuple[str, int]]  # never-changed PRs, this run's alone
-    rng: random.Random
 
-    def _traffic(self, since: float, until: float) -> Traffic:
-        key = "token:" + self.token
-        records = [r for r in self.fake.requests if r.credential == key]
-        return traffic(records, self.plan.window, (since, until))
+async def _changes(plan: Plan, fake: FakeGitHub, child: Child, to_change: list[tuple[str, int]],
+                   rng: random.Random, result: WorkerRun) -> None:  # fmt: skip
+    """``plan.changes`` changes at random moments, no webhook; then wait for them."""
+    began, span = time.monotonic(), plan.change_intervals * plan.interval
+    moments = sorted(rng.uniform(0, span) for _ in range(plan.changes))
+    injected: dict[str, float] = {}
+    expect = []
+    for moment, key in zip(moments, to_change, strict=False):
+        await asyncio.sleep(max(0.0, began + moment - time.monotonic()))
+        expect.append(change(fake, key, rng))
+        injected[f"{key[0]}#{key[1]}"] = time.monotonic()
+        await child.call("watch", changes=[expect[-1]])
+    deadline = time.monotonic() + plan.drain_intervals * plan.interval
+    found: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        found = await child.call("found")
+        if not found["pending"]:
+            break
+        await asyncio.sleep(0.25)
+    seen = found.get("found", {})
+    result.delays = [seen[k] - at if k in seen else None for k, at in injected.items()]
+    result.mismatches = (await child.call("verify", expect=expect))["mismatches"]
 
-    async def measure(self) -> WorkerRun:
-        """The first sweep (capped), the cycle after it (a first sweep of T lists about
-        R * T / 2P more repositories, P the sweep period), idle intervals, changes."""
-        plan, child, result = self.plan, self.child, self.result
-        started = time.monotonic()
-        await child.call("start")
-        result.first_sweep = await self._cycles(1, started, plan.first_sweep_cap)
-        swept = time.monotonic()
-        result.first = self._traffic(started, swept)
-        if result.first_sweep is not None:
-            await self._cycles(2, swept, 4 * plan.interval)
-        before = await child.call("stats")
-        result.settle = self._traffic(swept, before["now"])
-        await asyncio.sleep(plan.idle_intervals * plan.interval)
-        after = await child.call("stats")
-        result.idle = self._traffic(before["now"], after["now"])
-        result.idle.cycles = after["sync_count"] - before["sync_count"]
-        await self._changes()
-        done = await child.call("stats")
-        result.changed = self._traffic(after["now"], done["now"])
-        result.changed.cycles = done["sync_count"] - after["sync_count"]
-        result.whole = self._traffic(started, done["now"])
-        result.whole.cycles, result.errors = done["sync_count"], done["error_count"]
-        return result
 
-    async def _cycles(self, count: int, since: float, cap: float) -> float | None:
-        """Seconds from ``since`` until ``count`` cycles have ended; None past ``cap``."""
-        while time.monotonic() - since < cap:
-            stats = await self.child.call("stats")
-            if stats["sync_count"] >= count:
-                return float(stats["now"]) - since
-            await asyncio.sleep(0.1)
-        return None
+async def _measure(plan: Plan, fake: FakeGitHub, child: Child, token: str, result: WorkerRun,
+                   to_change: list[tuple[str, int]], rng: random.Random) -> None:  # fmt: skip
+    """The first sweep (capped), the cycle after it (a first sweep of T lists about
+    R * T / 2P more repositories, P the sweep period), idle intervals, changes."""
 
-    async def _changes(self) -> None:
-        """``plan.changes`` changes at random moments, no webhook; then wait for them."""
-        plan, began = self.plan, time.monotonic()
-        span = plan.change_intervals * plan.interval
-        moments = sorted(self.rng.uniform(0, span) for _ in range(plan.changes))
-        injected: dict[str, float] = {}
-        expect = []
-        for moment, key in zip(moments, self.to_change, strict=False):
-            await asyncio.sleep(max(0.0, began + moment - time.monotonic()))
-            expect.append(change(self.fake, key, self.rng))
-            injected[f"{key[0]}#{key[1]}"] = time.monotonic()
-            await self.child.call("watch", changes=[expect[-1]])
-        deadline = time.monotonic() + plan.drain_intervals * plan.interval
-        found: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            found = await self.child.call("found")
-            if not found["pending"]:
-                break
-            await asyncio.sleep(0.25)
-        seen = found.get("found", {})
-        self.result.delays = [seen[k] - at if k in seen else None for k, at in injected.items()]
-        self.result.mismatches = (await self.child.call("verify", expect=expect))["mismatches"]
+    def span(since: float, until: float) -> Traffic:
+        records = [r for r in fake.requests if r.credential == "token:" + token]
+        return traffic(records, plan.window, (since, until))
+
+    started = time.monotonic()
+    await child.call("start")
+    result.first_sweep = await _cycles(child, 1, started, plan.first_sweep_cap)
+    result.first = span(started, swept := time.monotonic())
+    if result.first_sweep is not None:
+        await _cycles(child, 2, swept, 4 * plan.interval)
+    before = await child.call("stats")
+    result.settle = span(swept, before["now"])
+    await asyncio.sleep(plan.idle_intervals * plan.interval)
+    after = await child.call("stats")
+    result.idle = span(before["now"], after["now"])
+    result.idle.cycles = after["sync_count"] - before["sync_count"]
+    await _changes(plan, fake, child, to_change, rng, result)
+    done = await child.call("stats")
+    result.changed = span(after["now"], done["now"])
+    result.changed.cycles = done["sync_count"] - after["sync_count"]
+    result.whole = span(started, done["now"])
+    result.whole.cycles, result.errors = done["sync_count"], done["error_count"]
 
 
 async def run_worker(plan: Plan, fake: FakeGitHub, *, worker: str, keys: Sequence[tuple[str, int]],
@@ -302,13 +290,10 @@ async def run_worker(plan: Plan, fake: FakeGitHub, *, worker: str, keys: Sequenc
         "window": plan.window if worker == "new" else None,
     }  # fmt: skip
     name = f"{worker}-{len(repositories)}"
-    child = await Child.spawn(name, config, workdir, package_root)
     result = WorkerRun(worker, len(repositories), len(keys))
-    try:
+    async with Child(name, config, workdir, package_root) as child:
         rng = random.Random(f"{plan.seed}-{name}")
-        await Run(plan, fake, child, result, token, to_change, rng).measure()
+        await _measure(plan, fake, child, token, result, to_change, rng)
         result.rss_peak = int((await child.call("quit", grace=5.0))["rss_peak"])
-    finally:
-        await child.close()
     fake.reset_requests()  # the next worker's log starts empty
     return result

@@ -2,13 +2,12 @@
 
     python scripts/bench/poll_child.py CONFIG.json   (PYTHONPATH: a package root, scripts/)
 
-Builds ``Store``, ``Reconciler``, ``GitHub`` and ``PRSyncWorker`` as the service does,
-from whichever ``webhook_service`` PYTHONPATH gives (the checkout's, or the baseline's
-older tree, whose modules were not yet packages), using only what both have. The parent
-sends one JSON operation a line; each answer is a line prefixed with ``MARK``: ``start``
-(the worker's own loop), ``stats``, ``watch`` (PRs changed, with their new
-``updated_at``: the store is read every 50 ms for them), ``found``, ``verify`` (stored
-fields against the fake's) and ``quit`` (the peak RSS: sampled every 20 ms, and VmHWM).
+Builds the worker as the service does from whichever ``webhook_service`` PYTHONPATH
+gives (the checkout's, or the baseline's older layout), using only what both have. The
+parent sends one JSON operation a line; each answer is a line prefixed with ``MARK``:
+``start``, ``stats``, ``watch`` (changed PRs and their new ``updated_at``: the store is
+read every 50 ms for them), ``found``, ``verify`` (stored fields against the fake's)
+and ``quit`` (the peak RSS, VmHWM).
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ import contextlib
 import importlib
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Mapping
@@ -28,8 +26,7 @@ from typing import Any
 
 MARK = "@@bench_poll "
 WATCH_EVERY = 0.05  # seconds between store reads for watched PRs
-STATS = ("sync_count", "error_count", "last_error", "first_sweep_done", "api_calls", "rate_limited",
-         "secondary_refusals", "searches", "repositories_swept")  # fmt: skip
+STATS = ("sync_count", "error_count")
 
 
 def _load(name: str, *modules: str) -> Any:
@@ -87,7 +84,7 @@ class Watcher:
                     self.found[f"{key[0]}#{key[1]}"] = now
 
 
-async def verify(store: Any, expect: list[dict[str, Any]]) -> list[str]:
+async def verify(store: Any, expect: list[dict[str, Any]]) -> dict[str, list[str]]:
     """A line per PR whose stored status, title, head, draft or time differ from the fake's."""
     mismatches = []
     for want in expect:
@@ -101,7 +98,7 @@ async def verify(store: Any, expect: list[dict[str, Any]]) -> list[str]:
         differ = [f"{k} {v!r} != {want[k]!r}" for k, v in have.items() if v != want[k]]
         if differ:
             mismatches.append(f"{label}: {', '.join(differ)}")
-    return mismatches
+    return {"mismatches": mismatches}
 
 
 def _worker(config: Mapping[str, Any], session: Any, store: Any, reconciler: Any,
@@ -118,12 +115,10 @@ def _worker(config: Mapping[str, Any], session: Any, store: Any, reconciler: Any
 async def run(config: Mapping[str, Any]) -> None:
     import aiohttp
 
-    from bench.servers import Sampler
     from webhook_service.config import load_settings
     from webhook_service.reconciler import Reconciler
     from webhook_service.store import Store
 
-    sampler = Sampler(os.getpid(), interval=0.02)
     environ = {"GITHUB_TOKEN": config["token"], "GITHUB_API_URL": config["api_url"],
                "GITHUB_REPOSITORIES": ",".join(config["repositories"]),
                "DATABASE_URL": config["database_url"]}  # fmt: skip
@@ -142,7 +137,7 @@ async def run(config: Mapping[str, Any]) -> None:
         async def quit_(op: dict[str, Any]) -> dict[str, Any]:
             await worker.stop(grace=float(op.get("grace", 5.0)))
             watching.cancel()
-            return {"rss_peak": max(sampler.peak, vm_hwm()), "rss": sampler.sample()}
+            return {"rss_peak": vm_hwm()}
 
         handlers = {
             "start": lambda op: worker.start(),
@@ -154,18 +149,18 @@ async def run(config: Mapping[str, Any]) -> None:
             "verify": lambda op: verify(store, op["expect"]),
             "quit": quit_,
         }  # fmt: skip
-        await serve(handlers, sampler.sample())
+        await serve(handlers)
         await worker.stop(grace=1.0)
     watching.cancel()
     await reconciler.stop()
     await store.disconnect()
 
 
-async def serve(handlers: Mapping[str, Any], rss: int) -> None:
+async def serve(handlers: Mapping[str, Any]) -> None:
     """Answer the parent's operations until "quit" or EOF (a handler may be async)."""
     import webhook_service
 
-    reply({"op": "ready", "package": webhook_service.__file__, "rss": rss})
+    reply({"op": "ready", "package": webhook_service.__file__})
     while line := await asyncio.to_thread(sys.stdin.readline):
         op: dict[str, Any] = json.loads(line)
         try:
@@ -175,8 +170,6 @@ async def serve(handlers: Mapping[str, Any], rss: int) -> None:
             logging.getLogger("bench_poll").exception("operation %s failed", op["op"])
             reply({"op": op["op"], "failed": repr(exc)})
             continue
-        if op["op"] == "verify":
-            answer = {"mismatches": answer}
         reply((answer if isinstance(answer, dict) else {}) | {"op": op["op"]})
         if op["op"] == "quit":
             return

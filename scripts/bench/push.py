@@ -1,5 +1,5 @@
 """The push benchmark's measurements: an open-loop sender of status-changing deliveries
-with Socket.IO listeners (push latency), and one slow-clients run's figures (which
+with a Socket.IO listener (push latency), and one slow-clients run's figures (which
 delivery caused each stored event, the readers' receive latency and message rates)."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import random
-import statistics
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -18,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import scratch_db
-from bench.clients import Queues, ReaderLog
+from bench.clients import ReaderLog
 from bench.deliveries import PR, REPOSITORIES, Renderer, Verification, Workload, requests
 from bench.load import LoadResult
-from bench.report import ms, percentile
-from bench.servers import WEBHOOK_PATH, Cores, Server
+from bench.servers import WEBHOOK_PATH, Cores
 
 PUSH_DRAIN_SECONDS, POST_TIMEOUT_SECONDS = 10.0, 30.0
 PUSH_WINDOW = 50  # PRs interleaved: a PR's deliveries are 50 apart (250 ms at 200/s)
@@ -73,143 +71,105 @@ def fetch_events(url: str) -> list[Event]:
     return [(int(i), json.loads(str(payload))) for i, payload in rows]
 
 
-def start_server(url: str, run_dir: Path, secret: str, token: str, name: str, **env: str) -> Server:
-    env |= {"WEBHOOK_SECRET": secret, "API_TOKEN": token, "DATABASE_URL": url,
-            "LOG_LEVEL": "WARNING"}
-    return Server("webhook-service", run_dir / f"{name}.log", env, name=f"webhook-service ({name})")
-
-
-# -- measurement 1: push latency -------------------------------------------------------------
-
-
 @dataclass(slots=True)
 class PushLoad:
-    """What the open-loop sender and the listeners saw (times: time.monotonic())."""
+    """What the open-loop sender and the listener saw (times: time.monotonic())."""
 
+    backend: str
     n: int
-    listeners: int
-    scheduled: list[float] = field(default_factory=list)
+    warmup: int  # the first deliveries, not measured
     sent: list[float] = field(default_factory=list)
     acked: list[float] = field(default_factory=list)
     status: list[int] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
-    received: list[dict[int, list[float]]] = field(default_factory=list)  # per listener
+    received: dict[int, list[float]] = field(default_factory=dict)  # delivery -> receipts
     unexpected: int = 0  # events matching no delivery
-    disconnects: int = 0
-    closing: bool = False  # disconnects from here on are ours
+    cpu: Cores = field(default_factory=Cores)
 
     def __post_init__(self) -> None:
-        self.scheduled, self.sent, self.acked = [0.0] * self.n, [0.0] * self.n, [0.0] * self.n
-        self.status, self.received = [0] * self.n, [{} for _ in range(self.listeners)]
+        self.sent, self.acked, self.status = [0.0] * self.n, [0.0] * self.n, [0] * self.n
 
+    def ok(self, i: int) -> bool:
+        return 200 <= self.status[i] < 300
 
-async def _listen(port: int, token: str, deliveries: Sequence[PushDelivery], load: PushLoad,
-                  progress: asyncio.Event, clients: list[Any]) -> None:  # fmt: skip
-    import socketio
+    def push_ms(self) -> list[float]:
+        return [(got[0] - self.sent[i]) * 1000 for i, got in self.received.items()
+                if i >= self.warmup]  # fmt: skip
 
-    index_of = {d.key: i for i, d in enumerate(deliveries)}
-    for received in load.received:
+    def ack_ms(self) -> list[float]:
+        return [(self.acked[i] - self.sent[i]) * 1000 for i in self.measured if self.ok(i)]
 
-        def on_event(data: Any, received: dict[int, list[float]] = received) -> None:
-            now = time.monotonic()
-            progress.set()
-            key = tuple(data.get(k) for k in ("repository", "pr_number", "old_status",
-                                              "new_status"))
-            if (index := index_of.get(key)) is None:
-                load.unexpected += 1
-            else:
-                received.setdefault(index, []).append(now)
+    @property
+    def measured(self) -> range:
+        return range(self.warmup, self.n)
 
-        def on_disconnect(*args: Any) -> None:
-            load.disconnects += not load.closing
+    @property
+    def missing(self) -> int:  # 2xx deliveries with no event
+        return sum(1 for i in range(self.n) if self.ok(i) and i not in self.received)
 
-        sio = socketio.AsyncClient(reconnection=False)
-        sio.on("pr_status_change", on_event)
-        sio.on("disconnect", on_disconnect)
-        clients.append(sio)
-        await sio.connect(f"http://127.0.0.1:{port}", auth={"token": token},
-                          transports=["websocket"], wait_timeout=10)
+    @property
+    def repeated(self) -> int:
+        return sum(len(got) - 1 for got in self.received.values())
+
+    def every_event(self) -> bool:
+        """Every measured delivery 2xx, every 2xx's event received, nothing unexpected."""
+        not_ok = sum(1 for i in self.measured if not self.ok(i))
+        return not (self.missing or not_ok or self.unexpected) and bool(self.push_ms())
 
 
 async def push_load(port: int, token: str, deliveries: Sequence[PushDelivery], rate: float,
-                    listeners: int) -> PushLoad:  # fmt: skip
-    """Listeners connect; deliveries are POSTed each at its instant whatever the earlier
-    ones do (an aiohttp pool); then the listeners get PUSH_DRAIN_SECONDS to catch up."""
+                    load: PushLoad) -> None:  # fmt: skip
+    """The listener connects; deliveries are POSTed each at its instant whatever the
+    earlier ones do (an aiohttp pool); then the listener gets PUSH_DRAIN_SECONDS."""
     import aiohttp
+    import socketio
 
-    load, progress = PushLoad(len(deliveries), listeners), asyncio.Event()
-    clients: list[Any] = []
+    index_of, progress = {d.key: i for i, d in enumerate(deliveries)}, asyncio.Event()
+
+    def on_event(data: Any) -> None:
+        now = time.monotonic()
+        progress.set()
+        key = tuple(data.get(k) for k in ("repository", "pr_number", "old_status", "new_status"))
+        if (index := index_of.get(key)) is None:
+            load.unexpected += 1
+        else:
+            load.received.setdefault(index, []).append(now)
+
+    async def post(session: aiohttp.ClientSession, i: int) -> None:
+        load.sent[i], d = time.monotonic(), deliveries[i]
+        try:
+            url = f"http://127.0.0.1:{port}{WEBHOOK_PATH}"
+            async with session.post(url, data=d.body, headers=d.headers) as response:
+                await response.read()
+                load.status[i] = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            load.status[i] = -1
+            load.errors[type(exc).__name__] += 1
+        load.acked[i] = time.monotonic()
+
+    sio = socketio.AsyncClient(reconnection=False)
+    sio.on("pr_status_change", on_event)
     try:
-        await _listen(port, token, deliveries, load, progress, clients)
+        await sio.connect(f"http://127.0.0.1:{port}", auth={"token": token},
+                          transports=["websocket"], wait_timeout=10)  # fmt: skip
         timeout = aiohttp.ClientTimeout(total=POST_TIMEOUT_SECONDS)
-        connector = aiohttp.TCPConnector(limit=1024)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-
-            async def post(i: int) -> None:
-                load.sent[i] = time.monotonic()
-                try:
-                    url, d = f"http://127.0.0.1:{port}{WEBHOOK_PATH}", deliveries[i]
-                    async with session.post(url, data=d.body, headers=d.headers) as response:
-                        await response.read()
-                        load.status[i] = response.status
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    load.status[i] = -1
-                    load.errors[type(exc).__name__] += 1
-                load.acked[i] = time.monotonic()
-
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1024),
+                                         timeout=timeout) as session:  # fmt: skip
             tasks: list[asyncio.Task[None]] = []
             start = time.monotonic() + 0.05
             for i in range(load.n):
-                load.scheduled[i] = start + i / rate
-                await asyncio.sleep(max(0.0, load.scheduled[i] - time.monotonic()))
-                tasks.append(asyncio.create_task(post(i)))
+                await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+                tasks.append(asyncio.create_task(post(session, i)))
             await asyncio.gather(*tasks)
-        wanted = {i for i in range(load.n) if 200 <= load.status[i] < 300}
+        wanted = {i for i in range(load.n) if load.ok(i)}
         deadline = time.monotonic() + PUSH_DRAIN_SECONDS
-        while not all(wanted <= r.keys() for r in load.received) and time.monotonic() < deadline:
+        while not wanted <= load.received.keys() and time.monotonic() < deadline:
             progress.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(progress.wait(), deadline - time.monotonic())
     finally:
-        load.closing = True
-        for sio in clients:
-            with contextlib.suppress(Exception):
-                await sio.disconnect()
-    return load
-
-
-@dataclass(slots=True)
-class PushResult:
-    backend: str
-    load: PushLoad
-    warmup: int
-    cpu: Cores
-    peak_rss_mb: float
-    seconds: float
-    push_ms: list[float] = field(default_factory=list)
-    missing: int = 0  # (listener, 2xx delivery) pairs with no event
-    duplicated: int = 0
-
-    def __post_init__(self) -> None:
-        for received in self.load.received:
-            for i in range(self.load.n):
-                got = received.get(i, [])
-                self.missing += not got and self.ok(i)
-                self.duplicated += max(0, len(got) - 1)
-                if got and i >= self.warmup:
-                    self.push_ms.append((got[0] - self.load.sent[i]) * 1000)
-
-    def ok(self, i: int) -> bool:
-        return 200 <= self.load.status[i] < 300
-
-    @property
-    def measured(self) -> range:
-        return range(self.warmup, self.load.n)
-
-    def every_event(self) -> bool:
-        not_ok = sum(1 for i in self.measured if not self.ok(i))
-        return not (self.missing or not_ok or self.load.unexpected) and bool(self.push_ms)
-
+        with contextlib.suppress(Exception):
+            await sio.disconnect()
 
 
 def expected_events(w: Workload) -> Changes:
@@ -231,8 +191,8 @@ def expected_events(w: Workload) -> Changes:
     return changes
 
 
-def match_events(events: Sequence[Event], changes: Changes) -> tuple[dict[int, str], int]:
-    """event id -> GUID of the delivery that caused it; and how many matched none."""
+def match_events(events: Sequence[Event], changes: Changes) -> dict[int, str]:
+    """Event id -> GUID of the delivery that caused it."""
     seen: Counter[tuple[str, int]] = Counter()
     cause: dict[int, str] = {}
     for event_id, payload in events:
@@ -242,30 +202,25 @@ def match_events(events: Sequence[Event], changes: Changes) -> tuple[dict[int, s
         status = (payload.get("old_status"), payload.get("new_status"))
         if k < len(wanted) and wanted[k][1] == (*key, *status):
             cause[event_id] = wanted[k][0]
-    return cause, len(events) - len(cause)
+    return cause
 
 
 @dataclass(slots=True)
 class SlowRun:
     label: str  # "a" (no clients), "b" (per-event clients), "c" (batch clients)
-    mode: str | None  # None for (a), else a CLIENT_MODES name
+    mode: str | None  # None for (a), else "per-event" or "batch"
     readers: int
     stuck: int
     prs: int
     load: LoadResult
     verification: Verification
-    peak_rss_mb: float
-    cores: dict[str, float]  # the readers' and the push replica's, during the load
+    readers_cores: float  # the readers' process, during the load
     events: int  # stored pr_status_change events
     logs: list[ReaderLog]
     connected: int
-    drain_seconds: float
-    queues: tuple[Queues, Queues]  # stuck clients after the load, after the drain
+    still_connected: tuple[int, int]  # stuck clients after the load, after the drain
     seconds: float
-    unmatched: int = 0  # events matched to no delivery (no latency for them)
     latencies_ms: list[float] = field(default_factory=list)  # every (reader, event) receipt
-    per_client_p99_ms: list[float] = field(default_factory=list)
-    during_load: int = 0  # receipts before the load's end
     messages_per_s: list[float] = field(default_factory=list)  # each reader's, in the load
 
     def complete(self) -> bool:
@@ -282,23 +237,16 @@ class SlowRun:
     def readers_ok(self) -> bool:
         return self.connected == self.readers == len(self.logs) and self.full() == self.readers
 
-    def summarise(self, events: list[Event], changes: Changes, sent: dict[str, int],
-                  load_end: float) -> SlowRun:  # fmt: skip
+    def summarise(self, events: list[Event], changes: Changes, sent: dict[str, int]) -> SlowRun:
         """Receive latencies (from the causing delivery's send) and message rates."""
-        cause, self.unmatched = match_events(events, changes)
+        cause = match_events(events, changes)
         sent_s = {eid: sent[guid] / 1e6 for eid, guid in cause.items() if guid in sent}
         first, last = self.load.first_us / 1e6, self.load.last_us / 1e6
         for log in self.logs:
             in_load = sum(1 for t in log.messages if first <= t <= last)
             self.messages_per_s.append(in_load / (last - first) if last > first else 0.0)
             pairs = zip(log.ids, log.times, strict=True)
-            mine = sorted((t - sent_s[e]) * 1000 for e, t in pairs if e in sent_s)
-            self.during_load += sum(1 for t in log.times if t <= load_end)
-            self.per_client_p99_ms.append(percentile(mine, 99))
-            self.latencies_ms += mine
-        self.latencies_ms.sort()
-        self.per_client_p99_ms.sort()
-        self.messages_per_s.sort()
+            self.latencies_ms += [(t - sent_s[e]) * 1000 for e, t in pairs if e in sent_s]
         return self
 
 
@@ -308,55 +256,11 @@ def read_sent(path: Path) -> dict[str, int]:
     return {}
 
 
-def mode_kind(mode: str) -> str:
-    """What a client run's clients are, as the report introduces them."""
+def batch_note() -> str:
+    """How often batch clients get a frame (the server's settings)."""
     from webhook_service.config import DEFAULT_FRAME_BUDGET
     from webhook_service.push.stream import BATCH, BATCH_INTERVAL
 
-    if mode != "batch":
-        return "per-event clients (the original protocol: one message per event)"
     budget = int(os.environ.get("SOCKETIO_FRAME_BUDGET", DEFAULT_FRAME_BUDGET))
-    return (f'batch clients (opt-in, auth "batch": true: one `{BATCH}` list per '
-            f"{BATCH_INTERVAL:g} s at most, or less often: {budget:,} frames/s to all batch "
-            "clients together)")
-
-
-def _kib(values: list[int], *, total: bool = True) -> str:
-    if not values:
-        return "-"
-    each = f"{min(values) / 1024:,.0f}-{max(values) / 1024:,.0f} KiB"
-    return f"{sum(values) / 1024:,.0f} KiB in all (each {each})" if total else f"{each} each"
-
-
-def report_clients(b: SlowRun) -> None:
-    """The figures of one client run's readers and stuck clients."""
-    tag, logs, lat, rates = f"({b.label}) {b.mode}", b.logs, b.latencies_ms, b.messages_per_s
-    counts = sorted(len(set(log.ids)) for log in logs) or [0]
-    receipts = sum(len(log.ids) for log in logs)
-    if b.readers:
-        print(f"\n{tag} readers: {b.connected}/{b.readers} connected; {b.full()}/{b.readers} "
-              f"received all {b.events} events; unique events per client min {counts[0]} / "
-              f"median {statistics.median(counts):g} / max {counts[-1]}; duplicates "
-              f"{receipts - sum(len(set(log.ids)) for log in logs)}; disconnected at the end "
-              f"{sum(not log.connected for log in logs)}")
-        print(f"{tag} messages received per reader during the load: {ms(rates, 0)} to "
-              f"{ms(rates, 100)}/s (median {statistics.median(rates or [0]):,.1f}/s); "
-              f"{sum(len(log.messages) for log in logs)} messages in all for {receipts} receipts")
-        print(f"{tag} reader receive latency (POST sent -> event received, all {len(lat)} "
-              f"receipts): p50 {ms(lat, 50)} ms, p90 {ms(lat, 90)} ms, p99 {ms(lat, 99)} ms, max "
-              f"{ms(lat, 100)} ms; per-client p99 from {ms(b.per_client_p99_ms, 0)} to "
-              f"{ms(b.per_client_p99_ms, 100)} ms")
-        print(f"{tag} receipts during the load: {b.during_load} of {receipts} "
-              f"({b.during_load / max(1, receipts) * 100:.0f}%); the readers needed "
-              f"{b.drain_seconds:.1f}s after the load to finish; {b.unmatched} events matched no "
-              "delivery (no latency)")
-    q, qe = b.queues
-    if b.stuck and not q.available:
-        print(f"{tag} stuck clients: `ss` unavailable, socket queues not measured")
-    elif b.stuck:
-        print(f"{tag} stuck clients: {q.established}/{b.stuck} still connected after the load "
-              f"({qe.established} after the drain); kernel queues after the load: server send "
-              f"{_kib(q.server_send_q)}, client receive {_kib(q.client_recv_q)}; server send "
-              f"buffers {_kib(q.server_sndbuf, total=False)}, full (the server's writes blocked, "
-              f"later events wait in the server's memory) for {q.server_full}/{q.established} "
-              f"after the load, {qe.server_full}/{qe.established} after the drain")
+    return (f'auth "batch": true: one `{BATCH}` list per {BATCH_INTERVAL:g} s at most, '
+            f"{budget:,} frames/s to all batch clients together")

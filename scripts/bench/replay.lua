@@ -1,15 +1,10 @@
--- wrk driver of scripts/bench/load.py: replays pre-generated signed deliveries, each once,
--- and records each request's ack latency. Environment: BENCH_MANIFEST ("offset length
--- guid" per delivery, in send order), BENCH_REQUESTS (the requests back to back: header
--- lines after Host, blank line, body), BENCH_THREADS (wrk's -t), BENCH_OUT (a directory
--- for "done.<thread>" markers, "results.txt" and, with BENCH_SENT_LOG set, "sent.txt":
--- "<guid> <us>" per delivery, the instant it was sent on CLOCK_MONOTONIC).
---
--- Exactly once: thread k owns deliveries k, k+T, ...; delay() hands out a ticket per
--- owned delivery, then parks the connection; request() never sends without one. A thread
--- with all its answers writes done.<k>, and load.py stops wrk. Latency is measured here:
--- wrk's histogram is "corrected" with the -d run time, wrong for a closed loop stopped
--- early. request() stamps the GUID it sends, response() finds it in the JSON answer.
+-- wrk driver of scripts/bench/load.py (wrk -t 1): sends each delivery of BENCH_MANIFEST
+-- ("offset length guid" lines into BENCH_REQUESTS) once, and writes to BENCH_OUT "done"
+-- once all are answered, "results.txt" and, with BENCH_SENT_LOG, "sent.txt" ("<guid>
+-- <us>": when each was sent, CLOCK_MONOTONIC). Exactly once: delay() hands out a ticket
+-- per delivery, then parks the connection; request() never sends without one. Latency
+-- is measured here (wrk's histogram is "corrected" with -d, wrong for a closed loop
+-- stopped early): request() stamps the GUID, response() finds it in the JSON answer.
 
 local ffi = require("ffi")
 ffi.cdef([[
@@ -23,11 +18,10 @@ local function now_us()
     return tonumber(timespec.tv_sec) * 1000000 + math.floor(tonumber(timespec.tv_nsec) / 1000)
 end
 
-local threads = {}
+local the_thread
 
 function setup(thread)
-    thread:set("id", #threads)
-    table.insert(threads, thread)
+    the_thread = thread
 end
 
 local function write_list(out, prefix, list)
@@ -37,29 +31,25 @@ local function write_list(out, prefix, list)
 end
 
 function done(summary, latency, requests)
-    local dir = os.getenv("BENCH_OUT")
+    local t, dir = the_thread, os.getenv("BENCH_OUT")
     local out = assert(io.open(dir .. "/results.txt", "w"))
-    local sent = os.getenv("BENCH_SENT_LOG") and assert(io.open(dir .. "/sent.txt", "w"))
-    for _, t in ipairs(threads) do
-        out:write(string.format("thread %d %d %d %d\n", t:get("answered"), t:get("unmatched"),
-            t:get("first_us"), t:get("last_us")))
-        for code, count in pairs(t:get("statuses")) do
-            out:write(string.format("status %d %d\n", code, count))
-        end
-        write_list(out, "lat ", t:get("latencies"))
-        write_list(out, "ok ", t:get("ok_guids"))
-        if sent then
-            write_list(sent, "", t:get("sent_log"))
-        end
+    out:write(string.format("span %d %d %d\n", t:get("answered"), t:get("first_us"),
+        t:get("last_us")))
+    for code, count in pairs(t:get("statuses")) do
+        out:write(string.format("status %d %d\n", code, count))
     end
+    write_list(out, "lat ", t:get("latencies"))
+    write_list(out, "ok ", t:get("ok_guids"))
     out:close()
-    if sent then
+    if os.getenv("BENCH_SENT_LOG") then
+        local sent = assert(io.open(dir .. "/sent.txt", "w"))
+        write_list(sent, "", t:get("sent_log"))
         sent:close()
     end
 end
 
 -- Globals, so that done() can read them with thread:get().
-share, sent, answered, unmatched, first_us, last_us = 0, 0, 0, 0, 0, 0
+share, sent, answered, first_us, last_us = 0, 0, 0, 0, 0
 latencies, ok_guids, statuses, sent_log = {}, {}, {}, {}
 
 local offsets, lengths, guids, started = {}, {}, {}, {}
@@ -67,14 +57,10 @@ local tickets, requests_file, head, fallback = 0, nil, nil, nil
 local log_sent = os.getenv("BENCH_SENT_LOG") ~= nil
 
 function init(args)
-    local nthreads, index = tonumber(os.getenv("BENCH_THREADS")), 0
     for line in io.lines(os.getenv("BENCH_MANIFEST")) do
-        if index % nthreads == id then
-            local offset, length, guid = line:match("^(%d+) (%d+) (%S+)$")
-            share = share + 1
-            offsets[share], lengths[share], guids[share] = tonumber(offset), tonumber(length), guid
-        end
-        index = index + 1
+        local offset, length, guid = line:match("^(%d+) (%d+) (%S+)$")
+        share = share + 1
+        offsets[share], lengths[share], guids[share] = tonumber(offset), tonumber(length), guid
     end
     requests_file = assert(io.open(os.getenv("BENCH_REQUESTS"), "rb"))
     local host = wrk.host .. (wrk.port and (":" .. wrk.port) or "")
@@ -93,8 +79,8 @@ end
 
 function request()
     if sent >= tickets then
-        -- No ticket: wrk's start-up call that counts the requests in the string (thread
-        -- 0, before any delay()), or a reconnect after a socket error.
+        -- No ticket: wrk's start-up call that counts the requests in the string (before
+        -- any delay()), or a reconnect after a socket error.
         return fallback
     end
     sent = sent + 1
@@ -122,11 +108,9 @@ function response(status, headers, body)
         if status >= 200 and status < 300 then
             ok_guids[#ok_guids + 1] = guid
         end
-    else
-        unmatched = unmatched + 1
     end
     if answered == share then -- (exactly once)
-        local marker = assert(io.open(os.getenv("BENCH_OUT") .. "/done." .. id, "w"))
+        local marker = assert(io.open(os.getenv("BENCH_OUT") .. "/done", "w"))
         marker:write(answered, "\n")
         marker:close()
     end

@@ -1,6 +1,6 @@
-"""Errors, logging, percentiles, tables and the run wrapper every benchmark shares, so
-that each reports alike and exits alike: 0 when every target passes, 1 otherwise, 2 on
-a usage or setup error (``BenchError``)."""
+"""Errors, logging, percentiles, tables, options and the run wrapper every benchmark
+shares, so that each reports alike and exits alike: 0 when every target passes, 1
+otherwise, 2 on a usage or setup error (``BenchError``)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ from typing import Any
 
 Rows = Sequence[tuple[str, Sequence[str]]]
 Outcome = tuple[bool, dict[str, Any]]  # every target passed; the figures for --json
+#: An option: "-n/--deliveries", its default (False: a flag; a tuple: the choices, the
+#: first the default; None: a string), help, and optional (low, high) bounds.
+Option = tuple[str, Any, str] | tuple[str, Any, str, tuple[float, float]]
 _name = ["bench"]
 
 
@@ -59,9 +62,34 @@ def markdown(columns: Sequence[str], rows: Rows) -> str:
     return "\n".join([*lines, *("| " + " | ".join([k, *v]) + " |" for k, v in rows)])
 
 
-def common_options(parser: argparse.ArgumentParser) -> None:
+def parse(doc: str, options: Sequence[Option], argv: Sequence[str] | None,
+          problems: Callable[[argparse.Namespace], Iterable[tuple[Any, str]]] = lambda a: (),
+          ) -> argparse.Namespace:  # fmt: skip
+    """The options (and --keep, --json FILE), bounds checked, then ``problems(args)``:
+    (failed, message) pairs; a failure is a usage error (exit status 2)."""
+    parser = argparse.ArgumentParser(prog=Path(sys.argv[0]).name, description=doc.split("\n")[0])
+    bounded: list[tuple[str, str, tuple[float, float]]] = []
+    for flags, default, text, *bounds in options:
+        names = flags.split("/")
+        if default is False:
+            parser.add_argument(*names, action="store_true", help=text)
+            continue
+        kind: dict[str, Any] = {"type": str} if default is None else {"type": type(default)}
+        if isinstance(default, tuple):
+            kind, default = {"choices": default}, default[0]
+        text += "" if default is None else f" ({default})"
+        parser.add_argument(*names, default=default, help=text, **kind)
+        bounded += [(names[-1], names[0], bounds[0])] if bounds else []
     parser.add_argument("--keep", action="store_true", help="keep the temp dir and databases")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
+    args = parser.parse_args(argv)
+    for name, flag, (low, high) in bounded:
+        if not low <= getattr(args, name.lstrip("-").replace("-", "_")) <= high:
+            parser.error(f"{flag} must be between {low:,g} and {high:,g}")
+    for failed, message in problems(args):
+        if failed:
+            parser.error(message)
+    return args
 
 
 def run(name: str, args: argparse.Namespace, body: Callable[[Path], Outcome]) -> int:

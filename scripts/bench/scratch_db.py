@@ -9,7 +9,7 @@ import contextlib
 import os
 import secrets
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,14 +41,10 @@ def admin_url() -> str:
     return os.environ.get("BENCH_POSTGRES_URL", DEFAULT_ADMIN_URL)
 
 
-def sqlite_path(url: str) -> Path:
-    return Path(url.removeprefix("sqlite:///"))
-
-
 def query(url: str, statement: str) -> list[tuple[Any, ...]]:
     """All rows of ``statement`` on either backend, as tuples."""
     if url.startswith("sqlite:"):
-        db = sqlite3.connect(sqlite_path(url))
+        db = sqlite3.connect(url.removeprefix("sqlite:///"))
         try:
             return [tuple(row) for row in db.execute(statement).fetchall()]
         finally:
@@ -60,10 +56,9 @@ def query(url: str, statement: str) -> list[tuple[Any, ...]]:
     return _pg(url, fetch)
 
 
-def _admin(url: str, *statements: str) -> None:
+def _admin(url: str, statement: str) -> None:
     async def execute(conn: Any) -> None:
-        for statement in statements:
-            await conn.execute(statement)
+        await conn.execute(statement)
 
     _pg(url, execute)
 
@@ -74,22 +69,16 @@ def database_name(url: str) -> str | None:
 
 
 @contextlib.contextmanager
-def scratch(
-    backend: str, admin_url: str, tmp: Path, *, prefix: str = "bench", keep: bool = False,
-    settings: Sequence[str] = (),
-) -> Iterator[str]:  # fmt: skip
-    """A new, empty database's URL; ``settings`` (NAME=VALUE) become its defaults."""
+def scratch(backend: str, admin_url: str, tmp: Path, prefix: str, keep: bool = False,
+            ) -> Iterator[str]:  # fmt: skip
+    """A new, empty database's URL (a SQLite file under ``tmp``)."""
     name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
     if backend == "sqlite":
         yield f"sqlite:///{tmp / f'{name}.db'}"
         return
     drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-    alter = [
-        f"ALTER DATABASE \"{name}\" SET {k} = '{v.replace(chr(39), chr(39) * 2)}'"
-        for k, _, v in (s.partition("=") for s in settings)
-    ]
     try:
-        _admin(admin_url, f'CREATE DATABASE "{name}"', *alter)
+        _admin(admin_url, f'CREATE DATABASE "{name}"')
     except Exception as exc:
         with contextlib.suppress(Exception):
             _admin(admin_url, drop)

@@ -1,8 +1,6 @@
-"""Servers under test on free loopback ports, and what they cost (RSS, CPU).
-
-A kind of server is a name, a command for a port and a readiness path (``KINDS``), so
-another server under test (another bot framework as a baseline) is one more entry;
-``Server`` starts any kind the same way, with its own log and session."""
+"""Servers under test on free loopback ports, and what they cost (RSS, CPU). A kind of
+server is a command for a port and a readiness path: another server under test (another
+bot framework as a baseline) is one more entry in ``KINDS``."""
 
 from __future__ import annotations
 
@@ -20,23 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bench.report import BenchError, log
+from bench.report import BenchError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 WEBHOOK_PATH = "/webhooks/github"
 
 
-def _service(port: int) -> list[str]:
-    script = Path(sys.executable).with_name("webhook-service")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "webhook_service"]
-    return [*command, "serve", "--host", "127.0.0.1", "--port", str(port)]
-
-
 @dataclass(frozen=True)
 class Kind:
-    """How to run one kind of server: ``argv(port)``; ready once ``ready_path`` answers
-    200. It gets WEBHOOK_SECRET (and DATABASE_URL, if it stores) in its environment."""
+    """``argv(port)``, ready once ``ready_path`` answers 200; it gets WEBHOOK_SECRET (and
+    DATABASE_URL, if it stores) in its environment."""
 
     argv: Callable[[int], list[str]]
     ready_path: str = "/healthz"
@@ -46,8 +38,12 @@ def _baseline(which: str) -> Kind:
     return Kind(lambda port: [sys.executable, str(HERE / "baselines.py"), which, str(port)])
 
 
-KINDS = {"webhook-service": Kind(_service, "/readyz"), "bare": _baseline("bare"),
-         "sink": _baseline("sink")}  # fmt: skip
+KINDS = {
+    "webhook-service": Kind(lambda port: [sys.executable, "-m", "webhook_service", "serve",
+                                          "--host", "127.0.0.1", "--port", str(port)], "/readyz"),
+    "bare": _baseline("bare"),
+    "sink": _baseline("sink"),
+}  # fmt: skip
 _ports: set[int] = set()
 
 
@@ -96,10 +92,8 @@ class Server:
             time.sleep(0.1)
         raise BenchError(f"{self.name} was not ready within {timeout:.0f}s:\n{self.tail()}")
 
-    def tail(self, lines: int = 30) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        return ""
+    def tail(self) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
 
     def kill(self) -> None:
         """SIGKILL: nothing may depend on a graceful shutdown."""
@@ -109,6 +103,13 @@ class Server:
 
     def close(self) -> None:
         stop(self.proc, 15)
+
+
+def service(url: str, log: Path, secret: str, token: str, name: str, **env: str) -> Server:
+    """``webhook-service serve`` on ``url`` (its WEBHOOK_SECRET and API_TOKEN)."""
+    env |= {"WEBHOOK_SECRET": secret, "API_TOKEN": token, "DATABASE_URL": url,
+            "LOG_LEVEL": "WARNING"}  # fmt: skip
+    return Server("webhook-service", log, env, name=f"webhook-service ({name})")
 
 
 def stop(proc: subprocess.Popen[bytes], grace: float) -> None:
@@ -143,10 +144,9 @@ class Sampler(threading.Thread):
         super().__init__(name="rss-sampler", daemon=True)
         self._proc, self._interval, self._halt = psutil.Process(pid), interval, threading.Event()
         self.peak = 0
-        self.sample()
         self.start()
 
-    def sample(self) -> int:
+    def sample(self) -> None:
         import psutil
 
         rss = 0
@@ -155,16 +155,16 @@ class Sampler(threading.Thread):
                 with contextlib.suppress(psutil.Error):
                     rss += int(proc.memory_info().rss)
         self.peak = max(self.peak, rss)
-        return rss
 
     def run(self) -> None:
+        self.sample()
         while not self._halt.wait(self._interval):
             self.sample()
+        self.sample()
 
     def stop(self) -> int:
         self._halt.set()
         self.join()
-        self.sample()
         return self.peak
 
 
@@ -178,15 +178,14 @@ def cpu_seconds(pid: int | None) -> float:
     return float(times.user + times.system) if times else 0.0
 
 
-def _machine() -> tuple[float, float, float]:
-    """(busy, stolen, total) CPU seconds of the machine; "stolen": by the hypervisor."""
+def _machine() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the machine (guest time is in user time already)."""
     import psutil
 
     t = psutil.cpu_times()
-    # On Linux, guest time is already included in user time.
     total = float(sum(t)) - float(getattr(t, "guest", 0.0) + getattr(t, "guest_nice", 0.0))
-    steal = float(getattr(t, "steal", 0.0))
-    return total - float(t.idle + getattr(t, "iowait", 0.0)) - steal, steal, total
+    idle = float(t.idle + getattr(t, "iowait", 0.0) + getattr(t, "steal", 0.0))
+    return total - idle, total
 
 
 def _postgres(database: str | None) -> dict[int, float]:
@@ -212,50 +211,34 @@ def _postgres(database: str | None) -> dict[int, float]:
 
 @dataclass(slots=True)
 class Snapshot:
-    """CPU seconds used so far by the machine, some processes, PostgreSQL and us."""
+    """CPU seconds used so far by the machine, some processes and PostgreSQL."""
 
     at: float
-    machine: tuple[float, float, float]
+    machine: tuple[float, float]
     pids: dict[int, float]
     postgres: dict[int, float]
-    own: float
 
     @classmethod
     def take(cls, pids: Iterable[int | None] = (), database: str | None = None) -> Snapshot:
         machine, pg = _machine(), _postgres(database)
-        own = {pid: cpu_seconds(pid) for pid in pids if pid}
-        return cls(time.monotonic(), machine, own, pg, time.process_time())
+        return cls(time.monotonic(), machine, {p: cpu_seconds(p) for p in pids if p}, pg)
 
 
 @dataclass(slots=True)
 class Cores:
-    """Cores used on average between two snapshots (``own``: this process)."""
+    """Cores used on average between two snapshots."""
 
     machine: float = 0.0
-    steal: float = 0.0
     postgres: float = 0.0
-    own: float = 0.0
     seconds: float = 0.0
     pids: dict[int, float] = field(default_factory=dict)
 
     @classmethod
     def between(cls, a: Snapshot, b: Snapshot) -> Cores:
-        wall = b.at - a.at
+        wall, spent = b.at - a.at, b.machine[1] - a.machine[1]
         if wall <= 0:
             return cls()
-        spent = b.machine[2] - a.machine[2]
         share = (os.cpu_count() or 1) / spent if spent > 0 else 0.0
-        return cls((b.machine[0] - a.machine[0]) * share, (b.machine[1] - a.machine[1]) * share,
+        return cls((b.machine[0] - a.machine[0]) * share,
                    sum(t - a.postgres.get(pid, 0.0) for pid, t in b.postgres.items()) / wall,
-                   (b.own - a.own) / wall, wall,
-                   {pid: (t - a.pids.get(pid, 0.0)) / wall for pid, t in b.pids.items()})
-
-
-def background_load(seconds: float = 1.0) -> float:
-    """How many cores other work keeps busy now (the benchmark competes with it)."""
-    a = Snapshot.take()
-    time.sleep(seconds)
-    busy = Cores.between(a, Snapshot.take()).machine
-    if busy > 0.2:
-        log(f"warning: the machine is already busy ({busy:.2f} cores): noisy figures")
-    return busy
+                   wall, {pid: (t - a.pids.get(pid, 0.0)) / wall for pid, t in b.pids.items()})
