@@ -6,23 +6,21 @@
         [--seed 1] [--postgres] [--json FILE]
 
 Workload, per R:N: a FakeGitHub with N open PRs over R repositories, time-scaled by s
-(GitHub's minute is 60/s seconds: the fake's secondary window of 900 REST and 2,000
-GraphQL points, SYNC_INTERVAL and the new worker's Limits; its hour 3600/s: the primary
-window of 12,500 REST points). Per worker, in a process of its own with its own token
-and database: the first sweep, the cycle after it, idle intervals, then changes without
-a webhook at random moments, each timed from the fake to the stored row. Figures are in
-GitHub time, from the fake's request log. Baseline, same run: the poller of c353fc9
-(every repository listed every cycle, unpaced, 5 at once), imported from a git archive.
-Targets, for this worker: at the largest R no secondary-limit answer and <= 100 points
-a minute idle (REST + GraphQL, sweep included); p99 of a missed change <= 2 intervals
-at every R; peak RSS at the largest R <= 1.3x the smallest's; the store matching the
-fake with no sync errors. The default run takes about 17 minutes.
+(GitHub's minute is 60/s seconds: the secondary window, SYNC_INTERVAL, the worker's
+Limits). Per worker, in a process with its own token and database: the first sweep,
+the cycle after it, idle intervals, then changes without a webhook at random moments,
+each timed to the stored row; figures in GitHub time. Baseline, same run: the poller
+of c353fc9 (every repository every cycle, unpaced, 5 at once). Targets, this worker:
+at the largest R no secondary-limit answer and <= 100 points a minute idle; a missed
+change's p99 <= 2 intervals at every R; peak RSS at the largest R <= 1.3x the
+smallest's; the store matching the fake, no sync errors. Default run: about 17 minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import random
 import sys
@@ -50,9 +48,8 @@ def _n(value: float) -> str:
 
 def _pair(values: dict[str, int], per: float) -> str:
     """REST + GraphQL, divided by ``per`` (cycles, minutes, hours)."""
-    if not per or math.isnan(per):
-        return "n/a"
-    return f"{_n(values['rest'] / per)} + {_n(values['graphql'] / per)}"
+    ok = per and not math.isnan(per)
+    return f"{_n(values['rest'] / per)} + {_n(values['graphql'] / per)}" if ok else "n/a"
 
 
 def cells(run: WorkerRun, plan: Plan) -> list[tuple[str, str]]:
@@ -120,10 +117,10 @@ def checks(runs: Sequence[WorkerRun], plan: Plan) -> list[tuple[bool, str]]:
 
 def _sizes(text: str) -> list[tuple[int, int]] | None:
     """R:N,... (1 <= R <= N <= MAX_PRS), or None."""
-    sizes = [tuple(int(x) for x in part.split(":")) for part in text.split(",")
-             if part.count(":") == 1 and part.replace(":", "").isdigit()]  # fmt: skip
-    ok = len(sizes) == len(text.split(",")) and all(1 <= r <= n <= MAX_PRS for r, n in sizes)
-    return [(r, n) for r, n in sizes] if ok else None
+    with contextlib.suppress(ValueError):
+        sizes = [(int(r), int(n)) for r, n in (part.split(":") for part in text.split(","))]
+        return sizes if all(1 <= r <= n <= MAX_PRS for r, n in sizes) else None
+    return None
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -152,15 +149,12 @@ async def _measure(args: argparse.Namespace, plan: Plan, workdir: Path) -> list[
     from webhook_service.testing.fake_github import FakeGitHub
 
     s, runs, backend = args.scale, [], "postgresql" if args.postgres else "sqlite"
-    admin = scratch_db.admin_url()
-    roots = {"new": REPO_ROOT, "baseline": baseline_tree(workdir)}
+    admin, roots = scratch_db.admin_url(), {"new": REPO_ROOT, "baseline": baseline_tree(workdir)}
     for repos, prs in args.sizes:
         async with FakeGitHub(rate_limit=PRIMARY_REST, graphql_rate_limit=PRIMARY_GRAPHQL,
                               rate_window=3600 / s, secondary_window=60 / s,
                               search_lag=SEARCH_LAG / s) as fake:
-            t0 = time.monotonic()
             keys = populate(fake, repos, prs)
-            log(f"R={repos:,} N={prs:,}: fake ready in {time.monotonic() - t0:.1f}s")
             pool = random.Random(f"{args.seed}-{repos}-{prs}").sample(keys, 2 * args.changes)
             for i, worker in enumerate(args.workers.split(",")):
                 name = f"bench_poll_{worker}_{repos}"
@@ -176,24 +170,15 @@ async def _measure(args: argparse.Namespace, plan: Plan, workdir: Path) -> list[
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
-    plan = Plan(args.scale, args.changes, args.idle_intervals, args.change_intervals,
-                args.drain_intervals, args.first_sweep_cap, args.seed)  # fmt: skip
+    plan = Plan.of(args)
 
     def body(tmp: Path) -> Outcome:
         runs = asyncio.run(_measure(args, plan, tmp))
         columns = [cells(run, plan) for run in runs]
         header = [f"R = {_n(r.repos)}, N = {_n(r.prs)}: {WORKER_NAMES[r.worker]}" for r in runs]
-        labels = [label for label, _ in columns[0]] if columns else []
-        rows = [(label, [c[i][1] for c in columns]) for i, label in enumerate(labels)]
-        print(report.markdown(header, rows))
-        for run in runs:
-            if run.first_sweep is None:
-                print(f"\n{WORKER_NAMES[run.worker]} at R = {_n(run.repos)}: its first cycle had "
-                      "not ended when the cap was reached; the idle and change phases ran during "
-                      "it.")
-        found = checks(runs, plan)
-        print("\nTargets")
-        for ok, text in found:
+        rows = [(label, [c[i][1] for c in columns]) for i, (label, _) in enumerate(columns[0])]
+        print(report.markdown(header, rows) + "\n\nTargets")
+        for ok, text in (found := checks(runs, plan)):
             print(f"  {verdict(ok)}  {text}")
         figures: dict[str, Any] = {h: dict(c) for h, c in zip(header, columns, strict=True)}
         return all(ok for ok, _ in found), figures

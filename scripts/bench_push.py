@@ -1,22 +1,21 @@
 """Push benchmark: webhook POST -> Socket.IO event, and slow or stuck clients under load.
 
     .venv-dev/bin/python scripts/bench_push.py [--backend postgresql|sqlite|both]
-        [--rate 200] [--seconds 20] [--clients 200] [--stuck 50] [--only push|slow]
+        [--rate 200] [--seconds 20] [-n 10000] [-c 16] [--clients 200] [--stuck 50]
         [--push-replica [--message-queue URL]] [--json FILE]
 
-push: deliveries POSTed open loop at ``--rate``/s for ``--seconds`` (after ``--warmup``),
-each a status change of one of 50 interleaved PRs (opened, closed, reopened, merged), so
-one ``pr_status_change`` each, to a Socket.IO listener. Target: push latency (POST sent
+push: deliveries POSTed open loop at --rate/s for --seconds (after 1 s not measured),
+each a status change of one of 50 interleaved PRs (opened, closed, reopened, merged),
+so one pr_status_change each, to a Socket.IO listener. Target: push latency (POST sent
 -> event received) p99 <= 50 ms on PostgreSQL; every delivery 2xx and its event
 received (repeats counted, not failed).
-slow: the bench_ingest workload (N = ``-n``, wrk at ``-c``) against a fresh server
-each time, (a) with no client (the baseline), (b) with ``--clients`` per-event clients
-and (c) with as many batch clients (``"batch": true``), ``--stuck`` of them raw
-websockets that never read, the rest readers in a child process that must each receive
-every stored event. Target: (c)/(a) >= 0.8 in deliveries/s (gates the exit status);
-(b)/(a) is reported, not gated; every run's deliveries stored as bench_ingest checks.
-``--push-replica``: two replicas on one database and Redis, wrk to one, clients to the
-other, in every slow run.
+slow: the bench_ingest workload (N = -n, wrk at -c) against a fresh server each time,
+(a) with no client (the baseline), (b) with --clients per-event clients and (c) as many
+batch clients ("batch": true), --stuck of them raw websockets that never read, the rest
+readers in a child process that must each receive every stored event. Target: (c)/(a)
+>= 0.8 in deliveries/s (gates the exit status; (b)/(a) is reported); every run's
+deliveries stored as bench_ingest checks. --push-replica: two replicas on one database
+and Redis, wrk to one, clients to the other, in every slow run.
 """
 
 from __future__ import annotations
@@ -27,25 +26,25 @@ import os
 import secrets
 import statistics
 import sys
-import time
 from argparse import Namespace
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench import load, push, report, scratch_db
-from bench.clients import ReaderLog, Readers, StuckClient, established
+from bench.clients import Readers, StuckClient, established
 from bench.deliveries import Workload, generate, verify
 from bench.report import Outcome, Rows, log, ms, percentile, verdict
 from bench.servers import Cores, Server, Snapshot, service
 
 TARGET_PUSH_P99_MS, TARGET_SLOW_RATIO = 50.0, 0.8
+WARMUP_SECONDS, DRAIN_SECONDS = 1.0, 180.0  # push: not measured; slow: the readers' drain
 COLUMNS = {None: "(a) no clients", "per-event": "(b) per-event clients",
            "batch": "(c) batch clients"}  # fmt: skip
 
 
-def _target_met(r: push.PushLoad) -> bool:
-    return bool(r.push_ms()) and percentile(r.push_ms(), 99) <= TARGET_PUSH_P99_MS
+def _target_met(r: push.PushLoad) -> bool:  # percentile is nan, failing, when none
+    return percentile(r.push_ms(), 99) <= TARGET_PUSH_P99_MS
 
 
 def _scratch(backend: str, args: Namespace, tmp: Path) -> contextlib.AbstractContextManager[str]:
@@ -53,16 +52,15 @@ def _scratch(backend: str, args: Namespace, tmp: Path) -> contextlib.AbstractCon
 
 
 def bench_push(backend: str, args: Namespace, deliveries: Sequence[push.PushDelivery],
-               secret: str, warmup: int, tmp: Path) -> push.PushLoad:  # fmt: skip
+               secret: str, tmp: Path) -> push.PushLoad:  # fmt: skip
+    warmup = round(args.rate * WARMUP_SECONDS)
     token, pushed = secrets.token_hex(16), push.PushLoad(backend, len(deliveries), warmup)
     with _scratch(backend, args, tmp) as url:
         server = service(url, tmp / f"push-{backend}.log", secret, token, backend)
         try:
             server.wait_ready()
-            log(f"push/{backend}: server ready (pid {server.pid}); {len(deliveries)} deliveries "
-                f"at {args.rate:g}/s ({warmup} warm-up)")
-            database = scratch_db.database_name(url)
-            before = Snapshot.take([server.pid], database)
+            log(f"push/{backend}: {len(deliveries)} deliveries at {args.rate:g}/s")
+            before = Snapshot.take([server.pid], database := scratch_db.database_name(url))
             asyncio.run(push.push_load(server.port, token, deliveries, args.rate, pushed))
             pushed.cpu = Cores.between(before, Snapshot.take([server.pid], database))
         finally:
@@ -72,8 +70,7 @@ def bench_push(backend: str, args: Namespace, deliveries: Sequence[push.PushDeli
 
 def _start(stack: contextlib.ExitStack, url: str, run_dir: Path, secret: str, token: str,
            args: Namespace) -> tuple[Server, Server]:  # fmt: skip
-    """The server wrk posts to, and the one clients use (another with --push-replica:
-    events between them through Redis, in every run, so that (a) pays the same)."""
+    """The server wrk posts to and the one clients use (another with --push-replica)."""
     queue = {"SOCKETIO_MESSAGE_QUEUE": args.message_queue, "SOCKETIO_CHANNEL": f"bench-{token}"}
     servers: list[Server] = []
     for name in ("server", "push") if args.push_replica else ("server",):
@@ -84,71 +81,56 @@ def _start(stack: contextlib.ExitStack, url: str, run_dir: Path, secret: str, to
     return servers[0], servers[-1]
 
 
-def _clients(stack: contextlib.ExitStack, port: int, token: str, run_dir: Path, mode: str | None,
-             readers: int, stuck: int) -> tuple[Readers | None, set[int], int]:  # fmt: skip
-    """The reading clients' process (and how many connected) and the stuck clients (their
-    local ports)."""
-    batch, reader, connected = mode == "batch", None, 0
-    if readers:
-        reader = Readers(port, token, readers, run_dir, batch)
+def _clients(stack: contextlib.ExitStack, port: int, token: str, run: push.SlowRun,
+             run_dir: Path) -> tuple[Readers | None, set[int]]:  # fmt: skip
+    """The reading clients' process (sets ``run.connected``), the stuck clients' ports."""
+    batch, reader, ports = run.mode == "batch", None, set()
+    if run.readers:
+        reader = Readers(port, token, run.readers, run_dir, batch)
         stack.callback(reader.close)
-        connected = int(reader.expect("ready", 120)[0])
-    ports: set[int] = set()
-    for _ in range(stuck):
+        run.connected = int(reader.expect("ready", 120)[0])
+    for _ in range(run.stuck):
         client = StuckClient(port, token, batch=batch)
         stack.callback(client.close)
         ports.add(client.local_port)
-    return reader, ports, connected
+    return reader, ports
 
 
 def bench_slow_run(label: str, backend: str, args: Namespace, w: Workload, changes: push.Changes,
                    tmp: Path, mode: str | None = None, readers: int = 0,
                    stuck: int = 0) -> push.SlowRun:  # fmt: skip
     """The ingest load against a fresh server with these clients (none for (a))."""
-    started, token = time.monotonic(), secrets.token_hex(16)
+    token, run = secrets.token_hex(16), push.SlowRun(label, mode, readers, stuck, w.prs)
     run_dir, tag = tmp / f"slow-{backend}-{label}", f"slow/{backend} ({label})"
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(_scratch(backend, args, tmp))
         server, receiver = _start(stack, url, run_dir, w.secret, token, args)
-        logs: list[ReaderLog] = []
-        reader, ports, connected = _clients(stack, receiver.port, token, run_dir, mode,
-                                            readers, stuck)  # fmt: skip
-        log(f"{tag}: server ready (pid {server.pid}), {connected} reading + {len(ports)} "
+        reader, ports = _clients(stack, receiver.port, token, run, run_dir)
+        log(f"{tag}: server ready (pid {server.pid}), {run.connected} reading + {len(ports)} "
             f"stuck clients{f' ({mode})' if mode else ''}; sending load")
-        pid = reader.proc.pid if reader else None
-        before = Snapshot.take([pid])
+        before = Snapshot.take([pid := reader.proc.pid if reader else None])
         leg = load.Leg(server.port, w.manifest, w.deliveries, args.concurrency,
                        run_dir / "wrk", server.pid)  # fmt: skip
-        whole, _ = load.run(args.wrk, w, [leg], max_seconds=args.max_seconds, sent_log=True,
-                            database=scratch_db.database_name(url))
-        cores = Cores.between(before, Snapshot.take([pid])).pids.get(pid or 0, 0.0)
+        run.load, _ = load.run(args.wrk, w, [leg], sent_log=True,
+                               database=scratch_db.database_name(url))
+        run.readers_cores = Cores.between(before, Snapshot.take([pid])).pids.get(pid or 0, 0.0)
         still = established(receiver.port, ports)
         events = push.fetch_events(url)
         if reader is not None:
             log(f"{tag}: load done; waiting for the readers to drain")
-            logs = reader.drain(len(events), args.drain_seconds)
-        still_end = established(receiver.port, ports)
+            run.logs = reader.drain(len(events), DRAIN_SECONDS)
+        run.still_connected = (still, established(receiver.port, ports))
         server.kill()
         receiver.kill()
         log(f"{tag}: verifying the database")
-        verification = verify(url, whole.ok_guids)
-    run = push.SlowRun(label, mode, readers, stuck, w.prs, whole, verification, cores,
-                       len(events), logs, connected, (still, still_end),
-                       time.monotonic() - started)  # fmt: skip
-    return run.summarise(events, changes, push.read_sent(run_dir / "wrk" / "sent.txt"))
+        run.verification = verify(url, run.load.ok_guids)
+    run.summarise(events, changes, run_dir / "wrk" / "sent.txt")
+    return run
 
 
 def report_push(results: Sequence[push.PushLoad], args: Namespace) -> bool:
-    if not results:
-        return True
-    print(f"\npush: webhook POST -> Socket.IO event, open loop at {args.rate:g} deliveries/s for "
-          f"{args.seconds:g} s ({len(results[0].measured)} deliveries measured, after "
-          f"{results[0].warmup} warm-up), one listener (socketio.AsyncClient, websocket, same "
-          "process as the sender); every delivery one pr_status_change")
-
-    def pg(r: push.PushLoad) -> bool:
-        return r.backend == "postgresql"
-
+    print(f"\npush: open loop at {args.rate:g}/s, {len(results[0].measured)} deliveries measured"
+          " (each one pr_status_change), one socketio.AsyncClient listener in the sender")
     cells: list[tuple[str, Callable[[push.PushLoad], str]]] = [
         ("push latency p50 / p99 / max (ms)", lambda r: " / ".join(
             ms(r.push_ms(), pct) for pct in (50, 99, 100))),
@@ -160,12 +142,12 @@ def report_push(results: Sequence[push.PushLoad], args: Namespace) -> bool:
         ("server CPU (cores)", lambda r: f"{sum(r.cpu.pids.values()):.2f}"),
         ("machine busy (cores)", lambda r: f"{r.cpu.machine:.2f} / {os.cpu_count()}"),
         ("target push p99", lambda r: f"{verdict(_target_met(r))} (<= {TARGET_PUSH_P99_MS:.0f} ms)"
-         if pg(r) else "n/a"),
+         if r.backend == "postgresql" else "n/a"),
         ("every event received", lambda r: verdict(r.every_event())),
         ("client errors", lambda r: ", ".join(f"{k} {v}" for k, v in r.errors.items()) or "none"),
     ]  # fmt: skip
     report.table([r.backend for r in results], [(k, [c(r) for r in results]) for k, c in cells])
-    return all(r.every_event() and (not pg(r) or _target_met(r)) for r in results)
+    return all(r.every_event() and (r.backend != "postgresql" or _target_met(r)) for r in results)
 
 
 def _slow_rows(runs: Sequence[push.SlowRun]) -> Rows:
@@ -197,12 +179,9 @@ def _slow_rows(runs: Sequence[push.SlowRun]) -> Rows:
 
 def report_slow(backend: str, runs: Sequence[push.SlowRun], args: Namespace) -> bool:
     a, clients = runs[0], runs[1:]
-    print(f"\nslow clients ({backend}): wrk closed loop C={args.concurrency}, N={a.load.answered} "
-          f"bench_ingest deliveries; each client run: {args.clients - args.stuck} reading "
-          f"socketio.AsyncClients (one child process) + {args.stuck} stuck raw websockets; "
-          f"(c) {push.batch_note()}" + (
-              f"; webhooks to one replica, clients on another (events through "
-              f"{args.message_queue})" if args.push_replica else ""))  # fmt: skip
+    print(f"\nslow clients ({backend}): wrk C={args.concurrency}, N={a.load.answered}; "
+          f"{args.clients - args.stuck} readers + {args.stuck} stuck; (c) {push.batch_note()}"
+          + (f"; clients on a second replica ({args.message_queue})" if args.push_replica else ""))
     report.table([COLUMNS[r.mode] for r in runs], _slow_rows(runs))
     passed = all(r.complete() for r in runs)
     print(f"\n{verdict(passed)}: every delivery answered 2xx and stored, in each run ({backend})")
@@ -218,17 +197,14 @@ def report_slow(backend: str, runs: Sequence[push.SlowRun], args: Namespace) -> 
             passed &= r.readers_ok()
             print(f"{verdict(r.readers_ok())}: ({r.label}) every reading client received every "
                   f"event ({r.full()}/{r.readers})")
-    print(f"slow/{backend}: runs took " + ", ".join(f"({r.label}) {r.seconds:.1f}s" for r in runs))
     return passed
 
 
 def _parse(argv: Sequence[str] | None) -> Namespace:
     args = report.parse(__doc__, [
         ("--backend", ("postgresql", "sqlite", "both"), "the database(s)"),
-        ("--only", ("both", "push", "slow"), "run one measurement"),
         ("--rate", 200.0, "push: deliveries/s", (1, 2000)),
         ("--seconds", 20.0, "push: measured seconds", (1, 300)),
-        ("--warmup", 1.0, "push: seconds sent first, not measured", (0, 10)),
         ("--clients", 200, "slow: clients in (b) and in (c)", (0, 1000)),
         ("--stuck", 50, "slow: of which never read", (0, 1000)),
         ("--push-replica", False, "slow: two replicas on one PostgreSQL database and Redis: "
@@ -236,13 +212,11 @@ def _parse(argv: Sequence[str] | None) -> Namespace:
         ("--message-queue", "redis://127.0.0.1:6379/0", "slow, with --push-replica: their Redis"),
         ("-n/--deliveries", 10_000, "slow: deliveries N", (1, 100_000)),
         ("-c/--concurrency", 16, "slow: wrk C", (1, 1024)),
-        ("--drain-seconds", 180.0, "slow: how long the readers may take after the load", (1, 600)),
-        ("--max-seconds", load.MAX_SECONDS, "slow: give up a load run after this long", (5, 120)),
         ("--seed", 1, "workload random seed"),
         ("--postgres-url", scratch_db.admin_url(), "where scratch databases are created "
          "(BENCH_POSTGRES_URL or the local server)"),
     ], argv, lambda a: [
-        (a.rate * (a.seconds + a.warmup) > 60_000, "--rate x (--seconds + --warmup) must be at "
+        (a.rate * (a.seconds + WARMUP_SECONDS) > 60_000, "--rate x (--seconds + 1) must be at "
          "most 60,000"),
         (a.push_replica and a.backend != "postgresql",
          "--push-replica needs --backend postgresql (replicas share PostgreSQL)"),
@@ -256,36 +230,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
 
     def body(tmp: Path) -> Outcome:
-        args.wrk = load.find_wrk() if args.only != "push" else None
+        args.wrk = load.find_wrk()
         pg = scratch_db.durability(args.postgres_url) if "postgresql" in args.backends else None
-        pushed: list[push.PushLoad] = []
-        if args.only != "slow":
-            secret, warmup = secrets.token_hex(16), round(args.rate * args.warmup)
-            deliveries = push.generate_push(warmup + round(args.rate * args.seconds), secret,
-                                            args.seed)  # fmt: skip
-            pushed = [bench_push(b, args, deliveries, secret, warmup, tmp) for b in args.backends]
-        slow: dict[str, list[push.SlowRun]] = {}
-        if args.only != "push":
-            log(f"generating {args.deliveries} ingest deliveries (bench_ingest workload)")
-            w = generate(tmp, args.deliveries, max(1, args.deliveries // 4), args.seed)
-            changes, readers = push.expected_events(w), args.clients - args.stuck
-            for b in args.backends:
-                slow[b] = [bench_slow_run("a", b, args, w, changes, tmp)] + [
-                    bench_slow_run(label, b, args, w, changes, tmp, mode, readers, args.stuck)
-                    for label, mode in (("b", "per-event"), ("c", "batch"))]  # fmt: skip
+        secret, count = secrets.token_hex(16), round(args.rate * (WARMUP_SECONDS + args.seconds))
+        deliveries = push.generate_push(count, secret, args.seed)
+        pushed = [bench_push(b, args, deliveries, secret, tmp) for b in args.backends]
+        log(f"generating {args.deliveries} ingest deliveries (bench_ingest workload)")
+        w = generate(tmp, args.deliveries, max(1, args.deliveries // 4), args.seed)
+        changes, readers = push.expected_events(w), args.clients - args.stuck
+        slow = {b: [bench_slow_run("a", b, args, w, changes, tmp)] + [
+            bench_slow_run(label, b, args, w, changes, tmp, mode, readers, args.stuck)
+            for label, mode in (("b", "per-event"), ("c", "batch"))] for b in args.backends}
         print(f"\nbench_push: {os.cpu_count()} CPUs; "
               "webhook-service serve, 1 uvicorn worker" + (f"; PostgreSQL: {pg}" if pg else ""))
         passed = report_push(pushed, args)
         for b, runs in slow.items():
             passed &= report_slow(b, runs, args)
-        figures: dict[str, Any] = {
-            f"push/{r.backend}": {"p50_ms": percentile(r.push_ms(), 50),
-                                  "p99_ms": percentile(r.push_ms(), 99), "missing": r.missing}
-            for r in pushed
-        }  # fmt: skip
-        for b, runs in slow.items():
-            figures[f"slow/{b}"] = {COLUMNS[r.mode]: {"rate": r.load.rate,
-                                                      "ratio": r.ratio(runs[0])} for r in runs}
+        figures: dict[str, Any] = {f"push/{r.backend}": {
+            "p50_ms": percentile(r.push_ms(), 50), "p99_ms": percentile(r.push_ms(), 99),
+            "missing": r.missing} for r in pushed} | {f"slow/{b}": {COLUMNS[r.mode]: {
+                "rate": r.load.rate, "ratio": r.ratio(runs[0])} for r in runs}
+            for b, runs in slow.items()}  # fmt: skip
         return passed, figures
 
     return report.run("bench_push", args, body)

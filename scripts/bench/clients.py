@@ -1,11 +1,7 @@
-"""Socket.IO clients as load: readers (``socketio.AsyncClient``s in a child process of
-their own, uvloop, decoding with orjson through ``webhook_service.push.sio_json`` as
-the server encodes) that record every ``pr_status_change`` and every message, and
-stuck clients (raw websockets that complete the Socket.IO handshake, then never read).
-
-    python scripts/bench/clients.py URL COUNT OUT per-event|batch   (the readers;
-    scripts/ on PYTHONPATH, the token in BENCH_PUSH_TOKEN)
-"""
+"""Socket.IO clients as load: readers (``socketio.AsyncClient``s in a child process,
+``python clients.py URL COUNT OUT per-event|batch``, uvloop, orjson as the server
+encodes) that record every ``pr_status_change`` and every message, and stuck clients
+(raw websockets that complete the Socket.IO handshake, then never read)."""
 
 from __future__ import annotations
 
@@ -32,10 +28,6 @@ from bench.servers import python_env, stop
 
 STALL_SECONDS = 15.0  # the readers' drain ends early when nothing arrives for this long
 STUCK_RCVBUF = 4096  # a stuck client's SO_RCVBUF: the window it advertises
-
-
-def _auth(token: str, batch: bool) -> dict[str, Any]:
-    return {"token": token, "batch": True} if batch else {"token": token}
 
 
 def _ws_frame(text: str) -> bytes:
@@ -90,7 +82,7 @@ class StuckClient:
             buf = bytearray(rest)
             if not (opening := _read_frame(sock, buf)).startswith("0{"):
                 raise BenchError(f"expected the Engine.IO open packet, got {opening[:100]!r}")
-            sock.sendall(_ws_frame("40" + json.dumps(_auth(token, batch))))
+            sock.sendall(_ws_frame("40" + json.dumps({"token": token, "batch": batch})))
             if not (answer := _read_frame(sock, buf)).startswith("40"):
                 raise BenchError(f"Socket.IO CONNECT refused: {answer[:200]!r}")
         except BaseException as exc:
@@ -152,7 +144,7 @@ class Readers:
         import orjson
 
         assert self.proc.stdin is not None
-        self.proc.stdin.write(f"drain {expected} {max_seconds} {STALL_SECONDS}\n".encode())
+        self.proc.stdin.write(f"drain {expected} {max_seconds}\n".encode())
         self.expect("done", max_seconds + 60)
         return [ReaderLog(c, array("q", i), array("d", t), array("d", m))
                 for c, i, t, m in orjson.loads(self.out.read_bytes())]  # fmt: skip
@@ -164,8 +156,8 @@ class Readers:
 def _recorders(log: ReaderLog, seen: set[int], batch: bool) -> tuple[Callable[..., None], ...]:
     """Handlers of one reader: its events (``pr_status_change`` messages, or the items of
     an ``events`` list, at the list's receive instant), and any other message."""
-    ids, times, message, monotonic = log.ids.append, log.times.append, log.messages.append, \
-        time.monotonic  # fmt: skip
+    ids, times, message = log.ids.append, log.times.append, log.messages.append
+    monotonic = time.monotonic
 
     def event(data: Any) -> None:
         now = monotonic()
@@ -211,19 +203,16 @@ async def _reader(url: str, token: str, count: int, out: Path, batch: bool) -> i
         sio.on(BATCH if batch else "pr_status_change", event)
         sio.on("*", other)  # any other message, e.g. task_status_change
         clients.append(sio)
-    await _connect(clients, url, _auth(token, batch))
+    await _connect(clients, url, {"token": token, "batch": batch})
     print(f"ready {sum(1 for sio in clients if sio.connected)}", flush=True)
     command = (await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)).split()
-    if len(command) != 4 or command[0] != "drain":
-        print(f"error unexpected command {command!r}", flush=True)
-        return 2
-    expected, max_seconds, stall = int(command[1]), float(command[2]), float(command[3])
+    expected, max_seconds = int(command[1]), float(command[2])  # "drain EXPECTED SECONDS"
     started = last_change = time.monotonic()
     last_total = -1
     while not all(len(u) >= expected for u in unique) and time.monotonic() - started <= max_seconds:
         if (total := sum(len(log.ids) for log in logs)) != last_total:
             last_total, last_change = total, time.monotonic()
-        elif time.monotonic() - last_change > stall:
+        elif time.monotonic() - last_change > STALL_SECONDS:
             break
         await asyncio.sleep(0.05)
     waited = time.monotonic() - started

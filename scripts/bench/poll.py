@@ -1,6 +1,6 @@
-"""The poller benchmark's moving parts: the fake's PRs and changes, the baseline's code
-(``git archive`` of BASELINE_COMMIT), a poller process (``poll_child.py``), and one timed
-run of one worker (first sweep, idle, injected changes) measured from the fake's log."""
+"""The poller benchmark's parts: the fake's PRs and changes, the baseline's code (``git
+archive`` of BASELINE_COMMIT), a poller process (``poll_child.py``) and one timed run of
+one worker (first sweep, idle, injected changes) measured from the fake's request log."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.poll_child import MARK
 from bench.report import BenchError
 from bench.servers import REPO_ROOT
 
@@ -35,14 +34,14 @@ CHANGE_KINDS = ("push", "push", "retitle", "draft", "close", "merge")
 
 @dataclass(frozen=True)
 class Plan:
-    """The time scale and the phases (seconds are scaled: wall-clock seconds here)."""
+    """bench_poll's options of the same names (seconds are wall-clock, scaled)."""
 
     scale: float  # GitHub's 60 s minute is 60 / scale seconds here
     changes: int  # injected per run
     idle_intervals: int
     change_intervals: int
     drain_intervals: int  # after the last change, how long to wait for it
-    first_sweep_cap: float  # seconds
+    first_sweep_cap: float
     seed: int
 
     @property
@@ -50,6 +49,10 @@ class Plan:
         return 60.0 / self.scale
 
     interval = window
+
+    @classmethod
+    def of(cls, options: Any) -> Plan:
+        return cls(**{name: getattr(options, name) for name in cls.__dataclass_fields__})
 
 
 @dataclass
@@ -94,8 +97,7 @@ def traffic(records: Sequence[RequestRecord], window: float, span: tuple[float, 
         found.points[api] = sum(r.points for r in mine)
         found.primary[api] = sum(r.rate_cost for r in mine)
         found.peak[api] = max_window_points(mine, api=api, window=window)
-    # A secondary refusal is a 403/429 that cost a primary point (fake_github.pipeline._handle);
-    # the primary limit's own 403 costs none.
+    # A secondary refusal costs a primary point (fake_github.pipeline), the primary's own none
     found.refusals = sum(1 for r in kept if r.status in (403, 429) and r.rate_cost == 1)
     return found
 
@@ -106,27 +108,21 @@ def populate(fake: FakeGitHub, repos: int, prs: int) -> list[tuple[str, int]]:
     old = int(time.time()) - 40 * 86_400
     for i, (repository, number) in enumerate(keys):
         fake.add_pull(repository, number, created_at=old + i, updated_at=old + i)
-    if hasattr(fake, "_clock"):  # older fakes moved their clock a second per PR even with
-        vars(fake)["_clock"] = int(time.time())  # explicit times: back to the wall clock
     return keys
 
 
 def change(fake: FakeGitHub, key: tuple[str, int], rng: random.Random) -> dict[str, Any]:
     """One realistic change of an open PR, no webhook; what it expects in the store."""
-    repository, number = key
     kind = rng.choice(CHANGE_KINDS)
-    options: dict[str, dict[str, Any]] = {
-        "push": {"head_sha": secrets.token_hex(20)}, "close": {"state": "closed"},
-        "merge": {"merged": True},
-    }
-    fields = options.get(kind) or (
+    simple: dict[str, Any] = {"push": {"head_sha": secrets.token_hex(20)},
+                              "close": {"state": "closed"}, "merge": {"merged": True}}
+    fields = simple.get(kind) or (
         {"title": f"Retitled {rng.randrange(10**9)}"} if kind == "retitle"
-        else {"draft": not fake.pull(repository, number)["draft"]})  # fmt: skip
-    pull = fake.update_pull(repository, number, **fields)
+        else {"draft": not fake.pull(*key)["draft"]})  # fmt: skip
+    pull = fake.update_pull(*key, **fields)
     status = "MERGED" if pull["merged"] else "CLOSED" if pull["state"] == "closed" else "OPEN"
-    return {"repository": repository, "number": number, "status": status, "title": pull["title"],
-            "head_sha": pull["head"]["sha"],
-            "draft": pull["draft"], "updated_at": pull["updated_at"]}
+    return {"repository": key[0], "number": key[1], "status": status, "head_sha":
+            pull["head"]["sha"]} | {k: pull[k] for k in ("title", "draft", "updated_at")}
 
 
 def baseline_tree(workdir: Path) -> Path:
@@ -139,18 +135,11 @@ def baseline_tree(workdir: Path) -> Path:
     return target
 
 
-def _within(path: str, root: Path) -> bool:
-    return Path(path).resolve().is_relative_to(root.resolve())
-
-
 class Child:
-    """A poller process (``poll_child.py``, importing ``webhook_service`` from ``root``);
-    :meth:`call` sends one operation and waits for its answer."""
+    """A poller process (``poll_child.py``) importing ``webhook_service`` from ``root``."""
 
     def __init__(self, name: str, config: Mapping[str, Any], workdir: Path, root: Path) -> None:
-        self.name, self.root, self.log = name, root, workdir / f"{name}.log"
-        self.config = workdir / f"{name}.json"
-        self.config.write_text(json.dumps(config))
+        self.name, self.root, self.log, self.config = name, root, workdir / f"{name}.log", config
         self.proc: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> Child:
@@ -158,53 +147,39 @@ class Child:
         env = dict(os.environ) | {"PYTHONPATH": paths}
         with self.log.open("wb") as err:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, str(CHILD), str(self.config), stdin=asyncio.subprocess.PIPE,
+                sys.executable, str(CHILD), stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=err, cwd=self.log.parent, env=env,
                 limit=1 << 24)  # fmt: skip
         try:
-            package = (await self._answer("ready", 120.0))["package"]
-            if not _within(package, self.root):
+            package = (await self.call("config", 120.0, **self.config))["package"]
+            if not package.startswith(f"{self.root}{os.sep}"):  # the PYTHONPATH given
                 raise BenchError(f"{self.name} imported {package}, not {self.root}'s")
         except BaseException:
             await self.__aexit__()
             raise
         return self
 
-    async def _answer(self, op: str, seconds: float) -> dict[str, Any]:
-        assert self.proc is not None and self.proc.stdout is not None
-        deadline = time.monotonic() + seconds
-        while True:
-            try:
-                left = max(0.1, deadline - time.monotonic())
-                line = await asyncio.wait_for(self.proc.stdout.readline(), left)
-            except TimeoutError:
-                raise self._failed(op, "no answer") from None
-            if not line:
-                raise self._failed(op, "it exited")
-            if line.startswith(MARK.encode()):
-                answer: dict[str, Any] = json.loads(line[len(MARK) :])
-                if "failed" in answer:
-                    raise self._failed(op, answer["failed"])
-                return answer
-
-    def _failed(self, op: str, why: str) -> BenchError:
-        tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-25:])
-        return BenchError(f"{self.name}: {op!r}: {why}\n{tail}")
-
-    async def call(self, op: str, **params: Any) -> dict[str, Any]:
-        assert self.proc is not None and self.proc.stdin is not None
+    async def call(self, op: str, wait: float = OP_TIMEOUT, **params: Any) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdin and self.proc.stdout
         self.proc.stdin.write((json.dumps({"op": op, **params}) + "\n").encode())
         await self.proc.stdin.drain()
-        return await self._answer(op, OP_TIMEOUT)
+        try:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), wait)
+        except TimeoutError:
+            line = b'{"failed": "no answer"}'
+        answer: dict[str, Any] = json.loads(line or b'{"failed": "it exited"}')
+        if "failed" in answer:
+            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-25:])
+            raise BenchError(f"{self.name}: {op!r}: {answer['failed']}\n{tail}")
+        return answer
 
     async def __aexit__(self, *exc: object) -> None:
         """EOF on its stdin ends it; SIGKILL after 30 s."""
         if self.proc is not None and self.proc.returncode is None and self.proc.stdin:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
-            try:
+            self.proc.stdin.close()
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.proc.wait(), 30.0)
-            except TimeoutError:
+            if self.proc.returncode is None:
                 self.proc.kill()
                 await self.proc.wait()
 
@@ -224,8 +199,7 @@ async def _changes(plan: Plan, fake: FakeGitHub, child: Child, to_change: list[t
     """``plan.changes`` changes at random moments, no webhook; then wait for them."""
     began, span = time.monotonic(), plan.change_intervals * plan.interval
     moments = sorted(rng.uniform(0, span) for _ in range(plan.changes))
-    injected: dict[str, float] = {}
-    expect = []
+    injected, expect = dict[str, float](), []
     for moment, key in zip(moments, to_change, strict=False):
         await asyncio.sleep(max(0.0, began + moment - time.monotonic()))
         expect.append(change(fake, key, rng))
@@ -244,7 +218,7 @@ async def _changes(plan: Plan, fake: FakeGitHub, child: Child, to_change: list[t
 
 
 async def _measure(plan: Plan, fake: FakeGitHub, child: Child, token: str, result: WorkerRun,
-                   to_change: list[tuple[str, int]], rng: random.Random) -> None:  # fmt: skip
+                   to_change: list[tuple[str, int]]) -> None:  # fmt: skip
     """The first sweep (capped), the cycle after it (a first sweep of T lists about
     R * T / 2P more repositories, P the sweep period), idle intervals, changes."""
 
@@ -264,12 +238,11 @@ async def _measure(plan: Plan, fake: FakeGitHub, child: Child, token: str, resul
     after = await child.call("stats")
     result.idle = span(before["now"], after["now"])
     result.idle.cycles = after["sync_count"] - before["sync_count"]
+    rng = random.Random(f"{plan.seed}-{result.worker}-{result.repos}")
     await _changes(plan, fake, child, to_change, rng, result)
     done = await child.call("stats")
-    result.changed = span(after["now"], done["now"])
-    result.changed.cycles = done["sync_count"] - after["sync_count"]
-    result.whole = span(started, done["now"])
-    result.whole.cycles, result.errors = done["sync_count"], done["error_count"]
+    result.changed, result.whole = span(after["now"], done["now"]), span(started, done["now"])
+    result.errors = done["error_count"]
 
 
 async def run_worker(plan: Plan, fake: FakeGitHub, *, worker: str, keys: Sequence[tuple[str, int]],
@@ -292,8 +265,7 @@ async def run_worker(plan: Plan, fake: FakeGitHub, *, worker: str, keys: Sequenc
     name = f"{worker}-{len(repositories)}"
     result = WorkerRun(worker, len(repositories), len(keys))
     async with Child(name, config, workdir, package_root) as child:
-        rng = random.Random(f"{plan.seed}-{name}")
-        await _measure(plan, fake, child, token, result, to_change, rng)
+        await _measure(plan, fake, child, token, result, to_change)
         result.rss_peak = int((await child.call("quit", grace=5.0))["rss_peak"])
     fake.reset_requests()  # the next worker's log starts empty
     return result

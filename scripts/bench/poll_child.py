@@ -1,13 +1,10 @@
-"""The poller process of ``scripts/bench_poll.py``: one sync worker, driven over stdin.
-
-    python scripts/bench/poll_child.py CONFIG.json   (PYTHONPATH: a package root, scripts/)
-
-Builds the worker as the service does from whichever ``webhook_service`` PYTHONPATH
-gives (the checkout's, or the baseline's older layout), using only what both have. The
-parent sends one JSON operation a line; each answer is a line prefixed with ``MARK``:
-``start``, ``stats``, ``watch`` (changed PRs and their new ``updated_at``: the store is
-read every 50 ms for them), ``found``, ``verify`` (stored fields against the fake's)
-and ``quit`` (the peak RSS, VmHWM).
+"""The poller process of ``scripts/bench_poll.py`` (PYTHONPATH: a package root, scripts/):
+one sync worker, built as the service does from whichever ``webhook_service`` PYTHONPATH
+gives (the checkout's, or the baseline's older layout). Each stdin line is a JSON
+operation, each stdout line its JSON answer with the peak RSS (stdout is theirs alone):
+``config`` (the first), ``start``, ``stats``, ``watch`` (changed PRs and the ``updated_at``
+awaited, looked for in the store every 50 ms), ``found``, ``verify`` (stored fields
+against the fake's) and ``quit``.
 """
 
 from __future__ import annotations
@@ -17,6 +14,7 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -24,9 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-MARK = "@@bench_poll "
 WATCH_EVERY = 0.05  # seconds between store reads for watched PRs
-STATS = ("sync_count", "error_count")
 
 
 def _load(name: str, *modules: str) -> Any:
@@ -39,16 +35,10 @@ def _load(name: str, *modules: str) -> Any:
 
 def vm_hwm() -> int:
     """This process's peak RSS since exec (VmHWM; ``ru_maxrss`` would count the parent's)."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
     return 0
-
-
-def reply(message: Mapping[str, Any]) -> None:
-    sys.stdout.write(MARK + json.dumps(message) + "\n")
-    sys.stdout.flush()
 
 
 def stamp(value: datetime | None) -> str | None:
@@ -71,9 +61,8 @@ class Watcher:
 
         while True:
             await asyncio.sleep(WATCH_EVERY)
-            if not self.pending:
+            if not (keys := list(self.pending)):
                 continue
-            keys = list(self.pending)
             async with self._store.connection() as conn:
                 rows = await UnitOfWork(conn).load_pulls(keys)
             now = time.monotonic()
@@ -88,28 +77,15 @@ async def verify(store: Any, expect: list[dict[str, Any]]) -> dict[str, list[str
     """A line per PR whose stored status, title, head, draft or time differ from the fake's."""
     mismatches = []
     for want in expect:
-        got = await store.get_pull(want["repository"], want["number"])
         label = f"{want['repository']}#{want['number']}"
-        if got is None:
+        if (got := await store.get_pull(want["repository"], want["number"])) is None:
             mismatches.append(f"{label}: not in the store")
             continue
         have = {"status": got.status.value, "title": got.title, "head_sha": got.head_sha,
                 "draft": got.draft, "updated_at": stamp(got.github_updated_at)}  # fmt: skip
-        differ = [f"{k} {v!r} != {want[k]!r}" for k, v in have.items() if v != want[k]]
-        if differ:
+        if differ := [f"{k} {v!r} != {want[k]!r}" for k, v in have.items() if v != want[k]]:
             mismatches.append(f"{label}: {', '.join(differ)}")
     return {"mismatches": mismatches}
-
-
-def _worker(config: Mapping[str, Any], session: Any, store: Any, reconciler: Any,
-            settings: Any) -> Any:
-    github = _load("GitHub", "webhook_service.github.client", "webhook_service.github")
-    worker = _load("PRSyncWorker", "webhook_service.sync.poller", "webhook_service.sync")
-    extra: dict[str, Any] = {}
-    if config["window"] is not None:  # the new worker: plan for the fake's scaled window
-        limits = _load("Limits", "webhook_service.github.budget")
-        extra["limits"] = limits(share=settings.sync_budget_share, window=config["window"])
-    return worker(store, reconciler, github(session, settings, **extra), settings)
 
 
 async def run(config: Mapping[str, Any]) -> None:
@@ -132,22 +108,22 @@ async def run(config: Mapping[str, Any]) -> None:
     watcher = Watcher(store)
     watching = asyncio.create_task(watcher.run())
     async with aiohttp.ClientSession() as session:
-        worker = _worker(config, session, store, reconciler, settings)
-
-        async def quit_(op: dict[str, Any]) -> dict[str, Any]:
-            await worker.stop(grace=float(op.get("grace", 5.0)))
-            watching.cancel()
-            return {"rss_peak": vm_hwm()}
-
+        github = _load("GitHub", "webhook_service.github.client", "webhook_service.github")
+        worker_class = _load("PRSyncWorker", "webhook_service.sync.poller", "webhook_service.sync")
+        extra: dict[str, Any] = {}
+        if config["window"] is not None:  # the new worker: plan for the fake's scaled window
+            limits = _load("Limits", "webhook_service.github.budget")
+            extra["limits"] = limits(share=settings.sync_budget_share, window=config["window"])
+        worker = worker_class(store, reconciler, github(session, settings, **extra), settings)
         handlers = {
             "start": lambda op: worker.start(),
-            "stats": lambda op: {n: worker.get_stats().get(n) for n in STATS}
-            | {"now": time.monotonic()},
+            "stats": lambda op: {"now": time.monotonic()} | {
+                n: worker.get_stats().get(n) for n in ("sync_count", "error_count")},
             "watch": lambda op: watcher.pending.update(
                 {(c["repository"], int(c["number"])): c["updated_at"] for c in op["changes"]}),
             "found": lambda op: {"found": watcher.found, "pending": len(watcher.pending)},
             "verify": lambda op: verify(store, op["expect"]),
-            "quit": quit_,
+            "quit": lambda op: worker.stop(grace=float(op["grace"])),
         }  # fmt: skip
         await serve(handlers)
         await worker.stop(grace=1.0)
@@ -160,7 +136,9 @@ async def serve(handlers: Mapping[str, Any]) -> None:
     """Answer the parent's operations until "quit" or EOF (a handler may be async)."""
     import webhook_service
 
-    reply({"op": "ready", "package": webhook_service.__file__})
+    replies = os.fdopen(os.dup(1), "w", buffering=1)  # stdout is the answers' alone
+    os.dup2(2, 1)
+    replies.write(json.dumps({"package": webhook_service.__file__}) + "\n")
     while line := await asyncio.to_thread(sys.stdin.readline):
         op: dict[str, Any] = json.loads(line)
         try:
@@ -168,13 +146,13 @@ async def serve(handlers: Mapping[str, Any]) -> None:
             answer = await answer if asyncio.iscoroutine(answer) else answer
         except Exception as exc:
             logging.getLogger("bench_poll").exception("operation %s failed", op["op"])
-            reply({"op": op["op"], "failed": repr(exc)})
-            continue
-        reply((answer if isinstance(answer, dict) else {}) | {"op": op["op"]})
+            answer = {"failed": repr(exc)}
+        answer = answer if isinstance(answer, dict) else {}
+        replies.write(json.dumps(answer | {"rss_peak": vm_hwm()}) + "\n")
         if op["op"] == "quit":
             return
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.ERROR, format="%(asctime)s %(name)s: %(message)s")
-    asyncio.run(run(json.loads(Path(sys.argv[1]).read_text())))
+    asyncio.run(run(json.loads(sys.stdin.readline())))

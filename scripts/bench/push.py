@@ -1,6 +1,6 @@
 """The push benchmark's measurements: an open-loop sender of status-changing deliveries
-with a Socket.IO listener (push latency), and one slow-clients run's figures (which
-delivery caused each stored event, the readers' receive latency and message rates)."""
+with a Socket.IO listener (push latency), and a slow-clients run's figures (the delivery
+that caused each stored event, the readers' receive latency and message rates)."""
 
 from __future__ import annotations
 
@@ -41,33 +41,29 @@ class PushDelivery:
 
 
 def generate_push(count: int, secret: str, seed: int) -> list[PushDelivery]:
-    """``count`` signed deliveries, each a status change of its PR."""
-    rng, renderer = random.Random(seed), Renderer(secret)
-    prs: list[PR] = []
-    out: list[PushDelivery] = []
-    at = PUSH_EPOCH
-    for block in range(count):
-        for kind, old, new in PUSH_STORY:
-            for index in range(block * PUSH_WINDOW, (block + 1) * PUSH_WINDOW):
-                if len(out) >= count:
-                    return out
-                if index == len(prs):
-                    repo, number = REPOSITORIES[index % 4], index // 4 + 1
-                    title = f"Push benchmark change {number} in {repo}"
-                    ref = f"feature/push-{number}-{rng.getrandbits(24):06x}"
-                    prs.append(PR(repo, number, 400_000_000 + index, at, title, ref))
-                pr = prs[index]
-                at += 60
-                pr.advance(kind, at, rng)
-                guid, headers, body = renderer.render(pr, kind, at, rng)
-                out.append(PushDelivery(guid, (pr.repository, pr.number, old, new), headers, body))
+    """``count`` signed deliveries, each a status change of its PR: blocks of PUSH_WINDOW
+    PRs, each step of PUSH_STORY for all of them in turn."""
+    rng, renderer, prs, out = random.Random(seed), Renderer(secret), list[PR](), []
+    for i in range(count):
+        block, step = divmod(i, PUSH_WINDOW * len(PUSH_STORY))
+        kind, old, new = PUSH_STORY[step // PUSH_WINDOW]
+        index = block * PUSH_WINDOW + i % PUSH_WINDOW
+        at = PUSH_EPOCH + 60 * (i + 1)
+        if index == len(prs):
+            repo, number = REPOSITORIES[index % 4], index // 4 + 1
+            ref = f"feature/push-{number}-{rng.getrandbits(24):06x}"
+            prs.append(PR(repo, number, 400_000_000 + index, at - 60,
+                          f"Push benchmark change {number} in {repo}", ref))  # fmt: skip
+        (pr := prs[index]).advance(kind, at, rng)
+        guid, headers, body = renderer.render(pr, kind, at, rng)
+        out.append(PushDelivery(guid, (pr.repository, pr.number, old, new), headers, body))
     return out
 
 
 def fetch_events(url: str) -> list[Event]:
     """The stored ``pr_status_change`` events, in id order: (id, payload)."""
-    statement = "SELECT id, payload FROM events WHERE type = 'pr_status_change' ORDER BY id"
-    rows = scratch_db.query(url, statement)
+    rows = scratch_db.query(url, "SELECT id, payload FROM events WHERE type = 'pr_status_change'"
+                            " ORDER BY id")  # fmt: skip
     return [(int(i), json.loads(str(payload))) for i, payload in rows]
 
 
@@ -93,8 +89,7 @@ class PushLoad:
         return 200 <= self.status[i] < 300
 
     def push_ms(self) -> list[float]:
-        return [(got[0] - self.sent[i]) * 1000 for i, got in self.received.items()
-                if i >= self.warmup]  # fmt: skip
+        return [(t[0] - self.sent[i]) * 1000 for i, t in self.received.items() if i >= self.warmup]
 
     def ack_ms(self) -> list[float]:
         return [(self.acked[i] - self.sent[i]) * 1000 for i in self.measured if self.ok(i)]
@@ -119,16 +114,14 @@ class PushLoad:
 
 async def push_load(port: int, token: str, deliveries: Sequence[PushDelivery], rate: float,
                     load: PushLoad) -> None:  # fmt: skip
-    """The listener connects; deliveries are POSTed each at its instant whatever the
-    earlier ones do (an aiohttp pool); then the listener gets PUSH_DRAIN_SECONDS."""
+    """Each delivery POSTed at its instant whatever earlier ones do; the listener's receipts."""
     import aiohttp
     import socketio
 
-    index_of, progress = {d.key: i for i, d in enumerate(deliveries)}, asyncio.Event()
+    index_of = {d.key: i for i, d in enumerate(deliveries)}
 
     def on_event(data: Any) -> None:
         now = time.monotonic()
-        progress.set()
         key = tuple(data.get(k) for k in ("repository", "pr_number", "old_status", "new_status"))
         if (index := index_of.get(key)) is None:
             load.unexpected += 1
@@ -162,19 +155,17 @@ async def push_load(port: int, token: str, deliveries: Sequence[PushDelivery], r
                 tasks.append(asyncio.create_task(post(session, i)))
             await asyncio.gather(*tasks)
         wanted = {i for i in range(load.n) if load.ok(i)}
-        deadline = time.monotonic() + PUSH_DRAIN_SECONDS
-        while not wanted <= load.received.keys() and time.monotonic() < deadline:
-            progress.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(progress.wait(), deadline - time.monotonic())
+        for _ in range(int(PUSH_DRAIN_SECONDS * 50)):  # until every event came, or 10 s
+            if wanted <= load.received.keys():
+                break
+            await asyncio.sleep(0.02)
     finally:
         with contextlib.suppress(Exception):
             await sio.disconnect()
 
 
 def expected_events(w: Workload) -> Changes:
-    """For each PR, the status changes its deliveries cause in send order, each with the
-    GUID of the delivery that causes it."""
+    """Each PR's status changes in send order, with the GUID of the delivery causing each."""
     import orjson
 
     changes: Changes = {}
@@ -191,35 +182,22 @@ def expected_events(w: Workload) -> Changes:
     return changes
 
 
-def match_events(events: Sequence[Event], changes: Changes) -> dict[int, str]:
-    """Event id -> GUID of the delivery that caused it."""
-    seen: Counter[tuple[str, int]] = Counter()
-    cause: dict[int, str] = {}
-    for event_id, payload in events:
-        key = (str(payload.get("repository")), int(payload.get("pr_number") or 0))
-        k, wanted = seen[key], changes.get(key, [])
-        seen[key] += 1
-        status = (payload.get("old_status"), payload.get("new_status"))
-        if k < len(wanted) and wanted[k][1] == (*key, *status):
-            cause[event_id] = wanted[k][0]
-    return cause
-
-
 @dataclass(slots=True)
 class SlowRun:
+    """One slow-clients run, filled in as it goes."""
+
     label: str  # "a" (no clients), "b" (per-event clients), "c" (batch clients)
     mode: str | None  # None for (a), else "per-event" or "batch"
     readers: int
     stuck: int
     prs: int
-    load: LoadResult
-    verification: Verification
-    readers_cores: float  # the readers' process, during the load
-    events: int  # stored pr_status_change events
-    logs: list[ReaderLog]
-    connected: int
-    still_connected: tuple[int, int]  # stuck clients after the load, after the drain
-    seconds: float
+    load: LoadResult = field(default_factory=LoadResult)
+    verification: Verification = field(default_factory=Verification)
+    readers_cores: float = 0.0  # the readers' process, during the load
+    events: int = 0  # stored pr_status_change events
+    logs: list[ReaderLog] = field(default_factory=list)
+    connected: int = 0  # reading clients connected
+    still_connected: tuple[int, int] = (0, 0)  # stuck clients after the load, after the drain
     latencies_ms: list[float] = field(default_factory=list)  # every (reader, event) receipt
     messages_per_s: list[float] = field(default_factory=list)  # each reader's, in the load
 
@@ -237,23 +215,27 @@ class SlowRun:
     def readers_ok(self) -> bool:
         return self.connected == self.readers == len(self.logs) and self.full() == self.readers
 
-    def summarise(self, events: list[Event], changes: Changes, sent: dict[str, int]) -> SlowRun:
-        """Receive latencies (from the causing delivery's send) and message rates."""
-        cause = match_events(events, changes)
-        sent_s = {eid: sent[guid] / 1e6 for eid, guid in cause.items() if guid in sent}
-        first, last = self.load.first_us / 1e6, self.load.last_us / 1e6
+    def summarise(self, events: list[Event], changes: Changes, sent_log: Path) -> None:
+        """Receive latencies, from the send of the delivery that caused each event (a PR's
+        k-th event is its k-th expected change), and message rates."""
+        sent: dict[str, int] = {}
+        with contextlib.suppress(FileNotFoundError), sent_log.open() as lines:
+            sent = {guid: int(us) for guid, _, us in (line.partition(" ") for line in lines)}
+        seen: Counter[tuple[str, int]] = Counter()
+        sent_s: dict[int, float] = {}  # event id -> its delivery's send (s)
+        for event_id, p in events:
+            key = (str(p.get("repository")), int(p.get("pr_number") or 0))
+            wanted, k = changes.get(key, []), seen[key]
+            seen[key] += 1
+            if k < len(wanted) and wanted[k][1] == (*key, p.get("old_status"), p.get(
+                    "new_status")) and wanted[k][0] in sent:  # fmt: skip
+                sent_s[event_id] = sent[wanted[k][0]] / 1e6
+        self.events, first, last = len(events), self.load.first_us / 1e6, self.load.last_us / 1e6
         for log in self.logs:
             in_load = sum(1 for t in log.messages if first <= t <= last)
             self.messages_per_s.append(in_load / (last - first) if last > first else 0.0)
             pairs = zip(log.ids, log.times, strict=True)
             self.latencies_ms += [(t - sent_s[e]) * 1000 for e, t in pairs if e in sent_s]
-        return self
-
-
-def read_sent(path: Path) -> dict[str, int]:
-    with contextlib.suppress(FileNotFoundError), path.open() as lines:
-        return {guid: int(us) for guid, _, us in (line.partition(" ") for line in lines)}
-    return {}
 
 
 def batch_note() -> str:

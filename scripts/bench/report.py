@@ -1,6 +1,5 @@
-"""Errors, logging, percentiles, tables, options and the run wrapper every benchmark
-shares, so that each reports alike and exits alike: 0 when every target passes, 1
-otherwise, 2 on a usage or setup error (``BenchError``)."""
+"""What every benchmark shares, so that each reports and exits alike: 0 when every
+target passes, 1 otherwise, 2 on a usage or setup error (``BenchError``)."""
 
 from __future__ import annotations
 
@@ -34,9 +33,7 @@ def log(message: str) -> None:
 def percentile(values: Iterable[float | None], pct: float) -> float:
     """Nearest rank (nan when empty); None, a thing that never happened, ranks last."""
     ordered = sorted(math.inf if v is None else v for v in values)
-    if not ordered:
-        return math.nan
-    return ordered[max(1, math.ceil(len(ordered) * pct / 100)) - 1]
+    return ordered[max(1, math.ceil(len(ordered) * pct / 100)) - 1] if ordered else math.nan
 
 
 def ms(values: Sequence[float], pct: float) -> str:
@@ -74,7 +71,7 @@ def parse(doc: str, options: Sequence[Option], argv: Sequence[str] | None,
         if default is False:
             parser.add_argument(*names, action="store_true", help=text)
             continue
-        kind: dict[str, Any] = {"type": str} if default is None else {"type": type(default)}
+        kind: dict[str, Any] = {"type": type("" if default is None else default)}
         if isinstance(default, tuple):
             kind, default = {"choices": default}, default[0]
         text += "" if default is None else f" ({default})"
