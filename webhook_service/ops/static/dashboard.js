@@ -83,12 +83,12 @@ function start(token) {
   showNotice(null);
   connect();
   enable(true);
-  learnAccess(state.session);
 }
 
-// Whether the token may write (DASHBOARD_TOKEN may not), asked once per sign-in, so
-// that Redeliver and Retry are never offered to a token that would be refused. The
-// remembered flag covers the moment before the answer.
+// Whether the token may write (DASHBOARD_TOKEN may not), asked when the stream has
+// accepted the token (a refused one is not asked about: the browser would log the
+// 401), so that Redeliver and Retry are never offered to a token that would be
+// refused. The remembered flag covers the moment before the answer.
 async function learnAccess(session) {
   try {
     const access = await api("/api/console/access");
@@ -129,6 +129,7 @@ function forget() {
   askForToken(`Token forgotten. ${ASK}`, false);
 }
 
+auth.onAccepted = () => learnAccess(state.session);
 auth.onRefused = () => {
   if (auth.token !== null) refuse();
 };

@@ -16,6 +16,7 @@ export const auth = {
   readOnly: false, // learnt from a 403 to a write
   listeners: new Set(), // called with readOnly whenever it changes
   onRefused: () => {}, // set by the entry module: ask for another token
+  onAccepted: () => {}, // set by the entry module: the stream took the token
 };
 
 export function setReadOnly(value) {

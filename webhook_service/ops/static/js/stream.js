@@ -101,6 +101,7 @@ export function connect() {
     // No cursor: the server sends live events only, so the lists must come from the
     // API (the socket is already in its rooms, so nothing falls in between).
     if (state.lastEventId === null) reload("initial").then(loaded);
+    auth.onAccepted();
     renderConnection();
   });
   socket.on("connect_error", (error) => {
