@@ -307,11 +307,9 @@ def _delivery(r: Mapping[str, Any]) -> DeliveryRecord:
     )
 
 
-def _observation_row(
-    o: ObservationDraft, event_ids: Sequence[int], now: datetime
-) -> tuple[Any, ...]:
-    """The row of ``o`` (in _OBSERVATION_COLUMN_NAMES order), its events' ids added."""
-    changes = orjson.dumps({**o.changes, "event_ids": list(event_ids)}).decode()
+def observation_values(o: ObservationDraft) -> tuple[Any, ...]:
+    """What ``o`` says of itself, in _OBSERVATION_COLUMN_NAMES order up to ``changes``
+    (which holds its events' ids once they are known) and ``applied_at``."""
     return (
         o.repository,
         o.number,
@@ -320,9 +318,15 @@ def _observation_row(
         o.observed_updated_at,
         o.observed_status,
         o.outcome,
-        changes,
-        now,
     )
+
+
+def _observation_row(
+    o: ObservationDraft, event_ids: Sequence[int], now: datetime
+) -> tuple[Any, ...]:
+    """The row of ``o`` (in _OBSERVATION_COLUMN_NAMES order), its events' ids added."""
+    changes = orjson.dumps({**o.changes, "event_ids": list(event_ids)}).decode()
+    return (*observation_values(o), changes, now)
 
 
 def _observation(r: Mapping[str, Any]) -> StoredObservation:

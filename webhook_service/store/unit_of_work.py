@@ -32,6 +32,7 @@ from webhook_service.store.records import (
     _pull,
     _pull_row,
     _task_record,
+    observation_values,
     utcnow,
 )
 
@@ -228,13 +229,7 @@ def _pg_observation(o: ObservationDraft) -> tuple[Any, ...]:
     """An observation's columns for _PG_WRITE, which adds ``event_ids`` from the events
     it inserts (``o.events``: their indexes, as first and count)."""
     return (
-        o.repository,
-        o.number,
-        o.source,
-        o.delivery_guid,
-        o.observed_updated_at,
-        o.observed_status,
-        o.outcome,
+        *observation_values(o),
         orjson.dumps(o.changes).decode(),
         o.events.start,
         len(o.events),
