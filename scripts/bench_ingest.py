@@ -1,18 +1,19 @@
 """Ingest benchmark: N signed, realistic pull_request deliveries at concurrency C.
 
     .venv-dev/bin/python scripts/bench_ingest.py [--backend postgresql|sqlite|both]
-        [-n N] [-c C] [--prs P] [--replicas R] [--json FILE]
+        [-n N] [-c C] [--baselines sink,bare,probot,gidgethub] [--rounds R]
+        [--replicas R] [--json FILE]
 
-Workload: N deliveries about P = N/4 PRs over 4 repositories, rendered from the
-recorded fixtures with realistic stories (open, update, close/merge; see
-``bench/deliveries.py``), sent once each by wrk over C connections (closed loop).
-Server under test: ``webhook-service serve`` (one uvicorn worker) on a scratch database
-per backend; then SIGKILL, and every 2xx delivery must be stored and applied, nothing
-else stored, and each PR's row as its last delivery says.
-Baselines, same run, same load: a wrk sink (the load generator's ceiling) and a bare
-Starlette endpoint under the same uvicorn settings. With ``--replicas R`` (PostgreSQL):
-R replicas on one database and ``SOCKETIO_MESSAGE_QUEUE`` (the local Redis if it
-answers), one wrk each with C/R connections, against the one-replica run.
+Workload (``bench/deliveries.py``): N deliveries about N/4 PRs with realistic stories,
+sent once each by wrk over C connections. Server under test: ``webhook-service serve``
+(one uvicorn worker) on a scratch database per backend and round; then SIGKILL: every
+2xx must be stored and applied, nothing else, each PR's row as its last delivery says.
+Baselines storing nothing, same load: a wrk sink (the load generator's ceiling), bare
+Starlette, Probot 14 (``probot run``, from npm; default if npm is present) and a
+gidgethub + aiohttp bot, whose pull_request handlers must count every 2xx. Each round
+runs every server, the order rotated; medians over rounds. ``--replicas R``: then R
+PostgreSQL replicas on one database (SOCKETIO_MESSAGE_QUEUE: the local Redis if it
+answers), one wrk each with C/R connections, against the one-replica median.
 Targets (2-core machine, C = 16): PostgreSQL >= 2,000 deliveries/s with p99 <= 50 ms;
 SQLite >= 800/s; peak RSS <= 120 MB; every check above (replicas: all but the rate).
 """
@@ -22,12 +23,13 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
+import statistics
 import sys
-import time
 from argparse import Namespace
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,60 +37,52 @@ from bench import load, report, scratch_db
 from bench.deliveries import Verification, Workload, generate, verify
 from bench.load import LoadResult
 from bench.report import Outcome, Rows, log, verdict
-from bench.servers import Sampler, Server, redis_answers, service
+from bench.servers import Sampler, Server, probot_version, redis_answers, service
 
 TARGET_PG_RATE, TARGET_PG_P99_MS, TARGET_SQLITE_RATE, TARGET_RSS_MB = 2000.0, 50.0, 800.0, 120.0
 DEFAULT_MESSAGE_QUEUE = "redis://127.0.0.1:6379/0"
-#: The baselines (``servers.KINDS``) measured with the same load, and their labels.
-REFERENCES = {"sink": "sink (ceiling)", "bare": "bare Starlette"}
+#: The servers (baselines: ``servers.KINDS``) as printed.
+LABELS = {"sink": "sink (ceiling)", "bare": "bare Starlette", "probot": "Probot", "gidgethub":
+          "gidgethub+aiohttp", "postgresql": "service PostgreSQL", "sqlite": "service SQLite"}
 
 
 @dataclass(slots=True)
 class Result:
-    """One run of the service: the whole load, and each replica's share and peak RSS."""
+    """A server's run (or R replicas'): its load, stored state or handler's count, RSS."""
 
     backend: str
     load: LoadResult
-    verification: Verification
     parts: list[LoadResult]
     rss_mb: list[float]
-    seconds: float
+    verification: Verification = field(default_factory=Verification)  # (the service's)
+    handled: int | None = None
 
     @property
     def label(self) -> str:
         return self.backend if len(self.parts) == 1 else f"{self.backend} x{len(self.parts)}"
 
-
-def bench_reference(kind: str, args: Namespace, workload: Workload, tmp: Path) -> LoadResult:
-    """One baseline server with the whole load."""
-    server = Server(kind, tmp / kind / "server.log", {"WEBHOOK_SECRET": workload.secret})
-    try:
-        server.wait_ready()
-        log(f"{kind}: ready on port {server.port}; sending load")
-        leg = load.Leg(server.port, workload.manifest, workload.deliveries, args.concurrency,
-                       tmp / kind / "wrk", server.pid)  # fmt: skip
-        return load.run(args.wrk, workload, [leg], max_seconds=args.max_seconds)[0]
-    finally:
-        server.close()
+    def cpu_ms(self, cores: float) -> float:  # as CPU milliseconds per delivery
+        return cores * self.load.wall * 1000 / self.load.answered if self.load.answered else 0.0
 
 
-def bench_service(backend: str, args: Namespace, w: Workload, tmp: Path, replicas: int = 1,
-                  queue: str | None = None) -> Result:  # fmt: skip
-    """The workload against ``replicas`` servers on one scratch database, one wrk each
-    (C/replicas connections, every replica-th delivery), all at once."""
-    started, name = time.monotonic(), backend if replicas == 1 else f"{backend}-x{replicas}"
-    run_dir, token, env = tmp / name, secrets.token_hex(16), {}
-    if queue:
-        env["SOCKETIO_MESSAGE_QUEUE"] = queue
+def bench(kind: str, args: Namespace, w: Workload, tmp: Path, replicas: int = 1,
+          queue: str | None = None) -> Result:  # fmt: skip
+    """The workload against a baseline, or the service on a backend's scratch database
+    (``replicas`` of it: one wrk each, C/replicas connections, every replica-th delivery,
+    all at once), whose every 2xx must be stored after SIGKILL."""
+    ours, name = kind in ("postgresql", "sqlite"), kind if replicas == 1 else f"{kind}-x{replicas}"
+    run_dir, token = tmp / f"{name}.{secrets.token_hex(2)}", secrets.token_hex(16)
+    env = {"SOCKETIO_MESSAGE_QUEUE": queue} if queue else {}
     with contextlib.ExitStack() as stack:
-        url = stack.enter_context(scratch_db.scratch(
-            backend, args.postgres_url, tmp, "bench_ingest", args.keep))  # fmt: skip
+        url = stack.enter_context(scratch_db.scratch(kind, scratch_db.admin_url(), tmp,
+                                  "bench_ingest", args.keep)) if ours else ""  # fmt: skip
         servers: list[Server] = []
         samplers: list[Sampler] = []
         try:
             for k in range(replicas):  # one after the other: each start-up migrates alone
-                servers.append(service(url, run_dir / f"server{k + 1}.log", w.secret, token,
-                                       f"{name}.{k + 1}", **env))  # fmt: skip
+                log_file = run_dir / f"server{k + 1}.log"
+                servers.append(service(url, log_file, w.secret, token, f"{name}.{k + 1}", **env)
+                               if ours else Server(kind, log_file, {"WEBHOOK_SECRET": w.secret}))
                 stack.callback(servers[-1].close)
                 samplers.append(Sampler(servers[-1].pid))
                 servers[-1].wait_ready()
@@ -97,95 +91,128 @@ def bench_service(backend: str, args: Namespace, w: Workload, tmp: Path, replica
             legs = [load.Leg(s.port, manifest, count, args.concurrency // replicas,
                              run_dir / f"wrk{k + 1}", s.pid)
                     for k, (s, (manifest, count)) in enumerate(shares)]  # fmt: skip
-            whole, parts = load.run(args.wrk, w, legs, max_seconds=args.max_seconds,
-                                    database=scratch_db.database_name(url))
+            whole, parts = load.run(args.wrk, w, legs,
+                                    database=scratch_db.database_name(url) if ours else None)
+            handled = servers[0].handled()
         finally:
             peaks = [sampler.stop() / 2**20 for sampler in samplers]
+        if not ours:
+            return Result(kind, whole, parts, peaks, handled=handled)
         for server in servers:  # every 2xx must already be durable
             server.kill()
             if server.proc.returncode not in (0, -signal.SIGKILL):
                 log(f"{server.name}: the server had exited with {server.proc.returncode}")
         log(f"{name}: verifying the database after SIGKILL of the server(s)")
         verification = verify(url, whole.ok_guids, w.expected)
-    return Result(backend, whole, verification, parts, peaks, time.monotonic() - started)
+    return Result(kind, whole, parts, peaks, verification)
 
 
-def _rows(w: Workload, results: Sequence[Result], bare: LoadResult) -> Rows:
-    one = {r.backend: r.load.rate for r in results if len(r.parts) == 1}
+Runs = list[Result]  # one server's rounds
 
-    def each(values: Sequence[float]) -> str:
-        return " / ".join(f"{v:.2f}" for v in values)
 
-    figures: list[tuple[str, Callable[[Result], str]]] = [
-        ("deliveries/s", lambda r: f"{r.load.rate:,.0f}"),
-        ("ack p50 (ms)", lambda r: f"{r.load.ms(50):.2f}"),
-        ("ack p99 (ms)", lambda r: f"{r.load.ms(99):.2f}"),
-        ("peak RSS (MB)", lambda r: " / ".join(f"{mb:.1f}" for mb in r.rss_mb)),
-        ("bare Starlette deliv/s", lambda r: f"{bare.rate:,.0f}"),
-        ("service / bare", lambda r: f"{r.load.rate / bare.rate:.2f}" if bare.rate else "-"),
-        ("2xx / other; stored, applied", lambda r: f"{r.load.ok} / {r.load.not_ok}; "
-         f"{r.verification.rows}, {r.verification.applied}"),
-        ("2xx missing / extra", lambda r: f"{r.verification.missing} / {r.verification.extra}"),
-        ("PR rows; wrong final state", lambda r: f"{r.verification.prs} (want {w.prs}); "
-         f"{r.verification.wrong_prs}"),
-        ("server CPU (cores)", lambda r: each([p.server_cores for p in r.parts])),
-        ("postgres CPU (cores)",
-         lambda r: f"{r.load.cpu.postgres:.2f}" if r.backend == "postgresql" else "-"),
-        ("machine busy (cores)", lambda r: f"{r.load.cpu.machine:.2f}"),
+def _rate(runs: Runs, pct: float = 0) -> float:  # median over rounds: rate or percentile
+    return statistics.median(r.load.ms(pct) if pct else r.load.rate for r in runs)
+
+
+def _mid(runs: Runs) -> Result:  # the round with the median rate
+    return sorted(runs, key=lambda r: r.load.rate)[len(runs) // 2]
+
+
+def _rows(w: Workload, columns: Sequence[Runs], refs: dict[str, Runs]) -> Rows:
+    one = {runs[0].backend: _rate(runs) for runs in columns if len(runs[0].parts) == 1}
+
+    def cpu(cores: Callable[[Result], float]) -> Callable[[Runs], str]:
+        return lambda rs: f"{cores(_mid(rs)):.2f} ({_mid(rs).cpu_ms(cores(_mid(rs))):.3f} ms)"
+
+    figures: list[tuple[str, Callable[[Runs], str]]] = [
+        ("ack p50 / p99 (ms)", lambda runs: f"{_rate(runs, 50):.2f} / {_rate(runs, 99):.2f}"),
+        ("peak RSS (MB), each replica", lambda runs: " / ".join(f"{max(mb):.1f}" for mb in
+                                                 zip(*(r.rss_mb for r in runs), strict=True))),
+        *[(f"vs {LABELS[k]}", lambda runs, k=k: f"{_rate(runs) / _rate(refs[k]):.2f}"
+           if _rate(refs[k]) else "-") for k in refs],
+        ("2xx/other; stored,applied", lambda runs: f"{sum(r.load.ok for r in runs)}/"
+         f"{sum(r.load.not_ok for r in runs)}; {sum(r.verification.rows for r in runs)},"
+         f"{sum(r.verification.applied for r in runs)}"),
+        ("2xx missing / extra", lambda runs: " ".join(
+            f"{r.verification.missing}/{r.verification.extra}" for r in runs)),
+        (f"PR rows (want {w.prs}); wrong", lambda runs: " ".join(
+            f"{r.verification.prs};{r.verification.wrong_prs}" for r in runs)),
+        ("server CPU cores (per deliv)", cpu(lambda r: sum(p.server_cores for p in r.parts))),
+        ("postgres CPU cores (per deliv)", cpu(lambda r: r.load.cpu.postgres)),
+        ("machine busy (cores)", lambda runs: f"{_mid(runs).load.cpu.machine:.2f}"),
     ]  # fmt: skip
-    if len(one) < len(results):
-        figures.append(("vs one replica (rate)", lambda r: "-" if len(r.parts) == 1 or not one.get(
-            r.backend) else f"{r.load.rate / one[r.backend]:.2f}"))  # fmt: skip
-    return [(label, [cell(r) for r in results]) for label, cell in figures]
+    if len(one) < len(columns):
+        figures.append(("vs one replica (rate)", lambda runs: "-" if len(runs[0].parts) == 1 or not
+                        one.get(runs[0].backend) else f"{_rate(runs) / one[runs[0].backend]:.2f}"))
+    return [(label, [cell(runs) for runs in columns]) for label, cell in figures]
 
 
-def _checks(w: Workload, r: Result) -> dict[str, tuple[bool, str] | None]:
-    """The targets of one run (None: not applicable); the rate is one replica's."""
-    pg = r.backend == "postgresql"
+def _checks(w: Workload, runs: Runs) -> dict[str, tuple[bool, str] | None]:
+    """Targets (None: n/a): median rate (one replica's) and p99; every round's RSS, rows."""
+    pg, r = runs[0].backend == "postgresql", runs[0]
     rate = TARGET_PG_RATE if pg else TARGET_SQLITE_RATE
-    stored = r.load.complete and r.load.not_ok == 0 and r.verification.passed(r.load.ok, w.prs)
+    stored = all(r.load.complete and r.load.not_ok == 0 and r.verification.passed(r.load.ok, w.prs)
+                 for r in runs)  # fmt: skip
     return {
-        "target deliveries/s": (r.load.rate >= rate and r.load.complete, f">= {rate:,.0f}")
-        if len(r.parts) == 1 else None,
-        "target p99": (r.load.ms(99) <= TARGET_PG_P99_MS, f"<= {TARGET_PG_P99_MS:.0f} ms")
+        "target deliveries/s": (_rate(runs) >= rate and all(r.load.complete for r in runs),
+                                f">= {rate:,.0f}") if len(r.parts) == 1 else None,
+        "target p99": (_rate(runs, 99) <= TARGET_PG_P99_MS, f"<= {TARGET_PG_P99_MS:.0f} ms")
         if pg else None,
-        "target peak RSS": (max(r.rss_mb) <= TARGET_RSS_MB, f"<= {TARGET_RSS_MB:.0f} MB"),
-        "target 2xx stored+applied, PRs right": (stored, "all"),
+        "target peak RSS": (max(max(r.rss_mb) for r in runs) <= TARGET_RSS_MB,
+                            f"<= {TARGET_RSS_MB:.0f} MB"),
+        "target 2xx stored+applied, PRs right": (stored, "all rounds"),
     }  # fmt: skip
 
 
-def report_all(w: Workload, args: Namespace, refs: dict[str, LoadResult],
-               results: Sequence[Result], pg: str | None) -> Outcome:
+def _baseline(runs: Runs) -> tuple[bool, str]:
+    """Every round answered 2xx with the GUID; the handler (if it counts) ran once per 2xx."""
+    ok = all(r.load.complete and not r.load.not_ok and r.handled in (None, r.load.ok)
+             and len(r.load.latencies_us) == r.load.answered for r in runs)  # fmt: skip
+    handled = [r.handled for r in runs if r.handled is not None]
+    return ok, f"{verdict(ok)}: {'/'.join(f'{r.load.ok}' for r in runs)} 2xx" + (
+        f", handler ran {'/'.join(map(str, handled))}" if handled else "")
+
+
+def report_all(w: Workload, args: Namespace, refs: dict[str, Runs], columns: Sequence[Runs],
+               pg: str | bool) -> Outcome:  # fmt: skip
     """Print the tables; whether every target passes, and the figures."""
     print(f"\nbench_ingest: N={w.deliveries} deliveries, C={args.concurrency} connections, "
-          f"P={w.prs} PRs; {os.cpu_count()} CPUs; "
-          f"1 uvicorn worker" + (f"; PostgreSQL: {pg}" if pg else ""))
-    for r in results[len(args.backends):]:
-        print(f"  {r.label}: SOCKETIO_MESSAGE_QUEUE {args.queue or 'none'}; one wrk each")
-    for kind, ref in refs.items():
-        print(f"  {REFERENCES[kind]:<16} {ref.rate:>8,.0f} deliveries/s  p99 {ref.ms(99):6.2f} ms"
-              f"  {ref.ok} 2xx / {ref.not_ok} other" + ("" if ref.complete else "  INCOMPLETE"))
-    passed, checks = True, dict[str, list[str]]()
-    for i, r in enumerate(results):
-        for label, check in _checks(w, r).items():
-            cells = checks.setdefault(label, ["n/a"] * len(results))
+          f"P={w.prs} PRs; {os.cpu_count()} CPUs; 1 uvicorn worker; {args.rounds} rounds, "
+          f"order rotated from {' '.join(args.order)}" + (f"; PostgreSQL: {pg}" if pg else ""))
+    print(f"load average (1/5/15 min) before {args.load_before}, after "
+          f"{'/'.join(f'{x:.2f}' for x in os.getloadavg())}" + (f"; replicas: one wrk each, "
+          f"SOCKETIO_MESSAGE_QUEUE {args.queue or 'none'}" if args.replicas > 1 else ""))
+    passed, figures = True, dict[str, Any]()
+    print("\nmedians over the rounds; RSS, CPU of the median round; the check:")
+    for key, runs in [*refs.items(), *((r[0].label, r) for r in columns)]:
+        m, label = _mid(runs), LABELS.get(key, key)
+        print(f"  {label:<23}{_rate(runs):>8,.0f}/s  p99 {_rate(runs, 99):6.2f} ms  rounds "
+              f"{'/'.join(f'{r.load.rate:.0f}' for r in runs):<17} {max(m.rss_mb):5.1f} MB  CPU "
+              f"{m.cpu_ms(m.load.server_cores):.3f} ms/delivery", end="")
+        figures[key] = {"rate": _rate(runs), "p99_ms": _rate(runs, 99), "rounds": [
+                        r.load.rate for r in runs], "peak_rss_mb": max(m.rss_mb),
+                        "cpu_ms_per_delivery": m.cpu_ms(m.load.server_cores)}  # fmt: skip
+        if key in refs:
+            ok, text = _baseline(runs)
+            passed &= ok
+            print(f"  {text}", end="")
+        else:
+            figures[key] |= {f"vs_{k}": _rate(runs) / _rate(ref) for k, ref in refs.items()}
+            figures[key]["postgres_cpu_ms_per_delivery"] = m.cpu_ms(m.load.cpu.postgres)
+        print()
+    checks = dict[str, list[str]]()
+    for i, runs in enumerate(columns):
+        for label, check in _checks(w, runs).items():
+            cells = checks.setdefault(label, ["n/a"] * len(columns))
             if check is not None:
                 passed &= check[0]
                 cells[i] = f"{verdict(check[0])} ({check[1]})"
     print()
-    report.table([r.label for r in results], [*_rows(w, results, refs["bare"]), *checks.items()])
+    report.table([runs[0].label for runs in columns], [*_rows(w, columns, refs), *checks.items()])
     print()
-    for r in results:
-        v = r.verification
-        print(f"{r.label}: outcomes: {', '.join(f'{k} {n}' for k, n in sorted(v.details.items()))}"
-              f"; run took {r.seconds:.1f}s")
-        for example in v.wrong_examples:
+    for r in (r for runs in columns for r in runs):
+        for example in r.verification.wrong_examples:
             print(f"{r.label}: PR final state wrong: {example}")
-    figures: dict[str, Any] = {k: {"rate": r.rate, "p99_ms": r.ms(99)} for k, r in refs.items()}
-    for r in results:
-        figures[r.label] = {"rate": r.load.rate, "p50_ms": r.load.ms(50), "p99_ms": r.load.ms(99),
-                            "peak_rss_mb": max(r.rss_mb), "vs_bare": r.load.rate / refs["bare"].rate
-                            if refs["bare"].rate else None}  # fmt: skip
     return passed, figures
 
 
@@ -194,29 +221,22 @@ def _parse(argv: Sequence[str] | None) -> Namespace:
         ("--backend", ("both", "postgresql", "sqlite"), "the database(s)"),
         ("-n/--deliveries", 20_000, "N", (1, 200_000)),
         ("-c/--concurrency", 16, "C", (1, 1024)),
-        ("--prs", 0, "P distinct pull requests (0: N/4)", (0, 200_000)),
-        ("--replicas", 1, "R > 1 (PostgreSQL): after one replica, R on one database", (1, 4)),
-        ("--max-seconds", load.MAX_SECONDS, "give up a load run after this long", (5, 120)),
-        ("--seed", 1, "workload random seed"),
-        ("--postgres-url", scratch_db.admin_url(), "where scratch databases are created "
-         "(BENCH_POSTGRES_URL or the local server)"),
+        ("--baselines", "sink,bare," + "probot," * bool(shutil.which("npm")) + "gidgethub",
+         "servers measured beside it"),
+        ("--rounds", 3, "R rounds of every server, in rotated order", (1, 9)),
+        ("--replicas", 1, "R > 1 (PostgreSQL): after the rounds, R on one database", (1, 4)),
     ], argv, lambda a: [
-        (a.prs > a.deliveries, "--prs must be at most N"),
         (a.replicas > 1 and a.backend != "postgresql", "--replicas R > 1 is PostgreSQL only: "
          "pass --backend postgresql (a SQLite file is not shared across replicas)"),
         (a.concurrency % a.replicas, "--replicas must divide -c (C/R connections each)"),
+        (not set(a.baselines.split(",")) <= {"sink", "bare", "probot", "gidgethub"},
+         "--baselines: a comma-separated list of sink, bare, probot, gidgethub"),
     ])  # fmt: skip
-    args.prs = args.prs or max(1, args.deliveries // 4)
     args.backends = ["postgresql", "sqlite"] if args.backend == "both" else [args.backend]
+    args.baselines = list(dict.fromkeys(args.baselines.split(",")))
+    args.order, args.queue = [*args.baselines, *args.backends], None
+    args.load_before = "/".join(f"{x:.2f}" for x in os.getloadavg())
     return args
-
-
-def _queue() -> str | None:
-    """The replicas' SOCKETIO_MESSAGE_QUEUE: the local Redis if it answers."""
-    if redis_answers(DEFAULT_MESSAGE_QUEUE):
-        return DEFAULT_MESSAGE_QUEUE
-    log(f"no Redis answers at {DEFAULT_MESSAGE_QUEUE}: the replicas run without a message queue")
-    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -224,15 +244,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body(tmp: Path) -> Outcome:
         args.wrk = load.find_wrk()
-        pg = scratch_db.durability(args.postgres_url) if "postgresql" in args.backends else None
-        log(f"generating {args.deliveries} deliveries about {args.prs} PRs in {tmp}")
-        w = generate(tmp, args.deliveries, args.prs, args.seed)
-        refs = {kind: bench_reference(kind, args, w, tmp) for kind in REFERENCES}
-        results = [bench_service(b, args, w, tmp) for b in args.backends]
+        if "probot" in args.baselines:
+            LABELS["probot"] = f"Probot {probot_version()}"
+        pg = "postgresql" in args.backends and scratch_db.durability(scratch_db.admin_url())
+        log(f"generating {args.deliveries} deliveries in {tmp}")
+        w = generate(tmp, args.deliveries, max(1, args.deliveries // 4), 1)
+        runs: dict[str, Runs] = {name: [] for name in args.order}
+        for i in range(args.rounds):
+            for name in args.order[i % len(args.order):] + args.order[: i % len(args.order)]:
+                log(f"round {i + 1}: {name}")
+                runs[name].append(bench(name, args, w, tmp))
+        columns = [runs[b] for b in args.backends]
         if args.replicas > 1:
-            args.queue = _queue()
-            results.append(bench_service("postgresql", args, w, tmp, args.replicas, args.queue))
-        return report_all(w, args, refs, results, pg)
+            args.queue = DEFAULT_MESSAGE_QUEUE if redis_answers(DEFAULT_MESSAGE_QUEUE) else None
+            columns.append([bench("postgresql", args, w, tmp, args.replicas, args.queue)])
+        return report_all(w, args, {k: runs[k] for k in args.baselines}, columns, pg)
 
     return report.run("bench_ingest", args, body)
 

@@ -1,14 +1,15 @@
-"""The baselines a webhook receiver is measured against, each its own process
-(``python scripts/bench/baselines.py bare|sink PORT``): ``bare``, a Starlette endpoint
-that reads the body and answers 200 JSON under the same uvicorn settings as
-``webhook-service serve`` (what the framework alone costs); ``sink``, the cheapest
-server there is (uvloop, no parsing): the load generator's ceiling. Both echo
-``X-GitHub-Delivery`` as ``{"guid": ...}`` for ``replay.lua``."""
+"""The Python baselines, each its own process (``baselines.py bare|sink|gidgethub PORT``):
+``bare``, a Starlette endpoint that reads the body and answers 200 JSON under the
+service's uvicorn settings (the framework alone); ``sink``, the cheapest server there is
+(uvloop, no parsing): the load generator's ceiling; ``gidgethub``, a bot as gidgethub's
+docs build one: aiohttp, ``Event.from_http`` (signature, JSON), a ``Router`` whose
+``pull_request`` handler counts (GET /count). Each echoes the GUID for ``replay.lua``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from typing import cast
 
@@ -31,6 +32,30 @@ def serve_bare(port: int) -> None:
               Route("/healthz", lambda request: JSONResponse({"status": "ok"}))]  # fmt: skip
     uvicorn.run(Starlette(routes=routes), host="127.0.0.1", port=port, log_config=None,
                 access_log=False, timeout_graceful_shutdown=8)  # fmt: skip
+
+
+def serve_gidgethub(port: int) -> None:
+    from aiohttp import web
+    from gidgethub import routing, sansio
+
+    router, count, secret = routing.Router(), [0], os.environ["WEBHOOK_SECRET"]
+
+    @router.register("pull_request")
+    async def pull_request(event: sansio.Event) -> None:
+        count[0] += 1
+
+    async def webhook(request: web.Request) -> web.Response:
+        event = sansio.Event.from_http(request.headers, await request.read(), secret=secret)
+        await router.dispatch(event)
+        return web.json_response(text=f'{{"guid":"{event.delivery_id}"}}')
+
+    async def counted(request: web.Request) -> web.Response:
+        return web.json_response({"count": count[0]})
+
+    app = web.Application()
+    app.add_routes([web.post(WEBHOOK_PATH, webhook), web.get("/count", counted),
+                    web.get("/healthz", counted)])  # fmt: skip
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
 class _Sink(asyncio.Protocol):
@@ -78,4 +103,5 @@ def serve_sink(port: int) -> None:
 
 
 if __name__ == "__main__":
-    {"bare": serve_bare, "sink": serve_sink}[sys.argv[1]](int(sys.argv[2]))
+    serve = {"bare": serve_bare, "sink": serve_sink, "gidgethub": serve_gidgethub}[sys.argv[1]]
+    serve(int(sys.argv[2]))

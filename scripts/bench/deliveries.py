@@ -18,9 +18,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from bench.report import BenchError
 from bench.scratch_db import query
 from bench.servers import REPO_ROOT
+from webhook_service.ingest.fixtures import load_delivery
+from webhook_service.ingest.signature import sign
 
 FIXTURES = REPO_ROOT / "fixtures" / "deliveries" / "pull_request"
 #: The PRs are spread over these (octo-org's use ``.with-organization`` fixtures).
@@ -31,13 +35,12 @@ TEMPLATES = {k: k for k in ("opened", "synchronize", "labeled", "unlabeled", "as
     "unassigned", "review_requested", "review_request_removed", "ready_for_review",
     "converted_to_draft", "locked", "unlocked", "closed", "reopened")} | {"merged": "closed.merged"}
 #: Updates in the middle of a story, with their relative frequency.
-UPDATES = {"synchronize": 8, "labeled": 3, "review_requested": 3, "assigned": 2,
-           "unlabeled": 1, "unassigned": 1, "review_request_removed": 1,
-           "converted_to_draft": 1, "locked": 0.2, "unlocked": 0.2}  # fmt: skip
+UPDATES = {"synchronize": 8, "labeled": 3, "review_requested": 3, "assigned": 2, "unlabeled": 1,
+           "unassigned": 1, "review_request_removed": 1, "converted_to_draft": 1, "locked": 0.2,
+           "unlocked": 0.2}  # fmt: skip
 EPOCH_2024 = 1_704_067_200
-#: The timeline lasts N minutes (at least a day); a PR's deliveries are 200 minutes to
-#: days apart (squeezed into half the timeline for long stories), so a few hundred
-#: others come between two about one PR: at C ~ 16 they rarely overtake (as on GitHub).
+#: The timeline lasts N minutes (at least a day); a PR's deliveries are 200 minutes to days
+#: apart (squeezed into half of it for long stories): at C ~ 16 they rarely overtake.
 SECONDS_PER_DELIVERY, MIN_GAP, MEAN_EXTRA_GAP = 60, 200 * 60, 12 * 3600
 Final = tuple[str, bool, str, int]  # status, draft, head SHA, updated_at (epoch s)
 Key = tuple[str, int]
@@ -84,26 +87,17 @@ class Renderer:
     """Fixture documents pointed at a PR as it is at some moment, signed."""
 
     def __init__(self, secret: str) -> None:
-        import orjson
-
-        from webhook_service.ingest.fixtures import load_delivery
-
         self.secret = secret.encode()
         self.templates: dict[str, tuple[dict[str, Any], dict[str, str]]] = {}
         for path in sorted(FIXTURES.glob("*.json")):
             delivery = load_delivery(path)
             self.templates[path.stem] = (orjson.loads(delivery.body), dict(delivery.headers))
-        missing = sorted(set(TEMPLATES.values()) - set(self.templates))
-        if missing:
+        if missing := sorted(set(TEMPLATES.values()) - set(self.templates)):
             raise BenchError(f"fixtures missing under {FIXTURES}: {', '.join(missing)}")
         self.merged_by = self.templates["closed.merged"][0]["pull_request"]["merged_by"]
 
     def render(self, pr: PR, kind: str, at: int, rng: random.Random) -> tuple[str, Headers, bytes]:
         """(GUID, headers, body) of the ``kind`` delivery about ``pr`` at ``at``."""
-        import orjson
-
-        from webhook_service.ingest.signature import sign
-
         stem = TEMPLATES[kind]
         if pr.repository.startswith("octo-org/") and f"{stem}.with-organization" in self.templates:
             stem = f"{stem}.with-organization"
@@ -132,8 +126,8 @@ class Renderer:
         doc["repository"].update(full_name=pr.repository, name=name, html_url=web, url=api)
         body = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
         guid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-        signature = sign(body, secret=self.secret)
-        headers = {**fixture_headers, "X-GitHub-Delivery": guid, "X-Hub-Signature-256": signature}
+        headers = {**fixture_headers, "X-GitHub-Delivery": guid,
+                   "X-Hub-Signature-256": sign(body, secret=self.secret)}  # fmt: skip
         return guid, headers, body
 
 
@@ -271,12 +265,9 @@ def verify(url: str, ok_guids: Sequence[str], expected: Mapping[Key, Final] = {}
     rows = query(url, "SELECT guid, outcome, detail FROM webhook_deliveries")
     final = query(url, "SELECT repository, number, status, draft, head_sha, github_updated_at"
                        " FROM pull_requests")  # fmt: skip
-    v = Verification()
     ok, applied = set(ok_guids), {str(g) for g, outcome, _ in rows if outcome == "applied"}
-    v.rows, v.applied = len(rows), len(applied)
-    v.details = Counter(f"{outcome}/{detail}" for _, outcome, detail in rows)
-    v.missing, v.extra = len(ok - applied), len({str(g) for g, _, _ in rows} - ok)
-    v.prs = len(final)
+    v = Verification(len(rows), len(applied), Counter(f"{o}/{d}" for _, o, d in rows),
+                     len(ok - applied), len({str(g) for g, _, _ in rows} - ok), len(final))
     stored = {(str(r[0]), int(r[1])): (str(r[2]), bool(r[3]), str(r[4]), _epoch(r[5]))
               for r in final}
     for key, want in sorted(expected.items()):

@@ -44,12 +44,9 @@ class LoadResult:
     wall: float = 0.0
 
     @property
-    def seconds(self) -> float:
-        return (self.last_us - self.first_us) / 1e6 if self.first_us and self.last_us else 0.0
-
-    @property
     def rate(self) -> float:
-        return self.answered / self.seconds if self.seconds > 0 else 0.0
+        seconds = (self.last_us - self.first_us) / 1e6 if self.first_us and self.last_us else 0.0
+        return self.answered / seconds if seconds > 0 else 0.0
 
     @property
     def ok(self) -> int:
@@ -132,15 +129,11 @@ def run(wrk: str, workload: Workload, legs: Sequence[Leg], *, max_seconds: int =
 
 def _merge(parts: Sequence[LoadResult]) -> LoadResult:
     """The legs as one, from the first request of any to the last answer of any."""
-    whole = LoadResult(first_us=min((p.first_us for p in parts if p.first_us), default=0),
-                       last_us=max(p.last_us for p in parts), wall=max(p.wall for p in parts))
-    for p in parts:
-        whole.statuses.update(p.statuses)
-        whole.latencies_us += p.latencies_us
-        whole.ok_guids += p.ok_guids
-        whole.answered += p.answered
-        whole.server_cores += p.server_cores
-    return whole
+    return LoadResult(
+        False, sum(p.answered for p in parts), sum((p.statuses for p in parts), Counter()),
+        [x for p in parts for x in p.latencies_us], [g for p in parts for g in p.ok_guids],
+        min((p.first_us for p in parts if p.first_us), default=0), max(p.last_us for p in parts),
+        sum(p.server_cores for p in parts), wall=max(p.wall for p in parts))
 
 
 def _parse(out_dir: Path, proc: subprocess.Popen[bytes]) -> LoadResult:

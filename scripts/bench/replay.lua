@@ -1,10 +1,9 @@
--- wrk driver of scripts/bench/load.py (wrk -t 1): sends each delivery of BENCH_MANIFEST
--- ("offset length guid" lines into BENCH_REQUESTS) once, and writes to BENCH_OUT "done"
--- once all are answered, "results.txt" and, with BENCH_SENT_LOG, "sent.txt" ("<guid>
--- <us>": when each was sent, CLOCK_MONOTONIC). Exactly once: delay() hands out a ticket
--- per delivery, then parks the connection; request() never sends without one. Latency
--- is measured here (wrk's histogram is "corrected" with -d, wrong for a closed loop
--- stopped early): request() stamps the GUID, response() finds it in the JSON answer.
+-- wrk driver of bench/load.py (wrk -t 1): sends each delivery of BENCH_MANIFEST ("offset
+-- length guid" lines into BENCH_REQUESTS) exactly once (delay() hands out a ticket per
+-- delivery, request() never sends without one), then writes to BENCH_OUT "done",
+-- "results.txt" and, with BENCH_SENT_LOG, "sent.txt" ("<guid> <us>", CLOCK_MONOTONIC).
+-- Latency is each request's (wrk's histogram is "corrected" with -d): request() stamps
+-- the GUID, response() finds it in the JSON answer or an X-GitHub-Delivery header.
 
 local ffi = require("ffi")
 ffi.cdef([[
@@ -19,25 +18,17 @@ local function now_us()
 end
 
 local the_thread
-
-function setup(thread)
-    the_thread = thread
-end
+function setup(thread) the_thread = thread end
 
 local function write_list(out, prefix, list)
-    for _, item in ipairs(list) do
-        out:write(prefix, item, "\n")
-    end
+    for _, item in ipairs(list) do out:write(prefix, item, "\n") end
 end
 
 function done(summary, latency, requests)
     local t, dir = the_thread, os.getenv("BENCH_OUT")
     local out = assert(io.open(dir .. "/results.txt", "w"))
-    out:write(string.format("span %d %d %d\n", t:get("answered"), t:get("first_us"),
-        t:get("last_us")))
-    for code, count in pairs(t:get("statuses")) do
-        out:write(string.format("status %d %d\n", code, count))
-    end
+    out:write("span ", t:get("answered"), " ", t:get("first_us"), " ", t:get("last_us"), "\n")
+    for code, count in pairs(t:get("statuses")) do out:write("status ", code, " ", count, "\n") end
     write_list(out, "lat ", t:get("latencies"))
     write_list(out, "ok ", t:get("ok_guids"))
     out:close()
@@ -70,9 +61,7 @@ function init(args)
 end
 
 function delay()
-    if tickets >= share then
-        return 86400000
-    end
+    if tickets >= share then return 86400000 end
     tickets = tickets + 1
     return 0
 end
@@ -86,13 +75,9 @@ function request()
     sent = sent + 1
     requests_file:seek("set", offsets[sent])
     local chunk, now = requests_file:read(lengths[sent]), now_us()
-    if first_us == 0 then
-        first_us = now
-    end
+    if first_us == 0 then first_us = now end
     started[guids[sent]] = now
-    if log_sent then
-        sent_log[#sent_log + 1] = guids[sent] .. " " .. now
-    end
+    if log_sent then sent_log[#sent_log + 1] = guids[sent] .. " " .. now end
     return head .. chunk
 end
 
@@ -100,14 +85,12 @@ function response(status, headers, body)
     local now = now_us()
     answered, last_us = answered + 1, now
     statuses[status] = (statuses[status] or 0) + 1
-    local guid = body:match('"guid":"([^"]+)"')
+    local guid = body:match('"guid":"([^"]+)"') or headers["x-github-delivery"]
     local start = guid and started[guid]
     if start then
         started[guid] = nil
         latencies[#latencies + 1] = now - start
-        if status >= 200 and status < 300 then
-            ok_guids[#ok_guids + 1] = guid
-        end
+        if status >= 200 and status < 300 then ok_guids[#ok_guids + 1] = guid end
     end
     if answered == share then -- (exactly once)
         local marker = assert(io.open(os.getenv("BENCH_OUT") .. "/done", "w"))

@@ -44,23 +44,13 @@ def admin_url() -> str:
 def query(url: str, statement: str) -> list[tuple[Any, ...]]:
     """All rows of ``statement`` on either backend, as tuples."""
     if url.startswith("sqlite:"):
-        db = sqlite3.connect(url.removeprefix("sqlite:///"))
-        try:
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db:
             return [tuple(row) for row in db.execute(statement).fetchall()]
-        finally:
-            db.close()
-
-    async def fetch(conn: Any) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in await conn.fetch(statement)]
-
-    return _pg(url, fetch)
+    return [tuple(row) for row in _pg(url, lambda conn: conn.fetch(statement))]
 
 
 def _admin(url: str, statement: str) -> None:
-    async def execute(conn: Any) -> None:
-        await conn.execute(statement)
-
-    _pg(url, execute)
+    _pg(url, lambda conn: conn.execute(statement))
 
 
 def database_name(url: str) -> str | None:
@@ -86,18 +76,14 @@ def scratch(backend: str, admin_url: str, tmp: Path, prefix: str, keep: bool = F
     try:
         yield f"{admin_url.rpartition('/')[0]}/{name}"
     finally:
-        if keep:
-            log(f"kept PostgreSQL database {name}")
-        else:
-            _admin(admin_url, drop)
+        log(f"kept PostgreSQL database {name}") if keep else _admin(admin_url, drop)
 
 
 def durability(admin_url: str) -> str:
     """The cluster's fsync settings, printed beside the figures they shape."""
-    names = ("fsync", "synchronous_commit", "wal_sync_method")
-
     async def show(conn: Any) -> str:
-        return ", ".join([f"{n}={await conn.fetchval(f'SHOW {n}')}" for n in names])
+        return ", ".join([f"{n}={await conn.fetchval(f'SHOW {n}')}"
+                          for n in ("fsync", "synchronous_commit", "wal_sync_method")])
 
     try:
         return _pg(admin_url, show)

@@ -5,9 +5,12 @@ bot framework as a baseline) is one more entry in ``KINDS``."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
+import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,26 +19,55 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
 
 from bench.report import BenchError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 WEBHOOK_PATH = "/webhooks/github"
+PROBOT = "14"  # the major version installed from npm, cached between runs
+PROBOT_HOME = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache",
+                   "webhook-service-bench", f"probot-{PROBOT}")  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Kind:
-    """``argv(port)``, ready once ``ready_path`` answers 200; it gets WEBHOOK_SECRET (and
-    DATABASE_URL, if it stores) in its environment."""
+    """``argv(port)`` with ``env(port)`` (and WEBHOOK_SECRET...), ready once ``ready_path``
+    answers 200; a counting baseline serves how many deliveries it handled at ``count_path``."""
 
     argv: Callable[[int], list[str]]
     ready_path: str = "/healthz"
+    count_path: str | None = None
+    env: Callable[[int], dict[str, str]] = lambda port: {}
 
 
 def _baseline(which: str) -> Kind:
-    return Kind(lambda port: [sys.executable, str(HERE / "baselines.py"), which, str(port)])
+    return Kind(lambda port: [sys.executable, str(HERE / "baselines.py"), which, str(port)],
+                count_path="/count" if which == "gidgethub" else None)  # fmt: skip
+
+
+def probot_version() -> str:
+    """Probot from npm in PROBOT_HOME (installed on first use); its version."""
+    package = PROBOT_HOME / "node_modules" / "probot" / "package.json"
+    if not shutil.which("node") or not (package.exists() or shutil.which("npm")):
+        raise BenchError("the probot baseline needs node and npm: install them or leave it out")
+    if not package.exists():
+        npm = subprocess.run(["npm", "install", "--prefix", str(PROBOT_HOME), "--no-audit",
+                              "--no-fund", f"probot@{PROBOT}"], capture_output=True, text=True)
+        if npm.returncode:
+            raise BenchError(f"npm install probot@{PROBOT} failed:\n{npm.stdout}{npm.stderr}")
+    return str(json.loads(package.read_text())["version"])
+
+
+@functools.cache
+def _throwaway_key() -> str:
+    """A GitHub App private key for Probot's start-up (it never calls GitHub here)."""
+    from cryptography.hazmat.primitives import serialization as s
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption()).decode()
 
 
 KINDS = {
@@ -43,6 +75,13 @@ KINDS = {
                                           "--host", "127.0.0.1", "--port", str(port)], "/readyz"),
     "bare": _baseline("bare"),
     "sink": _baseline("sink"),
+    "gidgethub": _baseline("gidgethub"),
+    "probot": Kind(lambda port: ["node", str(PROBOT_HOME / "node_modules/probot/bin/probot.js"),
+                                 "run", str(HERE / "probot_app.mjs")],
+                   "/ping", "/count", lambda port: {
+        "APP_ID": "1", "PRIVATE_KEY": _throwaway_key(), "WEBHOOK_PATH": WEBHOOK_PATH,
+        "HOST": "127.0.0.1", "PORT": str(port), "LOG_LEVEL": "warn", "LOG_FORMAT": "json",
+        "NODE_ENV": "production"}),
 }  # fmt: skip
 _ports: set[int] = set()
 
@@ -73,10 +112,9 @@ class Server:
         self.port, self.log = free_port(), log
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as out:  # cwd: no stray .env file is read
-            self.proc = subprocess.Popen(
-                self.kind.argv(self.port), env=python_env(**env), cwd=log.parent,
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True)  # fmt: skip
+            self.proc = subprocess.Popen(self.kind.argv(self.port), cwd=log.parent,
+                env=python_env(**self.kind.env(self.port) | env), stdin=subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         self.pid = self.proc.pid
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -84,21 +122,28 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise BenchError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-            with contextlib.suppress(OSError), contextlib.closing(conn):
-                conn.request("GET", self.kind.ready_path)
-                if conn.getresponse().status == 200:
+            with contextlib.suppress(OSError):
+                if self.get(self.kind.ready_path)[0] == 200:
                     return
             time.sleep(0.1)
         raise BenchError(f"{self.name} was not ready within {timeout:.0f}s:\n{self.tail()}")
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        with contextlib.closing(http.client.HTTPConnection("127.0.0.1", self.port, 10)) as conn:
+            conn.request("GET", path)
+            return (response := conn.getresponse()).status, response.read()
+
+    def handled(self) -> int | None:
+        """How many deliveries a counting baseline's handler ran for (None: it does not count)."""
+        path = self.kind.count_path
+        return None if path is None else int(json.loads(self.get(path)[1])["count"])
 
     def tail(self) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
 
     def kill(self) -> None:
         """SIGKILL: nothing may depend on a graceful shutdown."""
-        if self.proc.poll() is None:
-            self.proc.kill()
+        self.proc.kill()
         self.proc.wait()
 
     def close(self) -> None:
@@ -114,53 +159,45 @@ def service(url: str, log: Path, secret: str, token: str, name: str, **env: str)
 
 def stop(proc: subprocess.Popen[bytes], grace: float) -> None:
     """SIGTERM, then SIGKILL after ``grace`` seconds."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    proc.terminate()  # (no signal once it has been waited for)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    proc.kill()
+    proc.wait()
 
 
 def redis_answers(url: str) -> bool:
-    """True if a Redis server at ``url``'s host and port answers PING (no AUTH tried)."""
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 1) as s:
-            s.settimeout(1.0)
-            s.sendall(b"PING\r\n")
-            return s.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
+    """True if a Redis server at ``url`` answers PING."""
+    import redis
+
+    with contextlib.suppress(redis.RedisError):
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    return False
 
 
 class Sampler(threading.Thread):
-    """A process tree's RSS (children included) every ``interval`` s; keeps the peak."""
+    """A process tree's RSS (children included) every 50 ms, until :meth:`stop`: the peak."""
 
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
+    def __init__(self, pid: int) -> None:
         import psutil
 
-        super().__init__(name="rss-sampler", daemon=True)
-        self._proc, self._interval, self._halt = psutil.Process(pid), interval, threading.Event()
-        self.peak = 0
+        super().__init__(daemon=True)
+        self._proc, self._halt, self.peak = psutil.Process(pid), threading.Event(), 0
         self.start()
 
-    def sample(self) -> None:
+    def run(self) -> None:
         import psutil
 
-        rss = 0
-        with contextlib.suppress(psutil.Error):
-            for proc in [self._proc, *self._proc.children(recursive=True)]:
-                with contextlib.suppress(psutil.Error):
-                    rss += int(proc.memory_info().rss)
-        self.peak = max(self.peak, rss)
-
-    def run(self) -> None:
-        self.sample()
-        while not self._halt.wait(self._interval):
-            self.sample()
-        self.sample()
+        while True:
+            last, rss = self._halt.is_set(), 0
+            with contextlib.suppress(psutil.Error):
+                for proc in [self._proc, *self._proc.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        rss += int(proc.memory_info().rss)
+            self.peak = max(self.peak, rss)
+            if last:
+                return
+            self._halt.wait(0.05)
 
     def stop(self) -> int:
         self._halt.set()
@@ -168,14 +205,17 @@ class Sampler(threading.Thread):
         return self.peak
 
 
-def cpu_seconds(pid: int | None) -> float:
+def _cpu(proc: Any) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
+def cpu_seconds(pid: int) -> float:
     import psutil
 
-    try:
-        times = psutil.Process(pid).cpu_times() if pid else None
-    except psutil.Error:
-        return 0.0
-    return float(times.user + times.system) if times else 0.0
+    with contextlib.suppress(psutil.Error):
+        return _cpu(psutil.Process(pid))
+    return 0.0
 
 
 def _machine() -> tuple[float, float]:
@@ -184,8 +224,7 @@ def _machine() -> tuple[float, float]:
 
     t = psutil.cpu_times()
     total = float(sum(t)) - float(getattr(t, "guest", 0.0) + getattr(t, "guest_nice", 0.0))
-    idle = float(t.idle + getattr(t, "iowait", 0.0) + getattr(t, "steal", 0.0))
-    return total - idle, total
+    return total - float(t.idle + getattr(t, "iowait", 0.0) + getattr(t, "steal", 0.0)), total
 
 
 def _postgres(database: str | None) -> dict[int, float]:
@@ -193,19 +232,16 @@ def _postgres(database: str | None) -> dict[int, float]:
     backends and its cluster's own (WAL writer, checkpointer...), not other databases'."""
     import psutil
 
-    if database is None:
-        return {}
     procs = [(p, " ".join(p.info["cmdline"] or [])) for p in
              psutil.process_iter(["name", "cmdline", "ppid"]) if p.info["name"] == "postgres"]
-    ours = {p.pid for p, title in procs if f" {database} " in title}
+    ours = {p.pid for p, title in procs if database and f" {database} " in title}
     clusters = {p.info["ppid"] for p, _ in procs if p.pid in ours}
     times: dict[int, float] = {}
-    for p, title in procs:
+    for p, title in procs:  # a client backend's title has "host(port)" or "[local]"
         with contextlib.suppress(psutil.Error):
-            client = re.search(r"\(\d+\)|\[local\]", title)  # "host(port)" or "[local]"
-            if p.pid in ours or (p.info["ppid"] in clusters and not client):
-                t = p.cpu_times()
-                times[p.pid] = float(t.user + t.system)
+            if p.pid in ours or (p.info["ppid"] in clusters
+                                 and not re.search(r"\(\d+\)|\[local\]", title)):
+                times[p.pid] = _cpu(p)
     return times
 
 
