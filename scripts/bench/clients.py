@@ -1,6 +1,6 @@
 """Socket.IO clients as load: readers (``socketio.AsyncClient``s in a child process,
 ``python clients.py URL COUNT OUT per-event|batch``, uvloop, orjson as the server
-encodes) that record every ``pr_status_change`` and every message, and stuck clients
+encodes) recording every ``pr_status_change`` and every message, and stuck clients
 (raw websockets that complete the Socket.IO handshake, then never read)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,17 +30,8 @@ STALL_SECONDS = 15.0  # the readers' drain ends early when nothing arrives for t
 STUCK_RCVBUF = 4096  # a stuck client's SO_RCVBUF: the window it advertises
 
 
-def _ws_frame(text: str) -> bytes:
-    """A masked text frame (clients must mask)."""
-    payload, mask = text.encode(), os.urandom(4)
-    size = len(payload)
-    head = bytes((0x81, 0x80 | size)) if size < 126 else bytes((0x81, 0xFE)) + struct.pack(
-        "!H", size)  # fmt: skip
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
 def _read_frame(sock: socket.socket, buf: bytearray) -> str:
-    """The next text frame from the server (never masked), skipping control frames."""
+    """The next text or close frame's payload from the server (never masked)."""
     while True:
         size, offset = (buf[1] & 0x7F, 2) if len(buf) >= 2 else (0, 2**20)
         if size >= 126:
@@ -49,49 +40,52 @@ def _read_frame(sock: socket.socket, buf: bytearray) -> str:
         if len(buf) >= offset + size:
             opcode, payload = buf[0] & 0x0F, bytes(buf[offset : offset + size])
             del buf[: offset + size]
-            if opcode == 8:
-                raise BenchError("the server closed a stuck client's websocket")
-            if opcode == 1:
-                return payload.decode()
-        elif chunk := sock.recv(65536):
-            buf += chunk
-        else:
+            if opcode in (1, 8):  # text, close
+                return payload.decode(errors="replace")
+        elif not (chunk := sock.recv(65536)):
             raise BenchError("the server closed a stuck client's connection")
+        else:
+            buf += chunk
+
+
+def _handshake(sock: socket.socket, port: int, token: str, batch: bool) -> None:
+    """Upgrade to a websocket, then Engine.IO open and Socket.IO CONNECT (with ``auth``)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1:{port}"
+                  f"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())  # fmt: skip
+    buf = bytearray()
+    while b"\r\n\r\n" not in buf and (chunk := sock.recv(4096)):
+        buf += chunk
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    if b" 101 " not in head.split(b"\r\n", 1)[0]:
+        raise BenchError(f"websocket upgrade refused: {head[:200]!r}")
+    if not (opening := _read_frame(sock, buf := bytearray(rest))).startswith("0{"):
+        raise BenchError(f"expected the Engine.IO open packet, got {opening[:100]!r}")
+    text, mask = f"40{json.dumps({'token': token, 'batch': batch})}".encode(), os.urandom(4)
+    assert len(text) < 126  # one masked text frame with a 7-bit length (clients must mask)
+    sock.sendall(bytes((0x81, 0x80 | len(text))) + mask + bytes(
+        b ^ mask[i % 4] for i, b in enumerate(text)))  # fmt: skip
+    if not (answer := _read_frame(sock, buf)).startswith("40"):
+        raise BenchError(f"Socket.IO CONNECT refused: {answer[:200]!r}")
 
 
 class StuckClient:
-    """A Socket.IO client that connects, authenticates and then never reads
-    (``batch``: it asks for ``events`` lists)."""
+    """A Socket.IO client that connects, authenticates (``batch``: asks for lists), never reads."""
 
     def __init__(self, port: int, token: str, *, batch: bool = False) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STUCK_RCVBUF)  # before connect
-            sock.settimeout(10)
-            sock.connect(("127.0.0.1", port))
-            key = base64.b64encode(os.urandom(16)).decode()
-            sock.sendall((f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1:"
-                          f"{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-"
-                          f"Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())  # fmt: skip
-            buf = bytearray()
-            while b"\r\n\r\n" not in buf and (chunk := sock.recv(4096)):
-                buf += chunk
-            head, _, rest = bytes(buf).partition(b"\r\n\r\n")
-            if b" 101 " not in head.split(b"\r\n", 1)[0]:
-                raise BenchError(f"websocket upgrade refused: {head[:200]!r}")
-            buf = bytearray(rest)
-            if not (opening := _read_frame(sock, buf)).startswith("0{"):
-                raise BenchError(f"expected the Engine.IO open packet, got {opening[:100]!r}")
-            sock.sendall(_ws_frame("40" + json.dumps({"token": token, "batch": batch})))
-            if not (answer := _read_frame(sock, buf)).startswith("40"):
-                raise BenchError(f"Socket.IO CONNECT refused: {answer[:200]!r}")
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STUCK_RCVBUF)  # first
+            self.sock.settimeout(10)
+            self.sock.connect(("127.0.0.1", port))
+            _handshake(self.sock, port, token, batch)
         except BaseException as exc:
-            sock.close()
+            self.sock.close()
             if isinstance(exc, OSError):
                 raise BenchError(f"a stuck client could not connect: {exc}") from exc
             raise
-        self.sock = sock
-        self.local_port: int = sock.getsockname()[1]
+        self.local_port: int = self.sock.getsockname()[1]
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -110,7 +104,6 @@ def established(port: int, local_ports: set[int]) -> int:
 
 @dataclass(slots=True)
 class ReaderLog:
-    connected: bool
     ids: array[int]
     times: array[float]  # time.monotonic() at receipt
     messages: array[float]  # time.monotonic() at the receipt of each message (any event)
@@ -146,22 +139,21 @@ class Readers:
         assert self.proc.stdin is not None
         self.proc.stdin.write(f"drain {expected} {max_seconds}\n".encode())
         self.expect("done", max_seconds + 60)
-        return [ReaderLog(c, array("q", i), array("d", t), array("d", m))
-                for c, i, t, m in orjson.loads(self.out.read_bytes())]  # fmt: skip
+        return [ReaderLog(array("q", i), array("d", t), array("d", m))
+                for i, t, m in orjson.loads(self.out.read_bytes())]  # fmt: skip
 
     def close(self) -> None:
         stop(self.proc, 10)
 
 
 def _recorders(log: ReaderLog, seen: set[int], batch: bool) -> tuple[Callable[..., None], ...]:
-    """Handlers of one reader: its events (``pr_status_change`` messages, or the items of
-    an ``events`` list, at the list's receive instant), and any other message."""
+    """One reader's handlers: of its events (``pr_status_change``s, or an ``events`` list's
+    items, timed at the list's receipt), and of any other message."""
     ids, times, message = log.ids.append, log.times.append, log.messages.append
     monotonic = time.monotonic
 
     def event(data: Any) -> None:
-        now = monotonic()
-        message(now)
+        message(now := monotonic())
         for item in data if batch else (data,):
             if not batch or item.get("type") == "pr_status_change":
                 times(now)
@@ -171,42 +163,33 @@ def _recorders(log: ReaderLog, seen: set[int], batch: bool) -> tuple[Callable[..
     return event, lambda *args: message(monotonic())
 
 
-async def _connect(clients: Sequence[Any], url: str, auth: dict[str, Any]) -> None:
-    """25 at a time; failures are reported on stderr (the readers' log)."""
-    for start in range(0, len(clients), 25):
-        for result in await asyncio.gather(*(
-            sio.connect(url, auth=auth, transports=["websocket"], wait_timeout=15)
-            for sio in clients[start : start + 25]
-        ), return_exceptions=True):  # fmt: skip
-            if isinstance(result, BaseException):
-                print(f"reader: a client failed to connect: {result!r}", file=sys.stderr)
-
-
-def _dump(out: Path, logs: list[list[Any]]) -> None:
+async def _reader(url: str, count: int, out: Path, batch: bool) -> None:
+    """Connect ``count`` clients (25 at a time), say "ready N"; on "drain EXPECTED SECONDS",
+    wait for the events, write the logs to ``out`` and say "done"."""
     import orjson
-
-    out.write_bytes(orjson.dumps(logs))
-
-
-async def _reader(url: str, token: str, count: int, out: Path, batch: bool) -> int:
     import socketio
 
     from webhook_service.push import sio_json
     from webhook_service.push.stream import BATCH
 
-    logs = [ReaderLog(False, array("q"), array("d"), array("d")) for _ in range(count)]
+    auth = {"token": os.environ.get("BENCH_PUSH_TOKEN", ""), "batch": batch}
+    logs = [ReaderLog(array("q"), array("d"), array("d")) for _ in range(count)]
     unique = [set[int]() for _ in range(count)]  # the drain waits for unique events
     clients: list[Any] = []
     for log, seen in zip(logs, unique, strict=True):
-        sio = socketio.AsyncClient(reconnection=False, json=sio_json)
+        clients.append(sio := socketio.AsyncClient(reconnection=False, json=sio_json))
         event, other = _recorders(log, seen, batch)
         sio.on(BATCH if batch else "pr_status_change", event)
         sio.on("*", other)  # any other message, e.g. task_status_change
-        clients.append(sio)
-    await _connect(clients, url, {"token": token, "batch": batch})
+    for start in range(0, count, 25):
+        for result in await asyncio.gather(*(
+                sio.connect(url, auth=auth, transports=["websocket"], wait_timeout=15)
+                for sio in clients[start : start + 25]), return_exceptions=True):  # fmt: skip
+            if isinstance(result, BaseException):
+                print(f"reader: a client failed to connect: {result!r}", file=sys.stderr)
     print(f"ready {sum(1 for sio in clients if sio.connected)}", flush=True)
     command = (await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)).split()
-    expected, max_seconds = int(command[1]), float(command[2])  # "drain EXPECTED SECONDS"
+    expected, max_seconds = int(command[1]), float(command[2])
     started = last_change = time.monotonic()
     last_total = -1
     while not all(len(u) >= expected for u in unique) and time.monotonic() - started <= max_seconds:
@@ -215,20 +198,16 @@ async def _reader(url: str, token: str, count: int, out: Path, batch: bool) -> i
         elif time.monotonic() - last_change > STALL_SECONDS:
             break
         await asyncio.sleep(0.05)
-    waited = time.monotonic() - started
-    _dump(out, [[sio.connected, log.ids.tolist(), log.times.tolist(), log.messages.tolist()]
-                for sio, log in zip(clients, logs, strict=True)])  # fmt: skip
-    print(f"done {waited:.3f}", flush=True)
+    await asyncio.to_thread(out.write_bytes, orjson.dumps([
+        [g.ids.tolist(), g.times.tolist(), g.messages.tolist()] for g in logs]))
+    print("done", flush=True)
     for start in range(0, count, 50):
         await asyncio.gather(*(sio.disconnect() for sio in clients[start : start + 50]),
                              return_exceptions=True)  # fmt: skip
-    return 0
 
 
 if __name__ == "__main__":
-    _url, _count, _out, _mode = sys.argv[1:5]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     import uvloop
 
-    _token = os.environ.get("BENCH_PUSH_TOKEN", "")
-    sys.exit(uvloop.run(_reader(_url, _token, int(_count), Path(_out), _mode == "batch")))
+    uvloop.run(_reader(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] == "batch"))

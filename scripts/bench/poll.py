@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,8 @@ CHILD = Path(__file__).resolve().with_name("poll_child.py")
 BASELINE_COMMIT = "c353fc9"  # the per-repository sweep, every repository every cycle
 OP_TIMEOUT = 300.0  # seconds one child operation may take
 CHANGE_KINDS = ("push", "push", "retitle", "draft", "close", "merge")
+DRAIN_INTERVALS, FIRST_SWEEP_CAP = 4, 120.0  # after the last change; the first sweep (scaled s)
+Call = Callable[..., Awaitable[dict[str, Any]]]  # an operation of the poller process
 
 
 @dataclass(frozen=True)
@@ -40,19 +42,11 @@ class Plan:
     changes: int  # injected per run
     idle_intervals: int
     change_intervals: int
-    drain_intervals: int  # after the last change, how long to wait for it
-    first_sweep_cap: float
     seed: int
 
     @property
     def window(self) -> float:  # the secondary window and SYNC_INTERVAL: GitHub's minute
         return 60.0 / self.scale
-
-    interval = window
-
-    @classmethod
-    def of(cls, options: Any) -> Plan:
-        return cls(**{name: getattr(options, name) for name in cls.__dataclass_fields__})
 
 
 @dataclass
@@ -129,143 +123,123 @@ def baseline_tree(workdir: Path) -> Path:
     """``webhook_service`` as of BASELINE_COMMIT, extracted under ``workdir``."""
     target = workdir / f"baseline-{BASELINE_COMMIT}"
     command = ["git", "-C", str(REPO_ROOT), "archive", BASELINE_COMMIT, "webhook_service"]
-    archive = subprocess.run(command, check=True, capture_output=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+    with tarfile.open(fileobj=io.BytesIO(subprocess.run(command, check=True,
+                                                        capture_output=True).stdout)) as tar:
         tar.extractall(target, filter="data")
     return target
 
 
-class Child:
-    """A poller process (``poll_child.py``) importing ``webhook_service`` from ``root``."""
+@contextlib.asynccontextmanager
+async def child(name: str, config: Mapping[str, Any], workdir: Path,
+                root: Path) -> AsyncIterator[Call]:  # fmt: skip
+    """A poller process (``poll_child.py``) importing ``webhook_service`` from ``root``:
+    ``call(op, wait, **params)`` returns its answer. EOF ends it; SIGKILL after 30 s."""
+    log, env = workdir / f"{name}.log", {"PYTHONPATH": f"{root}{os.pathsep}{CHILD.parents[1]}"}
+    with log.open("wb") as err:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(CHILD), stdin=asyncio.subprocess.PIPE, limit=1 << 24,
+            stdout=asyncio.subprocess.PIPE, stderr=err, cwd=workdir, env=dict(os.environ) | env)
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin, stdout = proc.stdin, proc.stdout
 
-    def __init__(self, name: str, config: Mapping[str, Any], workdir: Path, root: Path) -> None:
-        self.name, self.root, self.log, self.config = name, root, workdir / f"{name}.log", config
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def __aenter__(self) -> Child:
-        paths = os.pathsep.join([str(self.root), str(CHILD.parents[1])])
-        env = dict(os.environ) | {"PYTHONPATH": paths}
-        with self.log.open("wb") as err:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, str(CHILD), stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, stderr=err, cwd=self.log.parent, env=env,
-                limit=1 << 24)  # fmt: skip
+    async def call(op: str, wait: float = OP_TIMEOUT, **params: Any) -> dict[str, Any]:
+        stdin.write((json.dumps({"op": op, **params}) + "\n").encode())
+        await stdin.drain()
         try:
-            package = (await self.call("config", 120.0, **self.config))["package"]
-            if not package.startswith(f"{self.root}{os.sep}"):  # the PYTHONPATH given
-                raise BenchError(f"{self.name} imported {package}, not {self.root}'s")
-        except BaseException:
-            await self.__aexit__()
-            raise
-        return self
-
-    async def call(self, op: str, wait: float = OP_TIMEOUT, **params: Any) -> dict[str, Any]:
-        assert self.proc is not None and self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write((json.dumps({"op": op, **params}) + "\n").encode())
-        await self.proc.stdin.drain()
-        try:
-            line = await asyncio.wait_for(self.proc.stdout.readline(), wait)
+            line = await asyncio.wait_for(stdout.readline(), wait)
         except TimeoutError:
             line = b'{"failed": "no answer"}'
         answer: dict[str, Any] = json.loads(line or b'{"failed": "it exited"}')
         if "failed" in answer:
-            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-25:])
-            raise BenchError(f"{self.name}: {op!r}: {answer['failed']}\n{tail}")
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
+            raise BenchError(f"{name}: {op!r}: {answer['failed']}\n{tail}")
         return answer
 
-    async def __aexit__(self, *exc: object) -> None:
-        """EOF on its stdin ends it; SIGKILL after 30 s."""
-        if self.proc is not None and self.proc.returncode is None and self.proc.stdin:
-            self.proc.stdin.close()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.proc.wait(), 30.0)
-            if self.proc.returncode is None:
-                self.proc.kill()
-                await self.proc.wait()
+    try:
+        package = (await call("config", 120.0, **config))["package"]
+        if not package.startswith(f"{root}{os.sep}"):  # the PYTHONPATH given
+            raise BenchError(f"{name} imported {package}, not {root}'s")
+        yield call
+    finally:
+        stdin.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), 30.0)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
-async def _cycles(child: Child, count: int, since: float, cap: float) -> float | None:
+async def _cycles(call: Call, count: int, since: float, cap: float) -> float | None:
     """Seconds from ``since`` until ``count`` cycles have ended; None past ``cap``."""
     while time.monotonic() - since < cap:
-        stats = await child.call("stats")
-        if stats["sync_count"] >= count:
+        if (stats := await call("stats"))["sync_count"] >= count:
             return float(stats["now"]) - since
         await asyncio.sleep(0.1)
     return None
 
 
-async def _changes(plan: Plan, fake: FakeGitHub, child: Child, to_change: list[tuple[str, int]],
-                   rng: random.Random, result: WorkerRun) -> None:  # fmt: skip
+async def _changes(plan: Plan, fake: FakeGitHub, call: Call, to_change: list[tuple[str, int]],
+                   result: WorkerRun) -> None:  # fmt: skip
     """``plan.changes`` changes at random moments, no webhook; then wait for them."""
-    began, span = time.monotonic(), plan.change_intervals * plan.interval
-    moments = sorted(rng.uniform(0, span) for _ in range(plan.changes))
+    rng = random.Random(f"{plan.seed}-{result.worker}-{result.repos}")
+    began, span = time.monotonic(), plan.change_intervals * plan.window
     injected, expect = dict[str, float](), []
-    for moment, key in zip(moments, to_change, strict=False):
+    for moment, key in zip(sorted(rng.uniform(0, span) for _ in range(plan.changes)), to_change,
+                           strict=False):  # fmt: skip
         await asyncio.sleep(max(0.0, began + moment - time.monotonic()))
         expect.append(change(fake, key, rng))
         injected[f"{key[0]}#{key[1]}"] = time.monotonic()
-        await child.call("watch", changes=[expect[-1]])
-    deadline = time.monotonic() + plan.drain_intervals * plan.interval
-    found: dict[str, Any] = {}
+        await call("watch", changes=[expect[-1]])
+    deadline, found = time.monotonic() + DRAIN_INTERVALS * plan.window, dict[str, Any]()
     while time.monotonic() < deadline:
-        found = await child.call("found")
-        if not found["pending"]:
+        if not (found := await call("found"))["pending"]:
             break
         await asyncio.sleep(0.25)
     seen = found.get("found", {})
     result.delays = [seen[k] - at if k in seen else None for k, at in injected.items()]
-    result.mismatches = (await child.call("verify", expect=expect))["mismatches"]
-
-
-async def _measure(plan: Plan, fake: FakeGitHub, child: Child, token: str, result: WorkerRun,
-                   to_change: list[tuple[str, int]]) -> None:  # fmt: skip
-    """The first sweep (capped), the cycle after it (a first sweep of T lists about
-    R * T / 2P more repositories, P the sweep period), idle intervals, changes."""
-
-    def span(since: float, until: float) -> Traffic:
-        records = [r for r in fake.requests if r.credential == "token:" + token]
-        return traffic(records, plan.window, (since, until))
-
-    started = time.monotonic()
-    await child.call("start")
-    result.first_sweep = await _cycles(child, 1, started, plan.first_sweep_cap)
-    result.first = span(started, swept := time.monotonic())
-    if result.first_sweep is not None:
-        await _cycles(child, 2, swept, 4 * plan.interval)
-    before = await child.call("stats")
-    result.settle = span(swept, before["now"])
-    await asyncio.sleep(plan.idle_intervals * plan.interval)
-    after = await child.call("stats")
-    result.idle = span(before["now"], after["now"])
-    result.idle.cycles = after["sync_count"] - before["sync_count"]
-    rng = random.Random(f"{plan.seed}-{result.worker}-{result.repos}")
-    await _changes(plan, fake, child, to_change, rng, result)
-    done = await child.call("stats")
-    result.changed, result.whole = span(after["now"], done["now"]), span(started, done["now"])
-    result.errors = done["error_count"]
+    result.mismatches = (await call("verify", expect=expect))["mismatches"]
 
 
 async def run_worker(plan: Plan, fake: FakeGitHub, *, worker: str, keys: Sequence[tuple[str, int]],
                      to_change: list[tuple[str, int]], database_url: str, workdir: Path,
                      package_root: Path) -> WorkerRun:  # fmt: skip
-    """One worker (``new``: the checkout's, ``baseline``: BASELINE_COMMIT's) in a process
-    of its own against ``fake``, measured."""
-    repositories = sorted({repository for repository, _ in keys})
-    token = "ghp_" + secrets.token_hex(18)
+    """One worker (``new``: the checkout's, ``baseline``: BASELINE_COMMIT's) in a process of
+    its own against ``fake``: the first sweep (capped), the cycle after it (a first sweep of
+    T lists about R * T / 2P more repositories, P the sweep period), idle, changes."""
+    repositories, token = sorted({repo for repo, _ in keys}), f"ghp_{secrets.token_hex(18)}"
     fake.add_token(token)
     config = {
         "token": token, "api_url": fake.url, "repositories": repositories,
         "database_url": database_url,
         # GitHub's minute and hour, scaled; the baseline reads SYNC_INTERVAL only.
-        "env": {"SYNC_INTERVAL": str(plan.interval), "SYNC_MAX_CONCURRENCY": "5",
+        "env": {"SYNC_INTERVAL": str(plan.window), "SYNC_MAX_CONCURRENCY": "5",
                 "SYNC_FULL_SWEEP_INTERVAL": str(3600.0 / plan.scale),
                 "SYNC_SEARCH_OVERLAP": str(300.0 / plan.scale)},
         "window": plan.window if worker == "new" else None,
     }  # fmt: skip
-    name = f"{worker}-{len(repositories)}"
     result = WorkerRun(worker, len(repositories), len(keys))
-    async with Child(name, config, workdir, package_root) as child:
-        await _measure(plan, fake, child, token, result, to_change)
-        result.rss_peak = int((await child.call("quit", grace=5.0))["rss_peak"])
+
+    def span(since: float, until: float) -> Traffic:
+        records = [r for r in fake.requests if r.credential == "token:" + token]
+        return traffic(records, plan.window, (since, until))
+
+    async with child(f"{worker}-{len(repositories)}", config, workdir, package_root) as call:
+        started = time.monotonic()
+        await call("start")
+        result.first_sweep = await _cycles(call, 1, started, FIRST_SWEEP_CAP)
+        result.first = span(started, swept := time.monotonic())
+        if result.first_sweep is not None:
+            await _cycles(call, 2, swept, 4 * plan.window)
+        before = await call("stats")
+        result.settle = span(swept, before["now"])
+        await asyncio.sleep(plan.idle_intervals * plan.window)
+        after = await call("stats")
+        result.idle = span(before["now"], after["now"])
+        result.idle.cycles = after["sync_count"] - before["sync_count"]
+        await _changes(plan, fake, call, to_change, result)
+        done = await call("stats")
+        result.changed, result.whole = span(after["now"], done["now"]), span(started, done["now"])
+        result.errors = done["error_count"]
+        result.rss_peak = int((await call("quit", grace=5.0))["rss_peak"])
     fake.reset_requests()  # the next worker's log starts empty
     return result

@@ -1,10 +1,9 @@
 """The poller process of ``scripts/bench_poll.py`` (PYTHONPATH: a package root, scripts/):
 one sync worker, built as the service does from whichever ``webhook_service`` PYTHONPATH
 gives (the checkout's, or the baseline's older layout). Each stdin line is a JSON
-operation, each stdout line its JSON answer with the peak RSS (stdout is theirs alone):
-``config`` (the first), ``start``, ``stats``, ``watch`` (changed PRs and the ``updated_at``
-awaited, looked for in the store every 50 ms), ``found``, ``verify`` (stored fields
-against the fake's) and ``quit``.
+operation (the first its config), each stdout line its JSON answer with the peak RSS:
+``start``, ``stats``, ``watch`` (changed PRs and the ``updated_at`` awaited, looked for in
+the store every 50 ms), ``found``, ``verify`` (stored fields against the fake's), ``quit``.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 WATCH_EVERY = 0.05  # seconds between store reads for watched PRs
 
@@ -35,42 +34,30 @@ def _load(name: str, *modules: str) -> Any:
 
 def vm_hwm() -> int:
     """This process's peak RSS since exec (VmHWM; ``ru_maxrss`` would count the parent's)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    return int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) * 1024
 
 
 def stamp(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    value = value if value.tzinfo else value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    value = value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class Watcher:
-    """When each watched PR's stored ``updated_at`` reached the fake's."""
+async def watch(store: Any, pending: dict[tuple[str, int], str], found: dict[str, float]) -> None:
+    """Forever: when each pending PR's stored ``updated_at`` reached the one awaited."""
+    from webhook_service.store import UnitOfWork
 
-    def __init__(self, store: Any) -> None:
-        self._store = store
-        self.pending: dict[tuple[str, int], str] = {}  # key -> the updated_at awaited
-        self.found: dict[str, float] = {}  # "repo#number" -> time.monotonic() seen
-
-    async def run(self) -> None:
-        from webhook_service.store import UnitOfWork
-
-        while True:
-            await asyncio.sleep(WATCH_EVERY)
-            if not (keys := list(self.pending)):
-                continue
-            async with self._store.connection() as conn:
-                rows = await UnitOfWork(conn).load_pulls(keys)
-            now = time.monotonic()
-            for key in keys:
-                have = stamp(rows[key].github_updated_at) if key in rows else None
-                if have is not None and have >= self.pending[key]:
-                    del self.pending[key]
-                    self.found[f"{key[0]}#{key[1]}"] = now
+    while True:
+        await asyncio.sleep(WATCH_EVERY)
+        if not (keys := list(pending)):
+            continue
+        async with store.connection() as conn:
+            rows = await UnitOfWork(conn).load_pulls(keys)
+        now = time.monotonic()
+        for key in keys:
+            have = stamp(rows[key].github_updated_at) if key in rows else None
+            if have is not None and have >= pending[key]:
+                del pending[key]
+                found[f"{key[0]}#{key[1]}"] = now  # time.monotonic() seen
 
 
 async def verify(store: Any, expect: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -88,9 +75,11 @@ async def verify(store: Any, expect: list[dict[str, Any]]) -> dict[str, list[str
     return {"mismatches": mismatches}
 
 
-async def run(config: Mapping[str, Any]) -> None:
+async def run(config: Mapping[str, Any], replies: TextIO) -> None:
+    """The worker, then the parent's operations answered until "quit" or EOF."""
     import aiohttp
 
+    import webhook_service
     from webhook_service.config import load_settings
     from webhook_service.reconciler import Reconciler
     from webhook_service.store import Store
@@ -99,14 +88,14 @@ async def run(config: Mapping[str, Any]) -> None:
                "GITHUB_REPOSITORIES": ",".join(config["repositories"]),
                "DATABASE_URL": config["database_url"]}  # fmt: skip
     settings = load_settings(environ | config["env"], env_file=None)
-    store = Store(settings.database_url.reveal())
-    await store.connect()
+    await (store := Store(settings.database_url.reveal())).connect()
     await store.migrate()
     reconciler = Reconciler(store, task_branch_pattern=settings.task_branch_pattern,
                             batch_max=settings.ingest_batch_max)  # fmt: skip
     reconciler.start()
-    watcher = Watcher(store)
-    watching = asyncio.create_task(watcher.run())
+    pending: dict[tuple[str, int], str] = {}  # watched PRs: the updated_at awaited
+    found: dict[str, float] = {}
+    watching = asyncio.create_task(watch(store, pending, found))
     async with aiohttp.ClientSession() as session:
         github = _load("GitHub", "webhook_service.github.client", "webhook_service.github")
         worker_class = _load("PRSyncWorker", "webhook_service.sync.poller", "webhook_service.sync")
@@ -115,44 +104,37 @@ async def run(config: Mapping[str, Any]) -> None:
             limits = _load("Limits", "webhook_service.github.budget")
             extra["limits"] = limits(share=settings.sync_budget_share, window=config["window"])
         worker = worker_class(store, reconciler, github(session, settings, **extra), settings)
-        handlers = {
+        handlers: dict[str, Any] = {  # a handler may be async
             "start": lambda op: worker.start(),
             "stats": lambda op: {"now": time.monotonic()} | {
                 n: worker.get_stats().get(n) for n in ("sync_count", "error_count")},
-            "watch": lambda op: watcher.pending.update(
+            "watch": lambda op: pending.update(
                 {(c["repository"], int(c["number"])): c["updated_at"] for c in op["changes"]}),
-            "found": lambda op: {"found": watcher.found, "pending": len(watcher.pending)},
+            "found": lambda op: {"found": found, "pending": len(pending)},
             "verify": lambda op: verify(store, op["expect"]),
             "quit": lambda op: worker.stop(grace=float(op["grace"])),
         }  # fmt: skip
-        await serve(handlers)
+        replies.write(json.dumps({"package": webhook_service.__file__}) + "\n")
+        while line := await asyncio.to_thread(sys.stdin.readline):
+            op: dict[str, Any] = json.loads(line)
+            try:
+                answer = handlers[op["op"]](op)
+                answer = await answer if asyncio.iscoroutine(answer) else answer
+            except Exception as exc:
+                logging.getLogger("bench_poll").exception("operation %s failed", op["op"])
+                answer = {"failed": repr(exc)}
+            answer = answer if isinstance(answer, dict) else {}
+            replies.write(json.dumps(answer | {"rss_peak": vm_hwm()}) + "\n")
+            if op["op"] == "quit":
+                break
         await worker.stop(grace=1.0)
     watching.cancel()
     await reconciler.stop()
     await store.disconnect()
 
 
-async def serve(handlers: Mapping[str, Any]) -> None:
-    """Answer the parent's operations until "quit" or EOF (a handler may be async)."""
-    import webhook_service
-
-    replies = os.fdopen(os.dup(1), "w", buffering=1)  # stdout is the answers' alone
-    os.dup2(2, 1)
-    replies.write(json.dumps({"package": webhook_service.__file__}) + "\n")
-    while line := await asyncio.to_thread(sys.stdin.readline):
-        op: dict[str, Any] = json.loads(line)
-        try:
-            answer = handlers[op["op"]](op)
-            answer = await answer if asyncio.iscoroutine(answer) else answer
-        except Exception as exc:
-            logging.getLogger("bench_poll").exception("operation %s failed", op["op"])
-            answer = {"failed": repr(exc)}
-        answer = answer if isinstance(answer, dict) else {}
-        replies.write(json.dumps(answer | {"rss_peak": vm_hwm()}) + "\n")
-        if op["op"] == "quit":
-            return
-
-
 if __name__ == "__main__":
     logging.basicConfig(level=logging.ERROR, format="%(asctime)s %(name)s: %(message)s")
-    asyncio.run(run(json.loads(sys.stdin.readline())))
+    _replies = os.fdopen(os.dup(1), "w", buffering=1)  # stdout is the answers' alone
+    os.dup2(2, 1)
+    asyncio.run(run(json.loads(sys.stdin.readline()), _replies))

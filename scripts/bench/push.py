@@ -1,13 +1,11 @@
 """The push benchmark's measurements: an open-loop sender of status-changing deliveries
-with a Socket.IO listener (push latency), and a slow-clients run's figures (the delivery
-that caused each stored event, the readers' receive latency and message rates)."""
+with a Socket.IO listener (push latency), and a slow-clients run's figures."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import os
 import random
 import time
 from collections import Counter
@@ -20,9 +18,9 @@ from bench import scratch_db
 from bench.clients import ReaderLog
 from bench.deliveries import PR, REPOSITORIES, Renderer, Verification, Workload, requests
 from bench.load import LoadResult
-from bench.servers import WEBHOOK_PATH, Cores
+from bench.servers import WEBHOOK_PATH
 
-PUSH_DRAIN_SECONDS, POST_TIMEOUT_SECONDS = 10.0, 30.0
+POST_TIMEOUT_SECONDS = 30.0
 PUSH_WINDOW = 50  # PRs interleaved: a PR's deliveries are 50 apart (250 ms at 200/s)
 PUSH_STORY = (("opened", None, "OPEN"), ("closed", "OPEN", "CLOSED"),
               ("reopened", "CLOSED", "OPEN"), ("merged", "OPEN", "MERGED"))  # fmt: skip
@@ -32,12 +30,7 @@ Changes = dict[tuple[str, int], list[tuple[str, EventKey]]]
 Event = tuple[int, dict[str, Any]]  # a stored event: id, payload
 
 
-@dataclass(frozen=True, slots=True)
-class PushDelivery:
-    guid: str
-    key: EventKey
-    headers: dict[str, str]
-    body: bytes
+PushDelivery = tuple[EventKey, dict[str, str], bytes]  # the event it causes, headers, body
 
 
 def generate_push(count: int, secret: str, seed: int) -> list[PushDelivery]:
@@ -55,16 +48,15 @@ def generate_push(count: int, secret: str, seed: int) -> list[PushDelivery]:
             prs.append(PR(repo, number, 400_000_000 + index, at - 60,
                           f"Push benchmark change {number} in {repo}", ref))  # fmt: skip
         (pr := prs[index]).advance(kind, at, rng)
-        guid, headers, body = renderer.render(pr, kind, at, rng)
-        out.append(PushDelivery(guid, (pr.repository, pr.number, old, new), headers, body))
+        _, headers, body = renderer.render(pr, kind, at, rng)
+        out.append(((pr.repository, pr.number, old, new), headers, body))
     return out
 
 
 def fetch_events(url: str) -> list[Event]:
     """The stored ``pr_status_change`` events, in id order: (id, payload)."""
-    rows = scratch_db.query(url, "SELECT id, payload FROM events WHERE type = 'pr_status_change'"
-                            " ORDER BY id")  # fmt: skip
-    return [(int(i), json.loads(str(payload))) for i, payload in rows]
+    return [(int(i), json.loads(str(payload))) for i, payload in scratch_db.query(
+        url, "SELECT id, payload FROM events WHERE type = 'pr_status_change' ORDER BY id")]
 
 
 @dataclass(slots=True)
@@ -74,42 +66,28 @@ class PushLoad:
     backend: str
     n: int
     warmup: int  # the first deliveries, not measured
-    sent: list[float] = field(default_factory=list)
-    acked: list[float] = field(default_factory=list)
-    status: list[int] = field(default_factory=list)
-    errors: Counter[str] = field(default_factory=Counter)
+    sent: dict[int, float] = field(default_factory=dict)  # delivery -> POST sent
+    acked: dict[int, float] = field(default_factory=dict)  # delivery -> 2xx answer
     received: dict[int, list[float]] = field(default_factory=dict)  # delivery -> receipts
     unexpected: int = 0  # events matching no delivery
-    cpu: Cores = field(default_factory=Cores)
-
-    def __post_init__(self) -> None:
-        self.sent, self.acked, self.status = [0.0] * self.n, [0.0] * self.n, [0] * self.n
-
-    def ok(self, i: int) -> bool:
-        return 200 <= self.status[i] < 300
 
     def push_ms(self) -> list[float]:
         return [(t[0] - self.sent[i]) * 1000 for i, t in self.received.items() if i >= self.warmup]
 
     def ack_ms(self) -> list[float]:
-        return [(self.acked[i] - self.sent[i]) * 1000 for i in self.measured if self.ok(i)]
+        return [(t - self.sent[i]) * 1000 for i, t in self.acked.items() if i >= self.warmup]
 
     @property
-    def measured(self) -> range:
-        return range(self.warmup, self.n)
+    def not_ok(self) -> int:  # measured deliveries not answered 2xx
+        return self.n - self.warmup - len(self.ack_ms())
 
     @property
     def missing(self) -> int:  # 2xx deliveries with no event
-        return sum(1 for i in range(self.n) if self.ok(i) and i not in self.received)
-
-    @property
-    def repeated(self) -> int:
-        return sum(len(got) - 1 for got in self.received.values())
+        return len(self.acked.keys() - self.received.keys())
 
     def every_event(self) -> bool:
         """Every measured delivery 2xx, every 2xx's event received, nothing unexpected."""
-        not_ok = sum(1 for i in self.measured if not self.ok(i))
-        return not (self.missing or not_ok or self.unexpected) and bool(self.push_ms())
+        return not (self.missing or self.not_ok or self.unexpected) and bool(self.push_ms())
 
 
 async def push_load(port: int, token: str, deliveries: Sequence[PushDelivery], rate: float,
@@ -118,7 +96,7 @@ async def push_load(port: int, token: str, deliveries: Sequence[PushDelivery], r
     import aiohttp
     import socketio
 
-    index_of = {d.key: i for i, d in enumerate(deliveries)}
+    index_of = {key: i for i, (key, _, _) in enumerate(deliveries)}
 
     def on_event(data: Any) -> None:
         now = time.monotonic()
@@ -129,16 +107,13 @@ async def push_load(port: int, token: str, deliveries: Sequence[PushDelivery], r
             load.received.setdefault(index, []).append(now)
 
     async def post(session: aiohttp.ClientSession, i: int) -> None:
-        load.sent[i], d = time.monotonic(), deliveries[i]
-        try:
-            url = f"http://127.0.0.1:{port}{WEBHOOK_PATH}"
-            async with session.post(url, data=d.body, headers=d.headers) as response:
+        load.sent[i], (_, headers, body) = time.monotonic(), deliveries[i]
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):  # not acked
+            async with session.post(f"http://127.0.0.1:{port}{WEBHOOK_PATH}", data=body,
+                                    headers=headers) as response:  # fmt: skip
                 await response.read()
-                load.status[i] = response.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            load.status[i] = -1
-            load.errors[type(exc).__name__] += 1
-        load.acked[i] = time.monotonic()
+                if 200 <= response.status < 300:
+                    load.acked[i] = time.monotonic()
 
     sio = socketio.AsyncClient(reconnection=False)
     sio.on("pr_status_change", on_event)
@@ -154,9 +129,8 @@ async def push_load(port: int, token: str, deliveries: Sequence[PushDelivery], r
                 await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
                 tasks.append(asyncio.create_task(post(session, i)))
             await asyncio.gather(*tasks)
-        wanted = {i for i in range(load.n) if load.ok(i)}
-        for _ in range(int(PUSH_DRAIN_SECONDS * 50)):  # until every event came, or 10 s
-            if wanted <= load.received.keys():
+        for _ in range(500):  # until every event came, or 10 s
+            if load.acked.keys() <= load.received.keys():
                 break
             await asyncio.sleep(0.02)
     finally:
@@ -171,8 +145,7 @@ def expected_events(w: Workload) -> Changes:
     changes: Changes = {}
     status: dict[tuple[str, int], str] = {}
     for guid, body in requests(w):
-        doc = orjson.loads(body)
-        pr = doc["pull_request"]
+        pr = (doc := orjson.loads(body))["pull_request"]
         key = (str(doc["repository"]["full_name"]), int(pr["number"]))
         closed = "CLOSED" if pr.get("state") == "closed" else "OPEN"
         new = "MERGED" if pr.get("merged") or pr.get("merged_at") else closed
@@ -203,8 +176,8 @@ class SlowRun:
 
     def complete(self) -> bool:
         """Every delivery sent and answered 2xx, and the database holds exactly them."""
-        load = self.load
-        return load.complete and load.not_ok == 0 and self.verification.passed(load.ok, self.prs)
+        ld = self.load
+        return ld.complete and ld.not_ok == 0 and self.verification.passed(ld.ok, self.prs)
 
     def ratio(self, a: SlowRun) -> float:
         return self.load.rate / a.load.rate if a.load.rate else 0.0
@@ -236,13 +209,3 @@ class SlowRun:
             self.messages_per_s.append(in_load / (last - first) if last > first else 0.0)
             pairs = zip(log.ids, log.times, strict=True)
             self.latencies_ms += [(t - sent_s[e]) * 1000 for e, t in pairs if e in sent_s]
-
-
-def batch_note() -> str:
-    """How often batch clients get a frame (the server's settings)."""
-    from webhook_service.config import DEFAULT_FRAME_BUDGET
-    from webhook_service.push.stream import BATCH, BATCH_INTERVAL
-
-    budget = int(os.environ.get("SOCKETIO_FRAME_BUDGET", DEFAULT_FRAME_BUDGET))
-    return (f'auth "batch": true: one `{BATCH}` list per {BATCH_INTERVAL:g} s at most, '
-            f"{budget:,} frames/s to all batch clients together")
