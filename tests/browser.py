@@ -70,8 +70,14 @@ async def open_page(browser: Browser, problems: list[str]) -> Page:
 
 # -- the operator's console (tests/ops/test_console_*.py) ------------------------------
 
-#: Screenshots of the console's views, committed and shown in README.md.
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "console"
+#: Where the console tests save their screenshots: artifacts/console/ (ignored by git),
+#: or docs/console/ (what README shows) with UPDATE_SCREENSHOTS=1, so that a test run
+#: does not change tracked files unless asked to.
+SCREENSHOTS = (
+    Path(__file__).resolve().parents[1]
+    / ("docs" if os.environ.get("UPDATE_SCREENSHOTS") == "1" else "artifacts")
+    / "console"
+)
 
 
 async def sign_in(page: Page, url: str, token: str, route: str = "") -> None:

@@ -3,7 +3,7 @@ loopback so that the sync worker really polls): the worker's state and cycles, e
 credential's budgets as SVG gauges, per-minute charts of deliveries by outcome and of
 poll requests, the outbox, connected clients, and a failing clean-up job whose Retry
 makes it due now (checked through the API afterwards). A screenshot goes to
-docs/console/health.png."""
+artifacts/console/health.png (docs/console/ with UPDATE_SCREENSHOTS=1)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 reached from the PR table (a link, or Enter on the row) and from a delivery, newest
 first, with each observation's source, what was observed, the decision, the PR and
 task transitions, follow-ups and event ids; a new observation arrives live. A
-screenshot goes to docs/console/timeline.png."""
+screenshot goes to artifacts/console/timeline.png (docs/console/ with
+UPDATE_SCREENSHOTS=1)."""
 
 from __future__ import annotations
 
