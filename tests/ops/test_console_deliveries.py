@@ -1,8 +1,8 @@
 """The console's deliveries in a real browser (Debian's Chromium, see tests/browser.py)
 against the app under uvicorn, with real signed deliveries: the list with its colours,
 filters and live rows, one delivery (headers, JSON body, what it changed), Redeliver,
-and the keyboard. Screenshots of the list and of a delivery go to artifacts/console/ (docs/console/ with
-UPDATE_SCREENSHOTS=1)."""
+and the keyboard. Screenshots of the list and of a delivery go to artifacts/console/
+(docs/console/ with UPDATE_SCREENSHOTS=1)."""
 
 from __future__ import annotations
 
