@@ -9,14 +9,44 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.core.shared import (
+    CANCELLED,
+    CL,
+    CLEANUP,
+    DONE,
+    EQ,
+    IMPL,
+    MG,
+    NEW,
+    NEW_PR_ID,
+    NONE,
+    NOW,
+    OFFSET,
+    OLD,
+    OP,
+    PR_ID,
+    REFETCH,
+    REVIEW,
+    STAMP,
+    T0,
+    TASK_ID,
+    TODO,
+    event_summary,
+    from_observation,
+    observe,
+    pr_event,
+    run,
+    snapshot,
+    stored_pr,
+    task_event,
+)
 from webhook_service.core.model import (
     Decision,
     EventDraft,
@@ -31,150 +61,8 @@ from webhook_service.core.model import (
     TaskStatus,
 )
 from webhook_service.core.payloads import parse_delivery
-from webhook_service.core.rules import RULES, TASK_STATUS_FOR_PR, Freshness, decide, decide_link
+from webhook_service.core.rules import RULES, TASK_STATUS_FOR_PR, Freshness, decide_link
 from webhook_service.ingest.fixtures import fixtures_root, iter_deliveries, load_delivery
-
-OP, CL, MG = PRStatus.OPEN, PRStatus.CLOSED, PRStatus.MERGED
-NEW, EQ, OLD = Freshness.NEWER, Freshness.EQUAL, Freshness.OLDER
-TODO, IMPL, REVIEW, DONE, CANCELLED = (
-    TaskStatus.TODO,
-    TaskStatus.IMPLEMENTING,
-    TaskStatus.CODE_REVIEWING,
-    TaskStatus.DONE,
-    TaskStatus.CANCELLED,
-)
-REFETCH = frozenset({FollowUp.REFETCH})
-CLEANUP = frozenset({FollowUp.CLEANUP_WORKTREE})
-NONE: frozenset[FollowUp] = frozenset()
-
-REPO = "octo-org/hello-world"
-NUMBER = 42
-PR_ID = "pr-0001"
-NEW_PR_ID = "pr-new"
-TASK_ID = "task-0001"
-T0 = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
-NOW = datetime(2026, 11, 26, 10, 30, 0, 987654, tzinfo=UTC)
-STAMP = "2026-11-26T10:30:00Z"
-OFFSET = {NEW: timedelta(minutes=5), EQ: timedelta(0), OLD: timedelta(minutes=-5)}
-
-PR_EVENT_KEYS = {
-    "type",
-    "pr_id",
-    "pr_number",
-    "repository",
-    "task_id",
-    "old_status",
-    "new_status",
-    "sync_source",
-    "timestamp",
-}
-TASK_EVENT_KEYS = {"type", "task_id", "old_status", "new_status", "pr_trigger", "timestamp"}
-
-
-# -- builders ----------------------------------------------------------------------------
-
-
-def snapshot(status: PRStatus | None, updated_at: datetime, **fields: Any) -> Snapshot:
-    """A snapshot proving ``status``; None is a close that does not say whether it merged."""
-    state = "open" if status is OP else "closed"
-    merged: bool | None = {OP: False, CL: False, MG: True, None: None}[status]
-    values: dict[str, Any] = {
-        "repository": REPO,
-        "number": NUMBER,
-        "state": state,
-        "merged": merged,
-        "merged_at": updated_at if status is MG else None,
-        "closed_at": None if status is OP else updated_at,
-        "updated_at": updated_at,
-        "draft": True,
-        "title": "observed title",
-        "head_ref": "task/observed",
-        "head_sha": "b" * 40,
-        "base_ref": "main",
-        "url": f"https://github.com/{REPO}/pull/{NUMBER}",
-        "node_id": "PR_observed",
-        "github_id": 1001,
-    }
-    values.update(fields)
-    return Snapshot(**values)
-
-
-def observe(
-    status: PRStatus | None,
-    updated_at: datetime,
-    source: Source = Source.MONITOR,
-    delivery_id: str | None = "delivery-1",
-) -> Observation:
-    return Observation(snapshot(status, updated_at), source, delivery_id)
-
-
-def stored_pr(
-    status: PRStatus, updated_at: datetime = T0, task_id: str | None = None
-) -> PullRequest:
-    return PullRequest(
-        id=PR_ID,
-        repository=REPO,
-        number=NUMBER,
-        status=status,
-        draft=False,
-        title="stored title",
-        head_ref="task/stored",
-        head_sha="a" * 40,
-        base_ref="main",
-        url=f"https://github.com/{REPO}/pull/{NUMBER}",
-        node_id="PR_stored",
-        github_id=1001,
-        merged_at=updated_at - timedelta(hours=1) if status is MG else None,
-        closed_at=None if status is OP else updated_at - timedelta(hours=1),
-        github_updated_at=updated_at,
-        task_id=task_id,
-        last_source=Source.WORKER,
-        last_delivery_id=None,
-    )
-
-
-def run(stored: PullRequest | None, task: Task | None, observation: Observation) -> Decision:
-    return decide(stored, task, observation, now=NOW, new_pr_id=NEW_PR_ID)
-
-
-def event_summary(decision: Decision) -> list[tuple[str, str | None, str]]:
-    return [(e.type, e.payload["old_status"], e.payload["new_status"]) for e in decision.events]
-
-
-def pr_event(old: str | None, new: str) -> tuple[str, str | None, str]:
-    return ("pr_status_change", old, new)
-
-
-def task_event(old: str, new: str) -> tuple[str, str | None, str]:
-    return ("task_status_change", old, new)
-
-
-def from_observation(
-    pr_id: str, status: PRStatus, observation: Observation, task_id: str | None
-) -> PullRequest:
-    """The row expected when the observation's metadata is taken as a whole."""
-    snap = observation.snapshot
-    return PullRequest(
-        id=pr_id,
-        repository=snap.repository,
-        number=snap.number,
-        status=status,
-        draft=snap.draft,
-        title=snap.title,
-        head_ref=snap.head_ref,
-        head_sha=snap.head_sha,
-        base_ref=snap.base_ref,
-        url=snap.url,
-        node_id=snap.node_id,
-        github_id=snap.github_id,
-        merged_at=snap.merged_at,
-        closed_at=snap.closed_at,
-        github_updated_at=snap.updated_at,
-        task_id=task_id,
-        last_source=observation.source,
-        last_delivery_id=observation.delivery_id,
-    )
-
 
 # -- the table: every (stored status, observed status, freshness) ------------------------
 
@@ -518,83 +406,6 @@ def test_task_of_another_pr_is_not_touched() -> None:
     assert decision.pr.task_id == "task-other"
     assert decision.task is None
     assert event_summary(decision) == [pr_event("OPEN", "MERGED")]
-
-
-# -- event payloads (DESIGN.md §3, without event_id) -------------------------------------
-
-
-@pytest.mark.parametrize("source", list(Source))
-def test_event_payloads_are_exactly_the_documented_fields(source: Source) -> None:
-    stored = stored_pr(OP, task_id=TASK_ID)
-    decision = run(stored, Task(TASK_ID, REVIEW), observe(MG, T0 + OFFSET[NEW], source))
-    pr_change, task_change = decision.events
-
-    assert set(pr_change.payload) == PR_EVENT_KEYS
-    assert pr_change.payload == {
-        "type": "pr_status_change",
-        "pr_id": PR_ID,
-        "pr_number": NUMBER,
-        "repository": REPO,
-        "task_id": TASK_ID,
-        "old_status": "OPEN",
-        "new_status": "MERGED",
-        "sync_source": source.value,
-        "timestamp": STAMP,
-    }
-    assert (pr_change.type, pr_change.repository, pr_change.task_id) == (
-        "pr_status_change",
-        REPO,
-        TASK_ID,
-    )
-
-    assert set(task_change.payload) == TASK_EVENT_KEYS
-    assert task_change.payload == {
-        "type": "task_status_change",
-        "task_id": TASK_ID,
-        "old_status": "CODE_REVIEWING",
-        "new_status": "DONE",
-        "pr_trigger": True,
-        "timestamp": STAMP,
-    }
-    assert (task_change.type, task_change.task_id) == ("task_status_change", TASK_ID)
-
-
-def test_event_payloads_serialise_to_plain_json() -> None:
-    decision = run(None, Task(TASK_ID, TODO), observe(OP, T0, Source.REPLAY))
-    assert [orjson.loads(orjson.dumps(e.payload)) for e in decision.events] == [
-        {
-            "type": "pr_status_change",
-            "pr_id": NEW_PR_ID,
-            "pr_number": NUMBER,
-            "repository": REPO,
-            "task_id": TASK_ID,
-            "old_status": None,
-            "new_status": "OPEN",
-            "sync_source": "replay",
-            "timestamp": STAMP,
-        },
-        {
-            "type": "task_status_change",
-            "task_id": TASK_ID,
-            "old_status": "TODO",
-            "new_status": "CODE_REVIEWING",
-            "pr_trigger": True,
-            "timestamp": STAMP,
-        },
-    ]
-
-
-def test_event_without_task_has_null_task_id() -> None:
-    (event,) = run(None, None, observe(CL, T0)).events
-    assert event.payload["task_id"] is None
-    assert event.task_id is None
-    assert event.repository == REPO
-
-
-def test_timestamp_is_taken_from_now() -> None:
-    now = datetime(2027, 1, 2, 3, 4, 5, 999999, tzinfo=UTC)
-    decision = decide(None, None, observe(OP, T0), now=now, new_pr_id="x")
-    assert decision.events[0].payload["timestamp"] == "2027-01-02T03:04:05Z"
 
 
 # -- decide_link -------------------------------------------------------------------------
