@@ -73,6 +73,8 @@ def bench(kind: str, args: Namespace, w: Workload, tmp: Path, replicas: int = 1,
     ours, name = kind in ("postgresql", "sqlite"), kind if replicas == 1 else f"{kind}-x{replicas}"
     run_dir, token = tmp / f"{name}.{secrets.token_hex(2)}", secrets.token_hex(16)
     env = {"SOCKETIO_MESSAGE_QUEUE": queue} if queue else {}
+    if args.workers > 1:  # serve --workers W: Redis joins them
+        env |= {"WORKERS": str(args.workers), "SOCKETIO_MESSAGE_QUEUE": DEFAULT_MESSAGE_QUEUE}
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(scratch_db.scratch(kind, scratch_db.admin_url(), tmp,
                                   "bench_ingest", args.keep)) if ours else ""  # fmt: skip
@@ -177,7 +179,7 @@ def report_all(w: Workload, args: Namespace, refs: dict[str, Runs], columns: Seq
                pg: str | bool) -> Outcome:  # fmt: skip
     """Print the tables; whether every target passes, and the figures."""
     print(f"\nbench_ingest: N={w.deliveries} deliveries, C={args.concurrency} connections, "
-          f"P={w.prs} PRs; {os.cpu_count()} CPUs; 1 uvicorn worker; {args.rounds} rounds, "
+          f"P={w.prs} PRs; {os.cpu_count()} CPUs; workers={args.workers}; {args.rounds} rounds, "
           f"order rotated from {' '.join(args.order)}" + (f"; PostgreSQL: {pg}" if pg else ""))
     print(f"load average (1/5/15 min) before {args.load_before}, after "
           f"{'/'.join(f'{x:.2f}' for x in os.getloadavg())}" + (f"; replicas: one wrk each, "
@@ -225,6 +227,7 @@ def _parse(argv: Sequence[str] | None) -> Namespace:
          "servers measured beside it"),
         ("--rounds", 3, "R rounds of every server, in rotated order", (1, 9)),
         ("--replicas", 1, "R > 1 (PostgreSQL): after the rounds, R on one database", (1, 4)),
+        ("--workers", 1, "W > 1: each service serves with --workers W", (1, 8)),
     ], argv, lambda a: [
         (a.replicas > 1 and a.backend != "postgresql", "--replicas R > 1 is PostgreSQL only: "
          "pass --backend postgresql (a SQLite file is not shared across replicas)"),

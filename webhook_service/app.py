@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -186,6 +187,7 @@ def _api_context(service: Service) -> api.Context:
         rejected=service.receiver.rejected,
         sync_configured=github_configured(settings),
         monitor=lambda: {
+            "pid": os.getpid(),  # each `serve --workers` process counts its own
             "deliveries_received": service.receiver.received,
             "batches_committed": reconciler.batches,
             "jobs_applied": reconciler.jobs,

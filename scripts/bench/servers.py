@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -143,7 +144,7 @@ class Server:
 
     def kill(self) -> None:
         """SIGKILL: nothing may depend on a graceful shutdown."""
-        self.proc.kill()
+        os.killpg(self.proc.pid, signal.SIGKILL)  # its session: serve's workers too
         self.proc.wait()
 
     def close(self) -> None:
@@ -213,8 +214,9 @@ def _cpu(proc: Any) -> float:
 def cpu_seconds(pid: int) -> float:
     import psutil
 
-    with contextlib.suppress(psutil.Error):
-        return _cpu(psutil.Process(pid))
+    with contextlib.suppress(psutil.Error):  # with its workers (serve --workers)
+        proc = psutil.Process(pid)
+        return _cpu(proc) + sum(_cpu(c) for c in proc.children(recursive=True))
     return 0.0
 
 

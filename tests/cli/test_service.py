@@ -53,6 +53,17 @@ STARTUP_MISTAKES = {
     "log-level": ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
     "host-not-here": ({"HOST": "192.0.2.1"}, "HOST"),  # TEST-NET-1: never this machine's
     "no-secrets": ({"WEBHOOK_SECRET": ""}, "WEBHOOK_SECRET"),
+    "workers-zero": ({"WORKERS": "0"}, "WORKERS"),
+    # Several workers: each client's events would come from one worker only.
+    "workers-without-queue": ({"WORKERS": "2"}, "SOCKETIO_MESSAGE_QUEUE"),
+    "workers-with-proxy": (
+        {
+            "WORKERS": "2",
+            "WEBHOOK_PROXY_URL": "https://smee.io/x",
+            "SOCKETIO_MESSAGE_QUEUE": "redis://127.0.0.1:9/0",
+        },
+        "WEBHOOK_PROXY_URL",
+    ),
 }
 
 

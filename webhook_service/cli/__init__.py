@@ -44,7 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 #: What each subcommand runs: the same functions the app and the tests call.
 _COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
-    "serve": lambda s, a: service.serve(s, host=a.host, port=a.port),
+    "serve": lambda s, a: service.serve(
+        s, host=a.host, port=a.port, workers=a.workers, secrets=_secret_values(s)
+    ),
     "migrate": lambda s, a: asyncio.run(service.migrate(s)),
     "sync": lambda s, a: asyncio.run(github.sync(s, once=a.once)),
     "track": lambda s, a: asyncio.run(github.track(s, a.target, a.task, as_json=a.json)),
@@ -82,6 +84,9 @@ def _service_commands(commands: _Commands) -> None:
     serve = commands.add_parser("serve", help="run the HTTP + Socket.IO server")
     serve.add_argument("--host", help="interface to bind (default: HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: PORT or 3000)")
+    serve.add_argument(
+        "--workers", type=_workers, help="processes sharing the port (default: WORKERS or 1)"
+    )
     commands.add_parser("migrate", help="apply database migrations and exit")
     tasks = commands.add_parser("tasks", help="list tasks")
     tasks.add_argument("--status", choices=_TASK_STATUSES, help="only tasks with this status")
@@ -154,6 +159,12 @@ def _repository(value: str) -> str:
     if value.count("/") != 1 or not all(value.split("/")):
         raise argparse.ArgumentTypeError(f"expected owner/name, got {value!r}")
     return value
+
+
+def _workers(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 64:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 to 64, got {value!r}")
+    return int(value)
 
 
 def _log_level(settings: Settings, args: argparse.Namespace) -> str:

@@ -7,25 +7,40 @@ import asyncio
 import json
 import logging
 import signal
+import socket
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from webhook_service.cli.database import database, open_store
 from webhook_service.cli.listener import listen
 from webhook_service.cli.output import table
+from webhook_service.cli.workers import DRAIN_SECONDS, check_workers, run_workers
 from webhook_service.config import Settings
 
 logger = logging.getLogger(__name__)
 
 
-def serve(settings: Settings, *, host: str | None, port: int | None) -> int:
-    import uvicorn
-
+def serve(
+    settings: Settings,
+    *,
+    host: str | None,
+    port: int | None,
+    workers: int | None = None,
+    secrets: Sequence[str] = (),
+) -> int:
+    """The service on ``host:port`` until SIGTERM: in this process, or in ``workers``
+    processes sharing the socket (``secrets``: what their logs must scrub)."""
     from webhook_service.app import create_app
 
+    settings = replace(settings, workers=workers or settings.workers)
+    check_workers(settings)
+    # Built here with workers too (then unused): what would stop each worker's start
+    # (a missing secret, say) is one line from this process instead.
     app = create_app(settings)
     host, port = host or settings.host, port if port is not None else settings.port
     listener = listen(host, port)
@@ -36,19 +51,33 @@ def serve(settings: Settings, *, host: str | None, port: int | None) -> int:
     except BaseException:
         listener.close()
         raise
+    url = f"http://{f'[{host}]' if ':' in host else host}:{listener.getsockname()[1]}"
+    logger.info("serving on %s (dashboard %s/, webhooks %s%s)%s", url, url, url,
+                settings.webhook_path,
+                f" with {settings.workers} workers" if settings.workers > 1 else "")  # fmt: skip
+    if settings.workers > 1:
+        level = logging.getLevelName(logging.getLogger().level)
+        try:
+            return run_workers(settings, listener, log_level=level, secrets=secrets)
+        finally:
+            listener.close()
+    return _serve_here(app, listener)
+
+
+def _serve_here(app: object, listener: socket.socket) -> int:
+    """One process (no supervisor): the service as it ran before ``--workers``."""
+    import uvicorn
+
     # uvicorn drains on SIGTERM, then raises the signal again under the handler that
     # was in place before it ran. With the default one the process would end "killed
     # by SIGTERM" after a clean stop; with this one it exits 0.
     config = uvicorn.Config(
-        app,
+        app,  # type: ignore[arg-type]
         log_config=None,  # our handlers (and secret scrubbing) apply to uvicorn too
         access_log=False,
-        timeout_graceful_shutdown=8,
+        timeout_graceful_shutdown=DRAIN_SECONDS,
     )
     previous = signal.signal(signal.SIGTERM, _exit_cleanly)
-    url = f"http://{f'[{host}]' if ':' in host else host}:{listener.getsockname()[1]}"
-    logger.info("serving on %s (dashboard %s/, webhooks %s%s)", url, url, url,
-                settings.webhook_path)  # fmt: skip
     try:
         uvicorn.Server(config).run(sockets=[listener])
     finally:

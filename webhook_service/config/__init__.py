@@ -61,6 +61,8 @@ class Settings:
     dev_mode: bool = False
     host: str = "127.0.0.1"
     port: int = 3000
+    #: ``serve``'s processes on the one listening socket (``--workers``).
+    workers: int = 1
     log_level: str = "INFO"
     log_format: str = "console"
     database_url: Secret = field(default_factory=lambda: Secret(DEFAULT_DATABASE_URL))
@@ -140,6 +142,7 @@ def load_settings(environ: Mapping[str, str], *, env_file: Path | None = Path(".
         dev_mode=reader.boolean("DEV_MODE", False),
         host=reader.text("HOST") or "127.0.0.1",
         port=reader.integer("PORT", 3000, low=0, high=65535),
+        workers=reader.integer("WORKERS", 1, low=1, high=64),
         log_level=reader.choice("LOG_LEVEL", _LOG_LEVELS, "info").upper(),
         log_format=reader.choice("LOG_FORMAT", ("console", "json"), "console"),
         database_url=Secret(_database_url(reader)),

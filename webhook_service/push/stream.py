@@ -61,6 +61,9 @@ class Stream:
             cors_allowed_origins=[],
             client_manager=self._manager,
             json=sio_json,  # orjson: every packet, and each batch, is encoded once
+            # Workers share one socket, so a long-polling session's next request may
+            # reach another worker, which does not know it: refused (400), not broken.
+            transports=["websocket"] if settings.workers > 1 else None,
             logger=False,
             engineio_logger=False,
         )
