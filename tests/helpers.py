@@ -42,6 +42,21 @@ def make_settings(database_url: str, **env: str) -> Settings:
     return load_settings(values, env_file=None)
 
 
+def polling_settings(
+    database_url: str, fake: FakeGitHub, token: str, *repositories: str, **env: str
+) -> Settings:
+    """Settings whose sync worker polls ``fake`` with ``token`` for ``repositories``, and
+    waits an hour between cycles: a test runs the cycles it wants (``POST /api/sync``)."""
+    return make_settings(
+        database_url,
+        GITHUB_TOKEN=token,
+        GITHUB_API_URL=fake.url,
+        GITHUB_REPOSITORIES=",".join(repositories),
+        SYNC_INTERVAL="3600",
+        **env,
+    )
+
+
 def server_env(database_url: str, **env: str) -> dict[str, str]:
     """The environment of a ``serve`` child process (``tests.servers.ServerProcess``)."""
     return {

@@ -20,6 +20,7 @@ from tests.helpers import (
     fake_github,
     make_settings,
     payload,
+    polling_settings,
     post_delivery,
     running_app,
     until,
@@ -52,13 +53,7 @@ async def test_health_of_a_running_worker_with_its_cycle_budgets_and_minutes(
     database_url: str,
 ) -> None:
     async with fake_github("ghp_console", "octo/app") as fake:
-        settings = make_settings(
-            database_url,
-            GITHUB_TOKEN="ghp_console",
-            GITHUB_API_URL=fake.url,
-            GITHUB_REPOSITORIES="octo/app",
-            SYNC_INTERVAL="3600",
-        )
+        settings = polling_settings(database_url, fake, "ghp_console", "octo/app")
         async with running_app(settings) as (service, client):
             worker = service.worker
             assert worker is not None
@@ -97,13 +92,7 @@ async def test_health_of_a_running_worker_with_its_cycle_budgets_and_minutes(
 
 async def test_a_second_replica_is_on_standby(database_url: str) -> None:
     async with fake_github("ghp_console", "octo/app") as fake:
-        settings = make_settings(
-            database_url,
-            GITHUB_TOKEN="ghp_console",
-            GITHUB_API_URL=fake.url,
-            GITHUB_REPOSITORIES="octo/app",
-            SYNC_INTERVAL="3600",
-        )
+        settings = polling_settings(database_url, fake, "ghp_console", "octo/app")
         async with running_app(settings) as (first, first_client):
             assert first.worker is not None
             leader = first.worker

@@ -13,6 +13,7 @@ from tests.helpers import (
     fake_github,
     make_settings,
     payload,
+    polling_settings,
     post_delivery,
     running_app,
 )
@@ -70,13 +71,7 @@ async def test_the_last_counts_are_flushed_when_the_app_stops(database_url: str)
 
 async def test_the_sync_workers_requests_are_counted_by_api(database_url: str) -> None:
     async with fake_github("ghp_minutes", "octo/app") as fake:
-        settings = make_settings(
-            database_url,
-            GITHUB_TOKEN="ghp_minutes",
-            GITHUB_API_URL=fake.url,
-            GITHUB_REPOSITORIES="octo/app",
-            SYNC_INTERVAL="3600",
-        )
+        settings = polling_settings(database_url, fake, "ghp_minutes", "octo/app")
         async with running_app(settings) as (service, client):
             response = await client.post("/api/sync", headers=AUTH)
             assert response.status_code == 200, response.text
