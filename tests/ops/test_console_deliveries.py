@@ -6,8 +6,6 @@ and the keyboard. Screenshots of the list and of a delivery go to artifacts/cons
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 from playwright.async_api import Locator, expect
 
@@ -24,9 +22,9 @@ from tests.helpers import API_TOKEN, AUTH, make_settings, payload, post_delivery
 from tests.servers import uvicorn_server
 
 
-async def test_deliveries_list_detail_redeliver_and_keyboard(tmp_path: Path) -> None:
+async def test_deliveries_list_detail_redeliver_and_keyboard(database_url: str) -> None:
     problems: list[str] = []
-    settings = make_settings(f"sqlite:///{tmp_path / 'console.db'}")
+    settings = make_settings(database_url)
     async with (
         uvicorn_server(settings) as (_service, url),
         httpx.AsyncClient(base_url=url, headers=AUTH, timeout=10) as http,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from pathlib import Path
 
 import httpx
 from playwright.async_api import expect
@@ -27,11 +26,11 @@ async def failing_cleanups(http: httpx.AsyncClient) -> list[dict[str, object]]:
     return jobs
 
 
-async def test_health_gauges_charts_and_retry(tmp_path: Path) -> None:
+async def test_health_gauges_charts_and_retry(database_url: str) -> None:
     problems: list[str] = []
     async with fake_github(GITHUB_TOKEN, CONSOLE_REPO) as gh:
         settings = make_settings(
-            f"sqlite:///{tmp_path / 'console.db'}",
+            database_url,
             GITHUB_TOKEN=GITHUB_TOKEN,
             GITHUB_API_URL=gh.url,
             GITHUB_REPOSITORIES=CONSOLE_REPO,

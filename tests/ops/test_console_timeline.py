@@ -7,8 +7,6 @@ UPDATE_SCREENSHOTS=1)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 from playwright.async_api import expect
 
@@ -17,9 +15,9 @@ from tests.helpers import API_TOKEN, AUTH, make_settings, payload, post_delivery
 from tests.servers import uvicorn_server
 
 
-async def test_timeline_from_the_pr_table_and_from_a_delivery(tmp_path: Path) -> None:
+async def test_timeline_from_the_pr_table_and_from_a_delivery(database_url: str) -> None:
     problems: list[str] = []
-    settings = make_settings(f"sqlite:///{tmp_path / 'console.db'}")
+    settings = make_settings(database_url)
     async with (
         uvicorn_server(settings) as (_service, url),
         httpx.AsyncClient(base_url=url, headers=AUTH, timeout=10) as http,

@@ -5,8 +5,6 @@ them anyway and nothing was redelivered (checked through the API)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 from playwright.async_api import expect
 
@@ -17,9 +15,9 @@ from tests.servers import uvicorn_server
 READER = "test-dashboard-token"
 
 
-async def test_read_only_token_sees_everything_and_writes_nothing(tmp_path: Path) -> None:
+async def test_read_only_token_sees_everything_and_writes_nothing(database_url: str) -> None:
     problems: list[str] = []
-    settings = make_settings(f"sqlite:///{tmp_path / 'console.db'}", DASHBOARD_TOKEN=READER)
+    settings = make_settings(database_url, DASHBOARD_TOKEN=READER)
     async with (
         uvicorn_server(settings) as (_service, url),
         httpx.AsyncClient(base_url=url, headers=AUTH, timeout=10) as http,
