@@ -89,11 +89,7 @@ class _Deliveries(_Connections):
             where.add(f"({OUTCOME_FILTERS[outcome]})")
         if since is not None:
             where.add(f"received_at > {where.param(since)}::timestamptz")
-        if after is not None:
-            where.add(
-                f"(received_at, guid) < ({where.param(after[0])}::timestamptz,"
-                f" {where.param(after[1])}::text)"
-            )
+        where.before("received_at", "guid", after)
         async with self.connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {_SUMMARY_COLUMNS} FROM webhook_deliveries{where.sql}"

@@ -72,11 +72,7 @@ class _Pulls(_Connections):
         where = _Where()
         where.equal("status", status, "text")
         where.equal("repository", repository, "text")
-        if after is not None:
-            where.add(
-                f"(created_at, id) < ({where.param(after[0])}::timestamptz,"
-                f" {where.param(after[1])}::text)"
-            )
+        where.before("created_at", "id", after)
         async with self.connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {_TASK_COLUMNS} FROM tasks{where.sql}"
@@ -200,6 +196,15 @@ class _Where:
     def equal(self, column: str, value: Any, kind: str) -> None:
         if value is not None:
             self.add(f"{column} = {self.param(value)}::{kind}")
+
+    def before(self, at: str, key: str, after: tuple[Any, str] | None) -> None:
+        """Keyset paging newest first: the rows after ``after`` (the previous page's last
+        ``(at, key)``), ``at`` a timestamp column and ``key`` a text one."""
+        if after is not None:
+            self.add(
+                f"({at}, {key}) < ({self.param(after[0])}::timestamptz,"
+                f" {self.param(after[1])}::text)"
+            )
 
     @property
     def sql(self) -> str:
