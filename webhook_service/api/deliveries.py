@@ -8,7 +8,6 @@ it): ``outcome=rejected`` lists this process's last ones, from memory, as one pa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,14 +16,14 @@ from starlette.requests import Request
 
 from webhook_service.api.context import Context, Endpoint
 from webhook_service.api.errors import APIError
-from webhook_service.api.requests import cursor, int_param, page_limit, query_repo
+from webhook_service.api.requests import cursor, int_param, page_limit, query_repo, time_key
 from webhook_service.api.responses import Page, encode_cursor, next_url
 from webhook_service.api.timeline import CONSOLE_LIMITS, observation_json
 from webhook_service.core.events import timestamp
 from webhook_service.core.model import Outcome
 from webhook_service.ingest.receiver import RejectedRequest, redacted
 from webhook_service.ingest.replay import redeliver
-from webhook_service.store import DeliveryKey, DeliverySummary
+from webhook_service.store import DeliverySummary
 from webhook_service.store.deliveries import OUTCOME_FILTERS
 
 OUTCOMES = (*OUTCOME_FILTERS, "rejected")
@@ -70,7 +69,7 @@ async def _list(ctx: Context, request: Request) -> Any:
     limit = page_limit(request, **CONSOLE_LIMITS)
     if filters["outcome"] == "rejected":
         return Page({"deliveries": _rejected(ctx, filters)[:limit]}, None)
-    after = cursor(request, "deliveries", _delivery_key)
+    after = cursor(request, "deliveries", time_key)
     rows = await ctx.store.delivery_summaries(**filters, limit=limit + 1, after=after)
     page = rows[:limit]
     last = page[-1] if len(rows) > limit else None
@@ -126,16 +125,6 @@ def _rejected(ctx: Context, filters: dict[str, Any]) -> list[dict[str, Any]]:
         for r in ctx.rejected()
         if (event is None or r.event == event) and (since is None or r.received_at > since)
     ]
-
-
-def _delivery_key(key: Sequence[Any]) -> DeliveryKey:
-    match key:
-        case [str(received_at), str(guid)]:
-            received = datetime.fromisoformat(received_at)
-            if received.tzinfo is None:
-                raise ValueError(received_at)
-            return received.astimezone(UTC), guid
-    raise ValueError(key)
 
 
 async def _detail(ctx: Context, request: Request) -> Any:

@@ -11,6 +11,7 @@ import binascii
 import re
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
@@ -91,3 +92,15 @@ def cursor(request: Request, kind: str, parse: Callable[[Sequence[Any]], _Key]) 
         raise APIError(
             400, f"'cursor' is not a cursor of /api/{kind}: pass back the one a page gave"
         ) from None
+
+
+def time_key(key: Sequence[Any]) -> tuple[datetime, str]:
+    """A ``(time, id)`` cursor key of the lists paged newest first (tasks, deliveries):
+    an ISO 8601 time with its offset, and a text id."""
+    match key:
+        case [str(at), str(ident)]:
+            parsed = datetime.fromisoformat(at)
+            if parsed.tzinfo is None:
+                raise ValueError(at)
+            return parsed.astimezone(UTC), ident
+    raise ValueError(key)

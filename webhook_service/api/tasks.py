@@ -4,8 +4,7 @@ of its branch (the PR creator, which needs the sync worker's GitHub access)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -20,6 +19,7 @@ from webhook_service.api.requests import (
     page_limit,
     pr_target,
     query_repo,
+    time_key,
 )
 from webhook_service.api.responses import Page, encode_cursor, next_url
 from webhook_service.api.views import created_json, task_json
@@ -36,7 +36,7 @@ async def _list_tasks(ctx: Context, request: Request) -> Any:
     if status is not None and status not in TaskStatus.__members__:
         raise APIError(400, f"status must be one of {', '.join(TaskStatus)}")
     limit = page_limit(request)
-    after = cursor(request, "tasks", _task_key)
+    after = cursor(request, "tasks", time_key)
     tasks = await ctx.store.list_tasks(
         status=status, repository=query_repo(request), limit=limit + 1, after=after
     )
@@ -48,16 +48,6 @@ async def _list_tasks(ctx: Context, request: Request) -> Any:
         if last is not None
         else None,
     )
-
-
-def _task_key(key: Sequence[Any]) -> tuple[datetime, str]:
-    match key:
-        case [str(created_at), str(task_id)]:
-            created = datetime.fromisoformat(created_at)
-            if created.tzinfo is None:
-                raise ValueError(created_at)
-            return created.astimezone(UTC), task_id
-    raise ValueError(key)
 
 
 async def _create_task(ctx: Context, request: Request) -> Any:
