@@ -229,9 +229,9 @@ async def _running(service: Service) -> AsyncIterator[None]:
             service.cleanup.start()
         parts.push_async_callback(service.cleanup.stop)
         if settings.webhook_proxy_url:
-            secrets = [s.reveal().encode() for s in settings.webhook_secrets]
+            receiver = service.receiver
             service.proxy = WebhookProxy(
-                settings.webhook_proxy_url, service.receiver.deliver, secrets=secrets
+                settings.webhook_proxy_url, receiver.deliver, secrets=receiver.secrets
             )
             service.proxy.start()
             parts.push_async_callback(service.proxy.stop)

@@ -87,7 +87,8 @@ class WebhookReceiver:
         latency: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self._reconciler = reconciler
-        self._secrets = tuple(secrets)
+        #: The webhook secrets a delivery may be signed with (the proxy checks with them too).
+        self.secrets = tuple(secrets)
         self._max_body = max_body_bytes
         self._latency = latency
         self.received = 0
@@ -171,13 +172,13 @@ class WebhookReceiver:
 
     def _signature_error(self, headers: Mapping[str, str], body: bytes) -> Answer | None:
         """401 unless ``body`` is signed with one of the secrets (when there are any)."""
-        if not self._secrets:
+        if not self.secrets:
             return None
         try:
             verify(
                 body,
                 signature=headers.get("x-hub-signature-256"),
-                secrets=self._secrets,
+                secrets=self.secrets,
                 sha1="x-hub-signature" in headers,
             )
         except SignatureError as exc:
