@@ -136,11 +136,12 @@ async def test_two_reconcilers_on_one_database_serialize_per_pr(database_url: st
 async def test_jobs_that_arrive_while_a_batch_waits_for_the_writer_lock_join_it(
     database_url: str, workers: int
 ) -> None:
-    """Group commit: a worker with a job opens its transaction and waits for the writer
-    lock (held here by another connection's transaction); the jobs that arrive
-    meanwhile are taken into that transaction once it has the lock: one batch for all
-    of them, not one for the first and another for the rest. (With two workers the
-    second also holds one job while it waits: two batches.)"""
+    """Group commit: a worker with a job waits for the write lock (held here by another
+    connection's transaction: SQLite's one writer, PostgreSQL's exclusive writer lock),
+    and the jobs that arrive meanwhile make one batch, not one each. On SQLite they
+    join the waiting transaction once it has the lock (with two workers the second
+    also holds one job while it waits: two batches). On PostgreSQL a transaction locks
+    the PRs of its jobs as it begins, so they make the next batch."""
     observations = [
         Observation(
             snapshot_from_api(
@@ -177,7 +178,11 @@ async def test_jobs_that_arrive_while_a_batch_waits_for_the_writer_lock_join_it(
         await store.disconnect()
     assert [r.status for r in results] == ["applied"] * 10
     assert sorted(p.number for p in stored) == list(range(1, 11))
-    assert (reconciler.batches, reconciler.jobs) == (workers, 10)
+    assert reconciler.jobs == 10
+    if store.is_postgres:  # the first jobs' batches (one or two), then the rest's
+        assert reconciler.batches <= workers + 1
+    else:
+        assert reconciler.batches == workers
 
 
 async def test_every_pr_fixture_applied_again_under_a_new_guid_emits_nothing(

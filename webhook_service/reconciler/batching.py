@@ -44,11 +44,12 @@ logger = logging.getLogger("webhook_service.reconciler")
 class Reconciler:
     """Applies jobs in batches; one per store connection at a time.
 
-    Group commit: a worker that has a job opens a transaction, which waits for the one
-    writer lock (PostgreSQL's ``_WRITER_LOCK``, SQLite's ``BEGIN IMMEDIATE``), and only
-    then takes every other job waiting (up to ``batch_max``) into it: all that arrived
-    while another batch was being written. With ``workers`` = 2 (PostgreSQL) the next
-    batch is ready to go the moment the current one commits.
+    Group commit: a worker that has a job takes every other job waiting (up to
+    ``batch_max``) into one transaction: all that arrived while it was writing the
+    previous batch. On PostgreSQL that transaction locks the PRs it concerns (and
+    their tasks), so the workers (``workers``, 2 by default there), and those of other
+    processes, write batches about different PRs at once and take turns on the same
+    PR; SQLite has one writer (``BEGIN IMMEDIATE``), so one worker.
     """
 
     def __init__(
@@ -185,7 +186,7 @@ class Reconciler:
         lease = self._store.lease()
         try:
             while True:
-                batch = [await self._queue.get()]  # more join it once the lock is held
+                batch = [await self._queue.get()]  # the jobs waiting join it
                 try:
                     await self._apply_safely(lease, batch, gather=True)
                 finally:
@@ -197,8 +198,8 @@ class Reconciler:
     async def _apply_safely(
         self, lease: ConnectionLease, batch: list[Job], *, gather: bool = False
     ) -> None:
-        """Apply ``batch`` (with ``gather``: first extended by the jobs waiting once the
-        writer lock is held) and settle its jobs, whatever happens."""
+        """Apply ``batch`` (with ``gather``: first extended by the jobs waiting) and
+        settle its jobs, whatever happens."""
         try:
             results, events = await self._apply(await lease.get(), batch, gather=gather)
         except StoreUnavailable as exc:
@@ -244,9 +245,12 @@ class Reconciler:
     async def _apply(
         self, conn: Connection, batch: list[Job], *, gather: bool = False
     ) -> tuple[list[Result], list[StoredEvent]]:
-        async with self._store.unit_of_work(conn) as uow:
-            while gather and len(batch) < self._batch_max and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+        if gather and conn.is_pg:
+            self._gather(batch)  # first: the transaction locks the PRs of its jobs
+        pulls = sorted({k for job in batch if (k := job.key) is not None})
+        async with self._store.unit_of_work(conn, pulls=pulls) as uow:
+            if gather and not conn.is_pg:
+                self._gather(batch)  # the jobs that came while it waited for the lock
             return await apply_batch(
                 uow,
                 batch,
@@ -254,3 +258,8 @@ class Reconciler:
                 branches=self._branches,
                 cleanup_on_merge=self._cleanup_on_merge,
             )
+
+    def _gather(self, batch: list[Job]) -> None:
+        """Add the jobs waiting to ``batch``, up to ``batch_max`` in all."""
+        while len(batch) < self._batch_max and not self._queue.empty():
+            batch.append(self._queue.get_nowait())

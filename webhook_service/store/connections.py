@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,16 +19,9 @@ from databases import Database
 
 from webhook_service.store.availability import UNAVAILABLE_ERRORS, Availability
 from webhook_service.store.dialects import Connection, _Dialect, _SQLiteDialect
+from webhook_service.store.locks import _WRITER_LOCK, pull_locks
+from webhook_service.store.records import PRKey
 from webhook_service.store.unit_of_work import UnitOfWork
-
-# The PostgreSQL advisory lock held by every reconciling transaction until it commits:
-# one writer at a time across connections and replicas (as SQLite's BEGIN IMMEDIATE).
-# It serializes work on each PR, and makes event ids increase in commit order, so a
-# reader resuming after an id never misses an event committed later with a smaller
-# one. Group commit keeps that one writer busy with whole batches.
-_WRITER_LOCK = 0x57_48_53_45_56_54  # "WHSEVT"
-_MIGRATION_LOCK = _WRITER_LOCK + 1
-_POLLER_LOCK = _WRITER_LOCK + 2  # held by the one replica that runs the sync worker
 
 #: How long a SQLite connection waits for another's write lock before it fails with
 #: "database is locked": well inside GitHub's 10 s delivery timeout.
@@ -138,20 +131,26 @@ class _Connections:
         return ConnectionLease(self, relaxed=relaxed)
 
     @asynccontextmanager
-    async def unit_of_work(self, conn: Connection) -> AsyncIterator[UnitOfWork]:
+    async def unit_of_work(
+        self, conn: Connection, *, pulls: Sequence[PRKey] | None = None
+    ) -> AsyncIterator[UnitOfWork]:
         """One writing transaction on ``conn``; it commits when the block exits normally.
 
-        It is the only writer from its first statement on: SQLite's BEGIN IMMEDIATE, or
-        PostgreSQL's ``_WRITER_LOCK``, taken in the same round trip as BEGIN. Taking the
-        lock up front also means a read-then-write transaction never fails half-way
-        with "database is locked" (SQLite) or decides on rows another writer is
-        changing (PostgreSQL).
+        On SQLite it is the only writer from its first statement on (BEGIN IMMEDIATE).
+        On PostgreSQL, with ``pulls`` (a reconciling batch: the PRs it may change) it
+        holds ``_WRITER_LOCK`` shared and a lock per PR; without, ``_WRITER_LOCK``
+        exclusive. The locks are taken in the same round trip as BEGIN, before anything
+        is read: a read-then-write transaction never decides on rows another writer is
+        changing (nor fails half-way with "database is locked" on SQLite).
         """
-        begin = (
-            f"BEGIN; SELECT pg_advisory_xact_lock({_WRITER_LOCK})"
-            if conn.is_pg
-            else "BEGIN IMMEDIATE"
-        )
+        if not conn.is_pg:
+            begin = "BEGIN IMMEDIATE"
+        elif pulls is None:
+            begin = f"BEGIN; SELECT pg_advisory_xact_lock({_WRITER_LOCK})"
+        else:
+            # Integers made here, never text from outside: safe to inline.
+            locks = "".join(f"; SELECT pg_advisory_xact_lock({k})" for k in pull_locks(pulls))
+            begin = f"BEGIN; SELECT pg_advisory_xact_lock_shared({_WRITER_LOCK}){locks}"
         try:
             await conn.raw.execute(begin)
             try:

@@ -8,7 +8,8 @@ import logging
 import os
 
 from webhook_service.store.availability import UNAVAILABLE_ERRORS, StoreUnavailable
-from webhook_service.store.connections import _POLLER_LOCK, ConnectionLease, _Connections
+from webhook_service.store.connections import ConnectionLease, _Connections
+from webhook_service.store.locks import _POLLER_LOCK
 
 logger = logging.getLogger("webhook_service.store")  # one name for the whole store
 

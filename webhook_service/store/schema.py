@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from webhook_service.store.connections import _MIGRATION_LOCK, _Connections
+from webhook_service.store.connections import _Connections
 from webhook_service.store.dialects import _sqlite_time
+from webhook_service.store.locks import _MIGRATION_LOCK
 from webhook_service.store.migrations import MIGRATIONS
 
 logger = logging.getLogger("webhook_service.store")  # one name for the whole store
