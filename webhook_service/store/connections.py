@@ -148,9 +148,13 @@ class _Connections:
         elif pulls is None:
             begin = f"BEGIN; SELECT pg_advisory_xact_lock({_WRITER_LOCK})"
         else:
-            # Integers made here, never text from outside: safe to inline.
-            locks = "".join(f"; SELECT pg_advisory_xact_lock({k})" for k in pull_locks(pulls))
-            begin = f"BEGIN; SELECT pg_advisory_xact_lock_shared({_WRITER_LOCK}){locks}"
+            # Integers made here, never text from outside: safe to inline. unnest
+            # yields them in the array's order, so they are locked in that order.
+            keys = ",".join(map(str, pull_locks(pulls)))
+            begin = (
+                f"BEGIN; SELECT pg_advisory_xact_lock_shared({_WRITER_LOCK});"
+                f" SELECT pg_advisory_xact_lock(k) FROM unnest('{{{keys}}}'::int8[]) AS k"
+            )
         try:
             await conn.raw.execute(begin)
             try:
