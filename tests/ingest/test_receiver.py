@@ -206,6 +206,35 @@ async def test_webhook_path_setting_moves_the_receiver(database_url: str) -> Non
         assert (await _pr(client))["last_delivery_id"] == "g-1"
 
 
+async def test_the_webhook_route_answers_before_the_router_with_its_own_500(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """POST WEBHOOK_PATH goes straight to the receiver (app.ServiceApp); other methods
+    still reach the router (405), and an error in the receiver is answered 500 and
+    logged, as Starlette's error middleware did."""
+    body = orjson.dumps(payload("pull_request/opened"))
+    async with running_app(make_settings(database_url), raise_app_exceptions=False) as (
+        service,
+        client,
+    ):
+        calls: list[str] = []
+
+        async def failing(job: object) -> None:
+            calls.append("submit")
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(service.reconciler, "submit", failing)
+        get = await client.get(PATH)
+        with caplog.at_level(logging.ERROR, logger="webhook_service.ingest.receiver"):
+            headers = signed_headers(body, "pull_request")
+            post = await client.post(PATH, content=body, headers=headers)
+
+    assert get.status_code == 405
+    assert (post.status_code, post.json()) == (500, {"error": "internal error"})
+    assert calls == ["submit"]
+    assert "the webhook receiver failed" in caplog.text
+
+
 # -- redelivery of a failed delivery -----------------------------------------------------
 
 

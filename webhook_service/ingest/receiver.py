@@ -22,6 +22,7 @@ from datetime import datetime
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from webhook_service.core.model import Outcome, Source
 from webhook_service.core.payloads import Delivery, PayloadError, decode_body, parse_delivery
@@ -108,6 +109,16 @@ class WebhookReceiver:
             self._rejected.append(_rejected(request.headers, response))
         self._latency(time.perf_counter() - started)
         return response
+
+    async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``handle`` as an ASGI app of its own (the service calls it before any
+        routing or middleware), answering 500 where Starlette's error middleware did."""
+        try:
+            response = await self.handle(Request(scope, receive))
+        except Exception:
+            logger.exception("the webhook receiver failed")
+            response = _error(500, "internal error")
+        await response(scope, receive, send)
 
     def rejected(self) -> list[RejectedRequest]:
         """The refused requests kept in memory, newest first."""
