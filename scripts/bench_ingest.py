@@ -130,7 +130,7 @@ def _rows(w: Workload, columns: Sequence[Runs], refs: dict[str, Runs]) -> Rows:
 
     figures: list[tuple[str, Callable[[Runs], str]]] = [
         ("ack p50 / p99 (ms)", lambda runs: f"{_rate(runs, 50):.2f} / {_rate(runs, 99):.2f}"),
-        ("peak RSS (MB), each replica", lambda runs: " / ".join(f"{max(mb):.1f}" for mb in
+        ("peak RSS (MB), largest process", lambda runs: " / ".join(f"{max(mb):.1f}" for mb in
                                                  zip(*(r.rss_mb for r in runs), strict=True))),
         *[(f"vs {LABELS[k]}", lambda runs, k=k: f"{_rate(runs) / _rate(refs[k]):.2f}"
            if _rate(refs[k]) else "-") for k in refs],

@@ -177,7 +177,8 @@ def redis_answers(url: str) -> bool:
 
 
 class Sampler(threading.Thread):
-    """A process tree's RSS (children included) every 50 ms, until :meth:`stop`: the peak."""
+    """A server's RSS every 50 ms, until :meth:`stop`: the peak of its largest process
+    (one process, or one of `serve --workers N`'s workers or their supervisor)."""
 
     def __init__(self, pid: int) -> None:
         import psutil
@@ -190,12 +191,11 @@ class Sampler(threading.Thread):
         import psutil
 
         while True:
-            last, rss = self._halt.is_set(), 0
+            last = self._halt.is_set()
             with contextlib.suppress(psutil.Error):
                 for proc in [self._proc, *self._proc.children(recursive=True)]:
                     with contextlib.suppress(psutil.Error):
-                        rss += int(proc.memory_info().rss)
-            self.peak = max(self.peak, rss)
+                        self.peak = max(self.peak, int(proc.memory_info().rss))
             if last:
                 return
             self._halt.wait(0.05)
