@@ -238,20 +238,4 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
-    Migration(
-        9,
-        "deliveries: bodies compressed with lz4 (PostgreSQL)",
-        (),
-        postgres_only=(
-            # PostgreSQL compresses every stored body (~28 KB) on the way in; its
-            # default, pglz, cost 0.32 ms of its CPU per delivery more than lz4 here
-            # (docs/benchmarks.md, "Where the time goes"). A server built without lz4,
-            # or older than 14, keeps pglz. Rows already stored stay as they are.
-            """DO $$ BEGIN
-                EXECUTE 'ALTER TABLE webhook_deliveries ALTER COLUMN body SET COMPRESSION lz4';
-            EXCEPTION WHEN feature_not_supported OR syntax_error THEN
-                RAISE NOTICE 'lz4 is not available: delivery bodies stay compressed with pglz';
-            END $$""",
-        ),
-    ),
 )
