@@ -13,8 +13,9 @@ from webhook_service.store.records import PRKey
 # once, in any process, and those about one PR one after the other. Every other writing
 # transaction (an operator's edit, a link, a migration) holds ``_WRITER_LOCK`` alone,
 # exclusive: nothing else writes meanwhile. Events are inserted under ``_EVENTS_LOCK``,
-# held until the commit (UnitOfWork.write), so their ids increase in commit order: a
-# reader resuming after an id never misses an event committed later with a smaller one.
+# taken before their ids are drawn and held until the commit (UnitOfWork.write), so
+# their ids increase in commit order: a reader resuming after an id never misses an
+# event committed later with a smaller one.
 _WRITER_LOCK = 0x57_48_53_45_56_54  # "WHSEVT"
 _EVENTS_LOCK = _WRITER_LOCK + 3
 

@@ -116,10 +116,10 @@ class UnitOfWork:
     async def write(self, changes: Changes, now: datetime) -> list[StoredEvent]:
         """Write ``changes``; returns the stored events with their ids.
 
-        On PostgreSQL this is two statements (data-modifying CTEs over arrays), so a
-        batch of any size costs two round trips (three when it counts duplicates): the
-        rows, then the events and observations, which take ``_EVENTS_LOCK`` until the
-        commit. Each observation is recorded with the ids of the events it stored.
+        On PostgreSQL this is one statement (data-modifying CTEs over arrays), so a
+        batch of any size costs one round trip (two when it counts duplicates); its
+        events take ``_EVENTS_LOCK`` until the commit. Each observation is recorded
+        with the ids of the events it stored.
         """
         deliveries = [_delivery_row(r) for r in changes.deliveries]
         pulls = [_pull_row(p) for p in changes.pulls]
@@ -132,18 +132,17 @@ class UnitOfWork:
         await self._track(changes.repositories, now)
         await self._conn.executemany(_ENQUEUE_CLEANUP, [(t, now) for t in changes.cleanups])
         if self._conn.is_pg:
-            if deliveries or pulls or tasks or refetch:
-                await self._conn.execute(
-                    _PG_WRITE_ROWS,
-                    *_columns(deliveries, 13),
-                    *_columns(pulls, 18),
-                    *_columns(tasks, 2),
-                    *_columns(refetch, 3),
-                    now,
-                )
-            await self._count_duplicates(changes.duplicates)
-            # Last before the commit: the events take _EVENTS_LOCK until then.
-            ids = await self._pg_events(events, changes.observations, now)
+            rows = await self._conn.fetch(
+                _PG_WRITE,
+                *_columns(deliveries, 13),
+                *_columns(pulls, 18),
+                *_columns(tasks, 2),
+                *_columns(refetch, 3),
+                *_columns(events, 4),
+                now,
+                *_columns([_pg_observation(o) for o in changes.observations], 10),
+            )
+            ids = sorted(int(r["id"]) for r in rows)
         else:
             ids = await self._sqlite_write(deliveries, pulls, tasks, refetch, events, now)
             await self._conn.executemany(
@@ -153,28 +152,11 @@ class UnitOfWork:
                     for o in changes.observations
                 ],
             )
-            await self._count_duplicates(changes.duplicates)
+        await self._count_duplicates(changes.duplicates)
         return [
             StoredEvent(i, d.type, d.repository, d.task_id, d.payload, now)
             for i, d in zip(ids, drafts, strict=True)
         ]
-
-    async def _pg_events(
-        self,
-        events: list[tuple[Any, ...]],
-        observations: Sequence[ObservationDraft],
-        now: datetime,
-    ) -> list[int]:
-        """Insert the events (under _EVENTS_LOCK) and the observations that name them."""
-        if not events and not observations:
-            return []
-        rows = await self._conn.fetch(
-            _PG_WRITE_EVENTS,
-            *_columns(events, 4),
-            now,
-            *_columns([_pg_observation(o) for o in observations], 10),
-        )
-        return sorted(int(r["id"]) for r in rows)
 
     async def _count_duplicates(self, guids: Sequence[str]) -> None:
         """One statement adds one to ``attempts`` per time each GUID was received again.
@@ -296,7 +278,10 @@ _REFETCH_UPSERT = (
     " SET reason = excluded.reason, requested_at = excluded.requested_at"
 )
 
-_PG_WRITE_ROWS = f"""
+# One statement: a batch of any size costs one round trip. The events CTE's one-time
+# filter takes _EVENTS_LOCK before the first id is drawn (and not at all when there are
+# no events); it is held until the transaction ends, so ids follow commit order.
+_PG_WRITE = f"""
 WITH deliveries AS (
     INSERT INTO webhook_deliveries ({_DELIVERY_COLUMN_NAMES}, attempts)
     SELECT *, 1 FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[],
@@ -305,26 +290,21 @@ WITH deliveries AS (
     {_DELIVERY_UPSERT}
 ), pulls AS (
     INSERT INTO pull_requests ({_PR_COLUMN_NAMES}, created_at, updated_at)
-    SELECT *, $37, $37 FROM unnest($14::text[], $15::text[], $16::int4[], $17::text[],
+    SELECT *, $41, $41 FROM unnest($14::text[], $15::text[], $16::int4[], $17::text[],
         $18::bool[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[],
         $24::text[], $25::int8[], $26::timestamptz[], $27::timestamptz[],
         $28::timestamptz[], $29::text[], $30::text[], $31::text[])
     {_PULL_UPSERT}
 ), tasks AS (
-    UPDATE tasks SET status = u.status, updated_at = $37
+    UPDATE tasks SET status = u.status, updated_at = $41
     FROM unnest($32::text[], $33::text[]) AS u(id, status) WHERE tasks.id = u.id
-)
-INSERT INTO refetch_requests (repository, number, reason, requested_at)
-SELECT *, $37 FROM unnest($34::text[], $35::int4[], $36::text[])
-{_REFETCH_UPSERT}
-"""
-
-# The one-time filter takes _EVENTS_LOCK before the first id is drawn (and not at all
-# when there are no events); it is held until the transaction ends.
-_PG_WRITE_EVENTS = f"""
-WITH events AS (
+), refetch AS (
+    INSERT INTO refetch_requests (repository, number, reason, requested_at)
+    SELECT *, $41 FROM unnest($34::text[], $35::int4[], $36::text[])
+    {_REFETCH_UPSERT}
+), events AS (
     INSERT INTO events (type, repository, task_id, payload, created_at)
-    SELECT *, $5 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+    SELECT *, $41 FROM unnest($37::text[], $38::text[], $39::text[], $40::text[])
     WHERE (SELECT 1 FROM pg_advisory_xact_lock({_EVENTS_LOCK})) = 1
     RETURNING id
 ), numbered AS (
@@ -336,9 +316,9 @@ WITH events AS (
         jsonb_set(o.changes::jsonb, '{{event_ids}}', COALESCE((
             SELECT jsonb_agg(id ORDER BY id) FROM numbered
             WHERE n >= o.ev_first AND n < o.ev_first + o.ev_count), '[]'::jsonb))::text,
-        $5
-    FROM unnest($6::text[], $7::int4[], $8::text[], $9::text[], $10::timestamptz[],
-        $11::text[], $12::text[], $13::text[], $14::int4[], $15::int4[])
+        $41
+    FROM unnest($42::text[], $43::int4[], $44::text[], $45::text[], $46::timestamptz[],
+        $47::text[], $48::text[], $49::text[], $50::int4[], $51::int4[])
         AS o(repository, number, source, guid, updated_at, status, outcome, changes,
              ev_first, ev_count)
 )
