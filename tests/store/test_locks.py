@@ -8,8 +8,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import asyncpg  # type: ignore[import-untyped, unused-ignore]
+import pytest
+
+from tests._postgres import create_database, drop_database
 from webhook_service.core.model import EventDraft
-from webhook_service.store import Store, UnitOfWork, utcnow
+from webhook_service.store import Changes, DeliveryRecord, Store, UnitOfWork, utcnow
 from webhook_service.store.locks import pull_locks
 
 PR1 = ("octo/one", 1)
@@ -45,6 +49,14 @@ async def finishes(awaitable: asyncio.Task[object], within: float = 0.3) -> bool
 
 def event(n: int) -> EventDraft:
     return EventDraft("pr_status_change", "octo/one", None, {"n": n})
+
+
+def delivery(guid: str) -> DeliveryRecord:
+    now = utcnow()
+    return DeliveryRecord(
+        guid, "pull_request", "opened", None, None, "octo/two", 2, {}, b"{}", now, now,
+        "applied", "created",
+    )  # fmt: skip
 
 
 async def test_batches_about_different_prs_write_at_once(database_url: str) -> None:
@@ -93,6 +105,60 @@ async def test_event_ids_follow_commit_order(database_url: str) -> None:
             assert not await finishes(second)
         assert await second > first
         assert [e.id for e in await a.events_since(0, 10)] == [*first, *await second]
+
+
+async def test_a_batch_without_events_does_not_wait_for_the_events_lock(
+    database_url: str,
+) -> None:
+    async with stores(database_url, 2) as (a, b):
+
+        async def no_events() -> None:
+            async with batch(b, PR2) as uow:
+                await uow.save_deliveries([delivery("g-2")])
+
+        async with batch(a, PR1) as uow:
+            await uow.insert_events([event(1)], utcnow())
+            other = asyncio.create_task(no_events())
+            assert await finishes(other) is a.is_postgres  # SQLite: one writer
+        await other
+
+
+async def test_a_batch_writes_its_rows_before_it_waits_for_the_events_lock(
+    postgres_base_url: str,
+) -> None:
+    """So the lock everybody takes covers only the events and the commit. Seen from
+    outside: while B waits, inserting B's GUID waits for B's uncommitted row.
+    (PostgreSQL only: SQLite's one writer makes B wait before anything.)"""
+    database_url = await create_database(postgres_base_url)
+    try:
+        await _rows_before_the_events_lock(database_url)
+    finally:
+        await drop_database(database_url)
+
+
+async def _rows_before_the_events_lock(database_url: str) -> None:
+    async with stores(database_url, 2) as (a, b):
+
+        async def rows_and_events() -> None:
+            async with batch(b, PR2) as uow:
+                await uow.write(Changes(deliveries=[delivery("g-2")], events=[event(2)]), utcnow())
+
+        async with batch(a, PR1) as uow:
+            await uow.insert_events([event(1)], utcnow())
+            waiting = asyncio.create_task(rows_and_events())
+            assert not await finishes(waiting)
+            raw = await asyncpg.connect(database_url.partition("?")[0])
+            try:
+                await raw.execute("SET lock_timeout = '200ms'")
+                with pytest.raises(asyncpg.LockNotAvailableError):
+                    await raw.execute(
+                        "INSERT INTO webhook_deliveries (guid, event, headers, body,"
+                        " received_at, outcome) VALUES ('g-2', 'x', '{}', '', now(), 'x')"
+                        " ON CONFLICT DO NOTHING"
+                    )
+            finally:
+                await raw.close()
+        await waiting
 
 
 async def test_an_exclusive_writer_waits_for_every_batch(database_url: str) -> None:

@@ -279,8 +279,9 @@ _REFETCH_UPSERT = (
 )
 
 # One statement: a batch of any size costs one round trip. The events CTE's one-time
-# filter takes _EVENTS_LOCK before the first id is drawn (and not at all when there are
-# no events); it is held until the transaction ends, so ids follow commit order.
+# filter first has the other rows written (``written``), then takes _EVENTS_LOCK, before
+# the first id is drawn (and not at all when there are no events); it is held until the
+# transaction ends, so ids follow commit order, and held no longer than needed.
 _PG_WRITE = f"""
 WITH deliveries AS (
     INSERT INTO webhook_deliveries ({_DELIVERY_COLUMN_NAMES}, attempts)
@@ -288,6 +289,7 @@ WITH deliveries AS (
         $6::text[], $7::int4[], $8::text[], $9::bytea[], $10::timestamptz[],
         $11::timestamptz[], $12::text[], $13::text[])
     {_DELIVERY_UPSERT}
+    RETURNING 1
 ), pulls AS (
     INSERT INTO pull_requests ({_PR_COLUMN_NAMES}, created_at, updated_at)
     SELECT *, $41, $41 FROM unnest($14::text[], $15::text[], $16::int4[], $17::text[],
@@ -295,17 +297,26 @@ WITH deliveries AS (
         $24::text[], $25::int8[], $26::timestamptz[], $27::timestamptz[],
         $28::timestamptz[], $29::text[], $30::text[], $31::text[])
     {_PULL_UPSERT}
+    RETURNING 1
 ), tasks AS (
     UPDATE tasks SET status = u.status, updated_at = $41
     FROM unnest($32::text[], $33::text[]) AS u(id, status) WHERE tasks.id = u.id
+    RETURNING 1
 ), refetch AS (
     INSERT INTO refetch_requests (repository, number, reason, requested_at)
     SELECT *, $41 FROM unnest($34::text[], $35::int4[], $36::text[])
     {_REFETCH_UPSERT}
+    RETURNING 1
+), written AS (
+    SELECT (SELECT count(*) FROM deliveries) + (SELECT count(*) FROM pulls)
+        + (SELECT count(*) FROM tasks) + (SELECT count(*) FROM refetch) AS n
 ), events AS (
     INSERT INTO events (type, repository, task_id, payload, created_at)
     SELECT *, $41 FROM unnest($37::text[], $38::text[], $39::text[], $40::text[])
-    WHERE (SELECT 1 FROM pg_advisory_xact_lock({_EVENTS_LOCK})) = 1
+    -- Once the rows are written (the lock's argument needs them), and only with events.
+    WHERE (SELECT count(*) FROM written, LATERAL (
+        SELECT pg_advisory_xact_lock({_EVENTS_LOCK} + 0 * written.n)
+        WHERE cardinality($37::text[]) > 0) AS locked) >= 0
     RETURNING id
 ), numbered AS (
     -- Ids are assigned in the order given (UnitOfWork.write relies on it too).
