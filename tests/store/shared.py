@@ -1,9 +1,9 @@
-"""What several store tests build: an event draft, and another replica's store."""
+"""What several store tests build: an event draft, and other replicas' stores."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from webhook_service.core.model import EventDraft
 from webhook_service.store import Store
@@ -22,3 +22,17 @@ async def second_store(database_url: str) -> AsyncIterator[Store]:
         yield other
     finally:
         await other.disconnect()
+
+
+@asynccontextmanager
+async def connected_stores(database_url: str, count: int) -> AsyncIterator[list[Store]]:
+    """``count`` stores on one database, as separate processes would have, all
+    disconnected when the block ends, however it ends."""
+    async with AsyncExitStack() as stack:
+        stores = []
+        for _ in range(count):
+            store = Store(database_url)
+            await store.connect()
+            stack.push_async_callback(store.disconnect)
+            stores.append(store)
+        yield stores

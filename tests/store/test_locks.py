@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 
 import asyncpg  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from tests._postgres import create_database, drop_database
-from webhook_service.core.model import EventDraft
+from tests.store.shared import connected_stores, draft
 from webhook_service.store import Changes, DeliveryRecord, Store, UnitOfWork, utcnow
 from webhook_service.store.locks import pull_locks
 
@@ -22,14 +22,8 @@ PR2 = ("octo/two", 2)
 
 @asynccontextmanager
 async def stores(url: str, count: int) -> AsyncIterator[list[Store]]:
-    """``count`` stores on one database, as separate processes would have."""
-    async with AsyncExitStack() as stack:
-        opened = []
-        for _ in range(count):
-            store = Store(url)
-            await store.connect()
-            stack.push_async_callback(store.disconnect)
-            opened.append(store)
+    """``count`` stores on one migrated database, as separate processes would have."""
+    async with connected_stores(url, count) as opened:
         await opened[0].migrate()
         yield opened
 
@@ -45,10 +39,6 @@ async def finishes(awaitable: asyncio.Task[object], within: float = 0.3) -> bool
     """Whether ``awaitable`` completes within ``within`` seconds (it keeps running)."""
     done, _ = await asyncio.wait({awaitable}, timeout=within)
     return bool(done)
-
-
-def event(n: int) -> EventDraft:
-    return EventDraft("pr_status_change", "octo/one", None, {"n": n})
 
 
 def delivery(guid: str) -> DeliveryRecord:
@@ -97,10 +87,10 @@ async def test_event_ids_follow_commit_order(database_url: str) -> None:
 
         async def later() -> list[int]:
             async with batch(b, PR2) as uow:
-                return [e.id for e in await uow.insert_events([event(2)], utcnow())]
+                return [e.id for e in await uow.insert_events([draft(2)], utcnow())]
 
         async with batch(a, PR1) as uow:
-            first = [e.id for e in await uow.insert_events([event(1)], utcnow())]
+            first = [e.id for e in await uow.insert_events([draft(1)], utcnow())]
             second = asyncio.create_task(later())
             assert not await finishes(second)
         assert await second > first
@@ -117,7 +107,7 @@ async def test_a_batch_without_events_does_not_wait_for_the_events_lock(
                 await uow.save_deliveries([delivery("g-2")])
 
         async with batch(a, PR1) as uow:
-            await uow.insert_events([event(1)], utcnow())
+            await uow.insert_events([draft(1)], utcnow())
             other = asyncio.create_task(no_events())
             assert await finishes(other) is a.is_postgres  # SQLite: one writer
         await other
@@ -141,10 +131,10 @@ async def _rows_before_the_events_lock(database_url: str) -> None:
 
         async def rows_and_events() -> None:
             async with batch(b, PR2) as uow:
-                await uow.write(Changes(deliveries=[delivery("g-2")], events=[event(2)]), utcnow())
+                await uow.write(Changes(deliveries=[delivery("g-2")], events=[draft(2)]), utcnow())
 
         async with batch(a, PR1) as uow:
-            await uow.insert_events([event(1)], utcnow())
+            await uow.insert_events([draft(1)], utcnow())
             waiting = asyncio.create_task(rows_and_events())
             assert not await finishes(waiting)
             raw = await asyncpg.connect(database_url.partition("?")[0])

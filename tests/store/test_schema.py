@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import webhook_service.store.connections as store_connections
+from tests.store.shared import connected_stores
 from webhook_service.store import Store
 from webhook_service.store.migrations import MIGRATIONS
 
@@ -40,13 +41,7 @@ async def _migrate_at_once(database_url: str, count: int) -> list[int]:
 
     Every migration has ended, and every store is disconnected, when this returns or
     raises: a failure leaves no connection behind for the next test to trip on."""
-    async with contextlib.AsyncExitStack() as stack:
-        stores = []
-        for _ in range(count):
-            store = Store(database_url)
-            await store.connect()
-            stack.push_async_callback(store.disconnect)
-            stores.append(store)
+    async with connected_stores(database_url, count) as stores:
         results = await asyncio.gather(*(s.migrate() for s in stores), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
