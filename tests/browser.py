@@ -16,7 +16,9 @@ import httpx
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
-from tests.helpers import payload, post_delivery
+from tests.helpers import AUTH, payload, post_delivery
+from tests.servers import uvicorn_server
+from webhook_service.config import Settings
 
 CHROMIUM = Path(os.environ.get("DASHBOARD_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -145,3 +147,32 @@ async def console_scenario(http: httpx.AsyncClient) -> ConsoleScenario:
         answer = await post_delivery(http, document, event=event, guid=guid)
         assert answer.status_code < 300, answer.text
     return ConsoleScenario(task_id=task_id, **guids)
+
+
+@dataclass
+class ConsoleSession:
+    """The app under uvicorn with ``console_scenario`` posted, an API client on it, and
+    a Chromium page signed in to its console; the page's errors go to ``problems``."""
+
+    url: str
+    http: httpx.AsyncClient
+    page: Page
+    scenario: ConsoleScenario
+    problems: list[str]
+
+
+@asynccontextmanager
+async def console_session(
+    settings: Settings, token: str, route: str = ""
+) -> AsyncIterator[ConsoleSession]:
+    """A :class:`ConsoleSession`, signed in with ``token`` at ``route``."""
+    problems: list[str] = []
+    async with (
+        uvicorn_server(settings) as (_service, url),
+        httpx.AsyncClient(base_url=url, headers=AUTH, timeout=10) as http,
+        chromium() as browser,
+    ):
+        scenario = await console_scenario(http)
+        page = await open_page(browser, problems)
+        await sign_in(page, url, token, route)
+        yield ConsoleSession(url, http, page, scenario, problems)

@@ -6,33 +6,16 @@ and the keyboard. Screenshots of the list and of a delivery go to artifacts/cons
 
 from __future__ import annotations
 
-import httpx
 from playwright.async_api import Locator, expect
 
-from tests.browser import (
-    CONSOLE_REPO,
-    HOSTILE_TITLE,
-    chromium,
-    console_scenario,
-    open_page,
-    screenshot,
-    sign_in,
-)
-from tests.helpers import API_TOKEN, AUTH, make_settings, payload, post_delivery
-from tests.servers import uvicorn_server
+from tests.browser import CONSOLE_REPO, HOSTILE_TITLE, console_session, screenshot
+from tests.helpers import API_TOKEN, make_settings, payload, post_delivery
 
 
 async def test_deliveries_list_detail_redeliver_and_keyboard(database_url: str) -> None:
-    problems: list[str] = []
     settings = make_settings(database_url)
-    async with (
-        uvicorn_server(settings) as (_service, url),
-        httpx.AsyncClient(base_url=url, headers=AUTH, timeout=10) as http,
-        chromium() as browser,
-    ):
-        scenario = await console_scenario(http)
-        page = await open_page(browser, problems)
-        await sign_in(page, url, API_TOKEN)
+    async with console_session(settings, API_TOKEN) as console:
+        url, http, page, scenario = console.url, console.http, console.page, console.scenario
         # The tabs: Tab reaches them, Enter follows one.
         tab = page.get_by_role("navigation", name="Views").get_by_role("link", name="Deliveries")
         await tab.focus()
@@ -149,4 +132,4 @@ async def test_deliveries_list_detail_redeliver_and_keyboard(database_url: str) 
         await expect(draft_view).to_contain_text(HOSTILE_TITLE[:12])
         assert await page.locator("#view-delivery img").count() == 0
         assert await page.evaluate("window.__owned") is None
-    assert problems == []
+    assert console.problems == []

@@ -7,25 +7,16 @@ UPDATE_SCREENSHOTS=1)."""
 
 from __future__ import annotations
 
-import httpx
 from playwright.async_api import expect
 
-from tests.browser import CONSOLE_REPO, chromium, console_scenario, open_page, screenshot, sign_in
-from tests.helpers import API_TOKEN, AUTH, make_settings, payload, post_delivery
-from tests.servers import uvicorn_server
+from tests.browser import CONSOLE_REPO, console_session, screenshot
+from tests.helpers import API_TOKEN, make_settings, payload, post_delivery
 
 
 async def test_timeline_from_the_pr_table_and_from_a_delivery(database_url: str) -> None:
-    problems: list[str] = []
     settings = make_settings(database_url)
-    async with (
-        uvicorn_server(settings) as (_service, url),
-        httpx.AsyncClient(base_url=url, headers=AUTH, timeout=10) as http,
-        chromium() as browser,
-    ):
-        scenario = await console_scenario(http)
-        page = await open_page(browser, problems)
-        await sign_in(page, url, API_TOKEN)
+    async with console_session(settings, API_TOKEN) as console:
+        url, http, page, scenario = console.url, console.http, console.page, console.scenario
         pr_row = page.locator(f'#pulls tbody tr[data-key="{CONSOLE_REPO}#2"]')
         await expect(pr_row).to_have_attribute("data-status", "MERGED")
 
@@ -82,4 +73,4 @@ async def test_timeline_from_the_pr_table_and_from_a_delivery(database_url: str)
         await page.get_by_role("link", name=f"Timeline of {CONSOLE_REPO} pull request 4").click()
         await expect(items).to_have_count(1)
         await expect(page.locator("#timeline-pr .badge.draft")).to_be_visible()
-    assert problems == []
+    assert console.problems == []

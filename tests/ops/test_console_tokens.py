@@ -5,27 +5,18 @@ them anyway and nothing was redelivered (checked through the API)."""
 
 from __future__ import annotations
 
-import httpx
 from playwright.async_api import expect
 
-from tests.browser import chromium, console_scenario, open_page, sign_in
-from tests.helpers import AUTH, make_settings
-from tests.servers import uvicorn_server
+from tests.browser import console_session
+from tests.helpers import make_settings
 
 READER = "test-dashboard-token"
 
 
 async def test_read_only_token_sees_everything_and_writes_nothing(database_url: str) -> None:
-    problems: list[str] = []
     settings = make_settings(database_url, DASHBOARD_TOKEN=READER)
-    async with (
-        uvicorn_server(settings) as (_service, url),
-        httpx.AsyncClient(base_url=url, headers=AUTH, timeout=10) as http,
-        chromium() as browser,
-    ):
-        scenario = await console_scenario(http)
-        page = await open_page(browser, problems)
-        await sign_in(page, url, READER, "#/deliveries")
+    async with console_session(settings, READER, "#/deliveries") as console:
+        http, page, scenario = console.http, console.page, console.scenario
         await expect(page.locator("#deliveries tbody tr")).to_have_count(5)
         await expect(page.locator("#pulls tbody tr", has_text="#2")).to_have_count(1)
         before = (await http.get(f"/api/deliveries/{scenario.merged}")).json()
@@ -49,4 +40,4 @@ async def test_read_only_token_sees_everything_and_writes_nothing(database_url: 
         assert after["changes"] == before["changes"]
         assert (await http.get("/api/console/access", headers=reader)).json() == {"write": False}
         assert (await http.get("/api/console/access")).json() == {"write": True}
-    assert problems == []
+    assert console.problems == []
