@@ -5,8 +5,6 @@ clean-up fails (a lock file git cannot get past) listed and then retried."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.git_repos import git, worktree_root
 from tests.helpers import (
     AUTH,
     fake_github,
@@ -27,15 +26,6 @@ from tests.helpers import (
 )
 from webhook_service.app import Service
 from webhook_service.store import utcnow
-
-GIT_ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@example.com",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@example.com",
-    "GIT_CONFIG_GLOBAL": "/dev/null",
-}
 
 
 async def health(client: httpx.AsyncClient, hours: int = 1) -> dict[str, Any]:
@@ -131,17 +121,9 @@ async def test_a_bad_hours_is_400(database_url: str, hours: str) -> None:
 # -- clean-up jobs: a real worktree whose branch git cannot delete ------------------
 
 
-def git(*args: str, cwd: Path) -> None:
-    subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True)
-
-
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    root = tmp_path / "worktrees"
-    (root / "main").mkdir(parents=True)
-    git("init", "-q", "-b", "main", cwd=root / "main")
-    git("commit", "-q", "--allow-empty", "-m", "init", cwd=root / "main")
-    return root
+    return worktree_root(tmp_path)
 
 
 async def failing_cleanup(service: Service, client: httpx.AsyncClient, root: Path) -> Path:

@@ -3,8 +3,6 @@ git repositories and worktrees."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,35 +10,16 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.git_repos import git, worktree_root
 from tests.helpers import AUTH, make_settings, payload, post_delivery, running_app
 from webhook_service.app import Service
 from webhook_service.tasks import cleanup as cleanup_module
 from webhook_service.tasks.worktrees import CleanupError
 
-GIT_ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@example.com",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@example.com",
-    "GIT_CONFIG_GLOBAL": "/dev/null",
-}
-
-
-def git(*args: str, cwd: Path) -> str:
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True, text=True
-    )
-    return done.stdout
-
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    root = tmp_path / "worktrees"
-    (root / "main").mkdir(parents=True)
-    git("init", "-q", "-b", "main", cwd=root / "main")
-    git("commit", "-q", "--allow-empty", "-m", "init", cwd=root / "main")
-    return root
+    return worktree_root(tmp_path)
 
 
 def add_worktree(root: Path, task_id: str) -> Path:
