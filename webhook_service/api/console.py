@@ -28,7 +28,7 @@ from starlette.requests import Request
 from webhook_service.api.cleanups import cleanup_json
 from webhook_service.api.context import Context, Endpoint
 from webhook_service.api.errors import APIError
-from webhook_service.core.events import timestamp
+from webhook_service.core.events import optional_timestamp, timestamp
 from webhook_service.store import MINUTE_COUNTERS, minute_of, utcnow
 
 #: The longest window the counters are kept for (store.MINUTES_KEPT).
@@ -80,7 +80,7 @@ def _sync(ctx: Context) -> dict[str, Any]:
             }
         ),
         "last_error": stats.get("last_error"),
-        "next_cycle_at": None if next_at is None else timestamp(next_at),
+        "next_cycle_at": optional_timestamp(next_at),
         "budgets": [
             {"credential": label, **budget}
             for label, budget in sorted(stats.get("budgets", {}).items())

@@ -19,7 +19,7 @@ from webhook_service.api.errors import APIError
 from webhook_service.api.requests import cursor, int_param, page_limit, query_repo, time_key
 from webhook_service.api.responses import Page, encode_cursor, next_url
 from webhook_service.api.timeline import CONSOLE_LIMITS, observation_json
-from webhook_service.core.events import timestamp
+from webhook_service.core.events import optional_timestamp, timestamp
 from webhook_service.core.model import Outcome
 from webhook_service.ingest.receiver import RejectedRequest, redacted
 from webhook_service.ingest.replay import redeliver
@@ -38,7 +38,7 @@ def summary_json(d: DeliverySummary) -> dict[str, Any]:
         "repository": d.repository,
         "number": d.pr_number,
         "received_at": timestamp(d.received_at),
-        "processed_at": timestamp(d.processed_at) if d.processed_at else None,
+        "processed_at": optional_timestamp(d.processed_at),
         "outcome": d.shown_outcome,
         "decision": d.detail if d.outcome == "applied" and d.detail in _DECISIONS else None,
         "attempts": d.attempts,

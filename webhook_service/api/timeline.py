@@ -14,7 +14,7 @@ from webhook_service.api.errors import APIError
 from webhook_service.api.requests import cursor, page_limit
 from webhook_service.api.responses import Page, encode_cursor, next_url
 from webhook_service.api.views import pull_json
-from webhook_service.core.events import timestamp
+from webhook_service.core.events import optional_timestamp, timestamp
 from webhook_service.store import StoredObservation
 
 #: The console's lists: 50 a page unless asked, at most 500.
@@ -30,7 +30,7 @@ def observation_json(o: StoredObservation) -> dict[str, Any]:
         "applied_at": timestamp(o.applied_at),
         "observed": {
             "status": o.observed_status,
-            "updated_at": timestamp(o.observed_updated_at) if o.observed_updated_at else None,
+            "updated_at": optional_timestamp(o.observed_updated_at),
         },
         "decision": o.outcome,
         "changes": o.changes,

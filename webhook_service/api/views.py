@@ -3,10 +3,9 @@ and the PR Creator's answer. No I/O; imports nothing of the HTTP layer."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from webhook_service.core.events import timestamp
+from webhook_service.core.events import optional_timestamp
 from webhook_service.core.model import PullRequest
 
 if TYPE_CHECKING:
@@ -26,9 +25,9 @@ def pull_json(pr: PullRequest) -> dict[str, Any]:
         "head_sha": pr.head_sha,
         "base_ref": pr.base_ref,
         "url": pr.url,
-        "merged_at": _iso(pr.merged_at),
-        "closed_at": _iso(pr.closed_at),
-        "github_updated_at": _iso(pr.github_updated_at),
+        "merged_at": optional_timestamp(pr.merged_at),
+        "closed_at": optional_timestamp(pr.closed_at),
+        "github_updated_at": optional_timestamp(pr.github_updated_at),
         "task_id": pr.task_id,
         "last_source": pr.last_source,
         "last_delivery_id": pr.last_delivery_id,
@@ -48,10 +47,7 @@ def task_json(task: TaskRecord) -> dict[str, Any]:
         "repository": task.repository,
         "branch": task.branch,
         "worktree_path": task.worktree_path,
-        "created_at": _iso(task.created_at),
-        "updated_at": _iso(task.updated_at),
+        "created_at": optional_timestamp(task.created_at),
+        "updated_at": optional_timestamp(task.updated_at),
     }
 
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else timestamp(value)

@@ -18,6 +18,11 @@ def timestamp(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def optional_timestamp(value: datetime | None) -> str | None:
+    """:func:`timestamp`, or None for no time."""
+    return None if value is None else timestamp(value)
+
+
 def pr_status_change(
     pr: PullRequest, old_status: PRStatus | None, *, source: Source, now: datetime
 ) -> EventDraft:

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from webhook_service.config import Settings
-from webhook_service.core.events import timestamp
+from webhook_service.core.events import optional_timestamp
 from webhook_service.github.transport import ApiStats
 
 
@@ -57,7 +57,7 @@ def worker_stats(
     return {
         "running": running,
         "leader": leader,
-        "last_sync_at": _iso(stats.last_sync_at),
+        "last_sync_at": optional_timestamp(stats.last_sync_at),
         "sync_count": stats.sync_count,
         "error_count": stats.error_count,
         "config": stats_config(settings),
@@ -81,9 +81,6 @@ def worker_stats(
         "budgets": budgets,
     }
 
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else timestamp(value)
 
 
 def stats_config(settings: Settings) -> dict[str, Any]:
