@@ -247,7 +247,7 @@ class Reconciler:
     ) -> tuple[list[Result], list[StoredEvent]]:
         if gather and conn.is_pg:
             self._gather(batch)  # first: the transaction locks the PRs of its jobs
-        pulls = sorted({k for job in batch if (k := job.key) is not None})
+        pulls = {k for job in batch if (k := job.key) is not None}
         async with self._store.unit_of_work(conn, pulls=pulls) as uow:
             if gather and not conn.is_pg:
                 self._gather(batch)  # the jobs that came while it waited for the lock

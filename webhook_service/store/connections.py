@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -132,7 +132,7 @@ class _Connections:
 
     @asynccontextmanager
     async def unit_of_work(
-        self, conn: Connection, *, pulls: Sequence[PRKey] | None = None
+        self, conn: Connection, *, pulls: Iterable[PRKey] | None = None
     ) -> AsyncIterator[UnitOfWork]:
         """One writing transaction on ``conn``; it commits when the block exits normally.
 
