@@ -236,6 +236,7 @@ async def _running(service: Service) -> AsyncIterator[None]:
         service.minutes = minutes
         minutes.start()
         parts.push_async_callback(minutes.stop)
+        await service.stream.start()
         parts.push_async_callback(service.stream.close)
         service.reconciler.start()
         service.dispatcher.start()

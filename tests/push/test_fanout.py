@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 
+from tests._redis import redis_url
 from tests.helpers import API_TOKEN, make_settings, post_delivery
 from tests.push.shared import document, store_events
 from tests.servers import uvicorn_server
@@ -152,3 +155,26 @@ async def test_events_reach_clients_in_id_order_even_when_emitted_out_of_it(
         await emit(900)  # older than everything delivered (a late sweep): at once
         await single.wait_for(8)
         assert single.ids[-1] == 900
+
+
+@pytest.mark.parametrize("queue", ["local", "redis"])
+async def test_the_first_event_too_waits_for_a_smaller_id(
+    database_url: str, queue: str, tmp_path: Path
+) -> None:
+    """A replica's first event may be another's, ahead of a smaller id still on its way
+    (seen with ``serve --workers 2``): order starts after the newest stored event, not
+    at whichever event arrives first."""
+    with contextlib.ExitStack() as stack:
+        extra = {}
+        if queue == "redis":
+            extra["SOCKETIO_MESSAGE_QUEUE"] = stack.enter_context(redis_url(tmp_path))
+            extra["SOCKETIO_CHANNEL"] = f"test-{uuid.uuid4().hex}"
+        async with (
+            uvicorn_server(make_settings(database_url, **extra)) as (service, url),
+            connected(url) as client,
+        ):
+            for event_id in (2, 1):  # nothing is stored yet: 1 is the first to expect
+                message = {"type": "pr_status_change", "event_id": event_id}
+                await service.stream.sio.emit("pr_status_change", message, to=[ALL])
+            await client.wait_for(2)
+            assert client.ids == [1, 2]

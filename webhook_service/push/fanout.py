@@ -5,6 +5,9 @@ single messages or batches, within a frame budget, and never piling up for a slo
   dispatchers run, so one with a larger id can arrive (through the message queue) before
   a smaller one; it is held until the smaller one arrives, at most ``REORDER_WAIT``
   (a missing id may be a gap: a rolled-back transaction's, or one already delivered).
+  The id expected next starts after the newest stored event (:meth:`Fanout.seed`, when
+  the stream starts and each time the listener subscribes), not at the first event to
+  arrive: that may be another replica's, ahead of a smaller one still on its way.
 - The resume seam (``resume.py``): while a client catches up from the database, every
   event delivered here is also appended to its buffer (under the same lock as the
   delivery); afterwards events up to its ``floor`` (already sent from the database) are
@@ -29,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +84,19 @@ class Fanout(StreamHooks):
         self._next_id: int | None = None
         self._held: dict[int, _Held] = {}
         self._hold_timer: asyncio.TimerHandle | None = None
+        #: The newest stored event's id, or None when it cannot be read (set by the Stream).
+        self.newest_event_id: Callable[[], Awaitable[int | None]] | None = None
+
+    async def seed(self) -> None:
+        """Expect next the event after the newest stored one: every event from here on
+        arrives in order, the first one too. (Without a seed the first event to arrive
+        sets the order, and a smaller id behind it would come late.)"""
+        newest = None if self.newest_event_id is None else await self.newest_event_id()
+        if newest is None:
+            return
+        async with self.stream_lock:
+            self._next_id = max(self._next_id or 0, newest + 1)
+            await self._release(all_held=False)
 
     async def deliver(
         self, event: str, data: dict[str, Any], rooms: set[str], skip: set[Any]
@@ -115,10 +132,11 @@ class Fanout(StreamHooks):
         missing ids are gaps, or late) all of them, in id order. Lock held."""
         while self._held:
             first = min(self._held)
-            if not all_held and first != self._next_id:
+            expected = self._next_id or 0
+            if not all_held and first > expected:
                 break
             await self._deliver_local(*self._held.pop(first))
-            self._next_id = first + 1
+            self._next_id = max(expected, first + 1)
         if not self._held and self._hold_timer is not None:
             self._hold_timer.cancel()
             self._hold_timer = None

@@ -106,6 +106,8 @@ class RedisManager(PubSubHooks, Fanout):
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 try:
                     await pubsub.subscribe(self.channel)
+                    # Events committed from here on all arrive: expect the next one.
+                    await self.seed()
                     if failing:
                         logger.info("listening on Redis again")
                         self._restored()

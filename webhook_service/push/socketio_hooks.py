@@ -71,6 +71,7 @@ Packets = list[Any]
 #: fails when the installed ones differ, so an upgrade gets the re-read it needs.
 CHECKED_AGAINST = {"python-socketio": "5.18.1", "python-engineio": "4.15.1"}
 
+
 class EngineSocket(Protocol):
     """What is used of python-engineio's ``AsyncSocket`` (see the module docs)."""
 

@@ -51,6 +51,7 @@ class Stream:
         reader = settings.dashboard_token
         self._read_only_token = reader.reveal().encode() if reader else None
         self._manager = make_manager(settings)
+        self._manager.newest_event_id = self._newest_event_id
         if isinstance(self._manager, RedisManager):
             self._manager.on_restored = self._resync_everyone
         self._resume = Resume(store, self._manager, self._join)
@@ -81,6 +82,10 @@ class Stream:
         """Emit a stored event to the rooms it belongs to (the outbox calls this)."""
         await self.sio.emit(event.type, event.message(), to=rooms_for(event))
 
+    async def start(self) -> None:
+        """Before the first emit: events are delivered in order from the next one on."""
+        await self._manager.seed()
+
     async def close(self) -> None:
         await self._manager.stop_batches()
         for task in list(self._tasks):
@@ -90,6 +95,17 @@ class Stream:
                 await task
         if isinstance(self._manager, RedisManager):
             await self._manager.close()
+
+    async def _newest_event_id(self) -> int | None:
+        try:
+            return (await self._store.event_bounds())[1]
+        except StoreUnavailable as exc:
+            logger.warning(
+                "cannot read the newest event id (%s): in-order delivery "
+                "starts at the first event to arrive",
+                exc,
+            )
+            return None
 
     async def _resync_everyone(self) -> None:
         """After a message-queue outage: tell every client here to reload. Events of
