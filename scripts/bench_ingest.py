@@ -1,7 +1,7 @@
 """Ingest benchmark: N signed, realistic pull_request deliveries at concurrency C.
 
     .venv-dev/bin/python scripts/bench_ingest.py [--backend postgresql|sqlite|both]
-        [-n N] [-c C] [--baselines sink,bare,probot,gidgethub] [--rounds R]
+        [-n N] [-c C] [--baselines sink,bare,probot,gidgethub,floor] [--rounds R]
         [--replicas R] [--json FILE]
 
 Workload (``bench/deliveries.py``): N deliveries about N/4 PRs with realistic stories,
@@ -10,7 +10,10 @@ sent once each by wrk over C connections. Server under test: ``webhook-service s
 2xx must be stored and applied, nothing else, each PR's row as its last delivery says.
 Baselines storing nothing, same load: a wrk sink (the load generator's ceiling), bare
 Starlette, Probot 14 (``probot run``, from npm; default if npm is present) and a
-gidgethub + aiohttp bot, whose pull_request handlers must count every 2xx. Each round
+gidgethub + aiohttp bot, whose pull_request handlers must count every 2xx; and the
+floor, which stores each delivery on PostgreSQL before its 2xx and does nothing else
+(``bench/baselines.py``): what keeping the service's promise costs at the least, on the
+same stack. Each round
 runs every server, the order rotated; medians over rounds. ``--replicas R``: then R
 PostgreSQL replicas on one database (SOCKETIO_MESSAGE_QUEUE: the local Redis if it
 answers), one wrk each with C/R connections, against the one-replica median.
@@ -45,7 +48,9 @@ TARGET_VS_PROBOT = {"postgresql": 1.0, "sqlite": 0.8}  # of its store-nothing me
 DEFAULT_MESSAGE_QUEUE = "redis://127.0.0.1:6379/0"
 #: The servers (baselines: ``servers.KINDS``) as printed.
 LABELS = {"sink": "sink (ceiling)", "bare": "bare Starlette", "probot": "Probot", "gidgethub":
-          "gidgethub+aiohttp", "postgresql": "service PostgreSQL", "sqlite": "service SQLite"}
+          "gidgethub+aiohttp", "floor": "floor (stores)", "postgresql": "service PostgreSQL",
+          "sqlite": "service SQLite"}  # fmt: skip
+BASELINES, DATABASES = ("sink", "bare", "probot", "gidgethub", "floor"), ("postgresql", "sqlite")
 
 
 @dataclass(slots=True)
@@ -72,21 +77,23 @@ def bench(kind: str, args: Namespace, w: Workload, tmp: Path, replicas: int = 1,
     """The workload against a baseline, or the service on a backend's scratch database
     (``replicas`` of it: one wrk each, C/replicas connections, every replica-th delivery,
     all at once), whose every 2xx must be stored after SIGKILL."""
-    ours, name = kind in ("postgresql", "sqlite"), kind if replicas == 1 else f"{kind}-x{replicas}"
+    ours, name = kind in DATABASES, kind if replicas == 1 else f"{kind}-x{replicas}"
+    backend = "postgresql" if kind == "floor" else kind  # the floor stores on PostgreSQL
     run_dir, token = tmp / f"{name}.{secrets.token_hex(2)}", secrets.token_hex(16)
     env = {"SOCKETIO_MESSAGE_QUEUE": queue} if queue else {}
     if args.workers > 1:  # serve --workers W: Redis joins them
         env |= {"WORKERS": str(args.workers), "SOCKETIO_MESSAGE_QUEUE": DEFAULT_MESSAGE_QUEUE}
     with contextlib.ExitStack() as stack:
-        url = stack.enter_context(scratch_db.scratch(kind, scratch_db.admin_url(), tmp,
-                                  "bench_ingest", args.keep)) if ours else ""  # fmt: skip
+        url = stack.enter_context(scratch_db.scratch(backend, scratch_db.admin_url(), tmp,
+                                  "bench_ingest", args.keep)) if backend in DATABASES else ""
         servers: list[Server] = []
         samplers: list[Sampler] = []
         try:
             for k in range(replicas):  # one after the other: each start-up migrates alone
                 log_file = run_dir / f"server{k + 1}.log"
                 servers.append(service(url, log_file, w.secret, token, f"{name}.{k + 1}", **env)
-                               if ours else Server(kind, log_file, {"WEBHOOK_SECRET": w.secret}))
+                               if ours else Server(kind, log_file, {"WEBHOOK_SECRET": w.secret,
+                                                                    "DATABASE_URL": url}))
                 stack.callback(servers[-1].close)
                 samplers.append(Sampler(servers[-1].pid))
                 servers[-1].wait_ready()
@@ -96,7 +103,7 @@ def bench(kind: str, args: Namespace, w: Workload, tmp: Path, replicas: int = 1,
                              run_dir / f"wrk{k + 1}", s.pid)
                     for k, (s, (manifest, count)) in enumerate(shares)]  # fmt: skip
             whole, parts = load.run(args.wrk, w, legs,
-                                    database=scratch_db.database_name(url) if ours else None)
+                                    database=scratch_db.database_name(url) if url else None)
             handled = servers[0].handled()
         finally:
             peaks = [sampler.stop() / 2**20 for sampler in samplers]
@@ -196,6 +203,8 @@ def report_all(w: Workload, args: Namespace, refs: dict[str, Runs], columns: Seq
         print(f"  {label:<23}{_rate(runs):>8,.0f}/s  p99 {_rate(runs, 99):6.2f} ms  rounds "
               f"{'/'.join(f'{r.load.rate:.0f}' for r in runs):<17} {max(m.rss_mb):5.1f} MB  CPU "
               f"{m.cpu_ms(m.load.server_cores):.3f} ms/delivery", end="")
+        if key in refs and m.load.cpu.postgres:  # the floor's database
+            print(f" + PostgreSQL {m.cpu_ms(m.load.cpu.postgres):.3f} ms", end="")
         figures[key] = {"rate": _rate(runs), "p99_ms": _rate(runs, 99), "rounds": [
                         r.load.rate for r in runs], "peak_rss_mb": max(m.rss_mb),
                         "cpu_ms_per_delivery": m.cpu_ms(m.load.server_cores)}  # fmt: skip
@@ -229,7 +238,7 @@ def _parse(argv: Sequence[str] | None) -> Namespace:
         ("--backend", ("both", "postgresql", "sqlite"), "the database(s)"),
         ("-n/--deliveries", 20_000, "N", (1, 200_000)),
         ("-c/--concurrency", 16, "C", (1, 1024)),
-        ("--baselines", "sink,bare," + "probot," * bool(shutil.which("npm")) + "gidgethub",
+        ("--baselines", "sink,bare," + "probot," * bool(shutil.which("npm")) + "gidgethub,floor",
          "servers measured beside it"),
         ("--rounds", 3, "R rounds of every server, in rotated order", (1, 9)),
         ("--replicas", 1, "R > 1 (PostgreSQL): after the rounds, R on one database", (1, 4)),
@@ -238,8 +247,8 @@ def _parse(argv: Sequence[str] | None) -> Namespace:
         (a.replicas > 1 and a.backend != "postgresql", "--replicas R > 1 is PostgreSQL only: "
          "pass --backend postgresql (a SQLite file is not shared across replicas)"),
         (a.concurrency % a.replicas, "--replicas must divide -c (C/R connections each)"),
-        (not set(a.baselines.split(",")) <= {"sink", "bare", "probot", "gidgethub"},
-         "--baselines: a comma-separated list of sink, bare, probot, gidgethub"),
+        (not set(a.baselines.split(",")) <= set(BASELINES),
+         f"--baselines: a comma-separated list of {', '.join(BASELINES)}"),
     ])  # fmt: skip
     args.backends = ["postgresql", "sqlite"] if args.backend == "both" else [args.backend]
     args.baselines = list(dict.fromkeys(args.baselines.split(",")))

@@ -11,9 +11,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MODULE_LINES = 400
 FUNCTION_LINES = 60
-#: All benchmark code (scripts/bench_*.py, scripts/bench/): half of the 5,300 lines the
-#: benchmarks took before they shared one harness.
-BENCHMARK_LINES = 2650
+#: All benchmark code (scripts/bench_*.py, scripts/bench/): about half of the 5,300 lines
+#: the benchmarks took before they shared one harness (2,650 then; 50 more since for the
+#: ingest floor, a fifth baseline).
+BENCHMARK_LINES = 2700
 
 
 def _sources() -> list[Path]:

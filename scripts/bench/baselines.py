@@ -1,9 +1,12 @@
-"""The Python baselines, each its own process (``baselines.py bare|sink|gidgethub PORT``):
-``bare``, a Starlette endpoint that reads the body and answers 200 JSON under the
-service's uvicorn settings (the framework alone); ``sink``, the cheapest server there is
-(uvloop, no parsing): the load generator's ceiling; ``gidgethub``, a bot as gidgethub's
-docs build one: aiohttp, ``Event.from_http`` (signature, JSON), a ``Router`` whose
-``pull_request`` handler counts (GET /count). Each echoes the GUID for ``replay.lua``."""
+"""The Python baselines, each its own process (``baselines.py KIND PORT``): ``bare``, a
+Starlette endpoint that reads the body and answers 200 JSON under the service's uvicorn
+settings (the framework alone); ``sink``, the cheapest server there is (uvloop, no
+parsing): the load generator's ceiling; ``gidgethub``, a bot as gidgethub's docs build
+one: aiohttp, ``Event.from_http`` (signature, JSON), a ``Router`` whose ``pull_request``
+handler counts (GET /count); ``floor``, the least a receiver keeping this service's
+promise does (the signature, the JSON, the delivery stored durably before the 2xx; no
+PR, task or event): what durability costs on this stack. Each echoes the GUID for
+``replay.lua``."""
 
 from __future__ import annotations
 
@@ -11,27 +14,79 @@ import asyncio
 import contextlib
 import os
 import sys
-from typing import cast
+from collections.abc import AsyncIterator
+from typing import Any, cast
 
 WEBHOOK_PATH = "/webhooks/github"
 
 
-def serve_bare(port: int) -> None:
+def serve_bare(port: int, webhook: Any = None, lifespan: Any = None) -> None:
     import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    async def webhook(request: Request) -> Response:
+    async def bare(request: Request) -> Response:
         body = await request.body()
         guid = request.headers.get("x-github-delivery", "")
         return JSONResponse({"guid": guid, "bytes": len(body)})
 
-    routes = [Route(WEBHOOK_PATH, webhook, methods=["POST"]),
+    routes = [Route(WEBHOOK_PATH, webhook or bare, methods=["POST"]),
               Route("/healthz", lambda request: JSONResponse({"status": "ok"}))]  # fmt: skip
-    uvicorn.run(Starlette(routes=routes), host="127.0.0.1", port=port, log_config=None,
+    app = Starlette(routes=routes, lifespan=lifespan)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None,
                 access_log=False, timeout_graceful_shutdown=8)  # fmt: skip
+
+
+def serve_floor(port: int) -> None:
+    """Starlette as ``bare``; two writers, each inserting all deliveries waiting in one
+    statement on PostgreSQL (DATABASE_URL; fsync'd commit), then answering them."""
+    import hashlib
+    import hmac
+
+    import asyncpg
+    import orjson
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+
+    waiting: asyncio.Queue[tuple[str, str, bytes, asyncio.Future[None]]] = asyncio.Queue()
+    secret = os.environ["WEBHOOK_SECRET"].encode()
+    insert = ("INSERT INTO deliveries SELECT * FROM unnest($1::text[], $2::text[],"
+              " $3::bytea[]) ON CONFLICT DO NOTHING")  # fmt: skip
+
+    async def write(pool: asyncpg.Pool) -> None:
+        while True:
+            batch = [await waiting.get()]
+            while not waiting.empty():
+                batch.append(waiting.get_nowait())
+            guids, headers, bodies, _ = zip(*batch, strict=True)
+            await pool.execute(insert, list(guids), list(headers), list(bodies))
+            for *_, done in batch:
+                done.set_result(None)
+
+    async def webhook(request: Request) -> Response:
+        body, headers = await request.body(), request.headers
+        digest = hmac.new(secret, body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(headers.get("x-hub-signature-256", ""), f"sha256={digest}"):
+            return JSONResponse({"error": "bad signature"}, 401)
+        orjson.loads(body)
+        guid, done = headers["x-github-delivery"], asyncio.get_running_loop().create_future()
+        waiting.put_nowait((guid, orjson.dumps(dict(headers)).decode(), body, done))
+        await done
+        return JSONResponse({"guid": guid})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: object) -> AsyncIterator[None]:
+        async with asyncpg.create_pool(os.environ["DATABASE_URL"], min_size=2) as pool:
+            await pool.execute("CREATE TABLE deliveries (guid text PRIMARY KEY, headers text,"
+                               " body bytea COMPRESSION lz4)")  # fmt: skip
+            writers = [asyncio.create_task(write(pool)) for _ in range(2)]
+            yield
+            for writer in writers:
+                writer.cancel()
+
+    serve_bare(port, webhook, lifespan)
 
 
 def serve_gidgethub(port: int) -> None:
@@ -103,5 +158,7 @@ def serve_sink(port: int) -> None:
 
 
 if __name__ == "__main__":
-    serve = {"bare": serve_bare, "sink": serve_sink, "gidgethub": serve_gidgethub}[sys.argv[1]]
+    kinds = {"bare": serve_bare, "sink": serve_sink, "gidgethub": serve_gidgethub,
+             "floor": serve_floor}  # fmt: skip
+    serve = kinds[sys.argv[1]]
     serve(int(sys.argv[2]))

@@ -77,6 +77,7 @@ KINDS = {
     "bare": _baseline("bare"),
     "sink": _baseline("sink"),
     "gidgethub": _baseline("gidgethub"),
+    "floor": _baseline("floor"),
     "probot": Kind(lambda port: ["node", str(PROBOT_HOME / "node_modules/probot/bin/probot.js"),
                                  "run", str(HERE / "probot_app.mjs")],
                    "/ping", "/count", lambda port: {
