@@ -183,7 +183,7 @@ class Reconciler:
     # -- the batch loop -------------------------------------------------------
 
     async def _run(self) -> None:
-        lease = self._store.lease()
+        lease = self._store.lease(keyed=True)  # its statements find rows by key
         try:
             while True:
                 batch = [await self._queue.get()]  # the jobs waiting join it
