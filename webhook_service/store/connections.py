@@ -63,7 +63,8 @@ class _Connections:
         if self.is_postgres:
             # Plan every execution for its arguments: asyncpg keeps statements prepared,
             # and a generic plan made while a table was nearly empty (sequential scans)
-            # would otherwise stay in use as the table grows.
+            # would otherwise stay in use as the table grows. The reconciler's own
+            # connection plans once, with scans ruled out (``lease(keyed=True)``).
             options["server_settings"] = {"plan_cache_mode": "force_custom_plan"}
         self._db = Database(self.url, **options)
         self.availability = Availability()
