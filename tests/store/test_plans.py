@@ -14,10 +14,11 @@ import pytest
 from tests._postgres import create_database, drop_database
 from tests.store.shared import draft
 from tests.store.test_locks import delivery
-from webhook_service.store import Connection, Store, utcnow
+from webhook_service.core.payloads import RepositoryChange
+from webhook_service.store import Changes, Connection, Store, utcnow
 
 PR = ("octo/two", 2)
-TABLES = ("pull_requests", "webhook_deliveries", "tasks", "events", "observations")
+TABLES = ("pull_requests", "webhook_deliveries", "tasks", "events", "tracked_repositories")
 
 
 @pytest.fixture
@@ -34,12 +35,17 @@ async def store(postgres_base_url: str) -> AsyncIterator[Store]:
 
 
 async def run_a_batch(store: Store, conn: Connection) -> None:
-    """A reconciling batch's statements, on empty tables."""
+    """Every statement a reconciling batch may run, on empty tables."""
     async with store.unit_of_work(conn, pulls=[PR]) as uow:
         await uow.load(["guid-1"], [PR])
         await uow.load_tasks(["task-1"])
         await uow.save_deliveries([delivery("guid-1")])
         await uow.insert_events([draft(1)], utcnow())
+        installation = RepositoryChange(1, added=("octo/new",), removed=("octo/old",))
+        changes = Changes(
+            repositories=[installation], cleanups=["task-1"], duplicates=["guid-1"]
+        )
+        await uow.write(changes, utcnow())
 
 
 async def prepared(conn: Connection) -> list[dict[str, Any]]:
@@ -83,9 +89,11 @@ async def test_the_reconcilers_statements_are_planned_once_and_never_scan_a_tabl
         for _ in range(3):
             await run_a_batch(store, conn)
         statements = await prepared(conn)
-        assert len(statements) == 3, [s["statement"][:40] for s in statements]  # load x2, write
+        # The loads (PRs and GUIDs, tasks), the write, the clean-ups asked for, the
+        # repositories tracked and untracked, the duplicates counted.
+        assert len(statements) == 7, [s["statement"][:40] for s in statements]
         for s in statements:
-            # Each ran on every batch (the write twice: deliveries, then events).
+            # Each ran on every batch (the write three times).
             assert s["generic_plans"] >= 3 and s["custom_plans"] == 0, s["statement"]
             assert await scans(conn, s["statement"], s["types"]) == set(), s["statement"]
     finally:
