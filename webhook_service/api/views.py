@@ -50,4 +50,3 @@ def task_json(task: TaskRecord) -> dict[str, Any]:
         "created_at": optional_timestamp(task.created_at),
         "updated_at": optional_timestamp(task.updated_at),
     }
-

@@ -82,7 +82,6 @@ def worker_stats(
     }
 
 
-
 def stats_config(settings: Settings) -> dict[str, Any]:
     """The worker's settings, as ``/stats`` shows them under ``config``."""
     return {
