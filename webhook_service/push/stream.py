@@ -97,24 +97,18 @@ class Stream:
             await self._manager.close()
 
     async def _newest_event_id(self) -> int | None:
+        """The newest stored event's id, or None while the database is unavailable."""
         try:
             return (await self._store.event_bounds())[1]
         except StoreUnavailable as exc:
-            logger.warning(
-                "cannot read the newest event id (%s): in-order delivery "
-                "starts at the first event to arrive",
-                exc,
-            )
+            logger.warning("cannot read the newest event id: %s", exc)
             return None
 
     async def _resync_everyone(self) -> None:
         """After a message-queue outage: tell every client here to reload. Events of
         other replicas from the outage never reached them, and resuming from the last
         id they saw would skip those with smaller ids."""
-        try:
-            _, newest = await self._store.event_bounds()
-        except StoreUnavailable:
-            newest = None
+        newest = await self._newest_event_id()
         for sid in list(self._manager.clients):
             await self._manager.send_to(
                 sid,

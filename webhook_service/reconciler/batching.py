@@ -245,9 +245,11 @@ class Reconciler:
     async def _apply(
         self, conn: Connection, batch: list[Job], *, gather: bool = False
     ) -> tuple[list[Result], list[StoredEvent]]:
-        if gather and conn.is_pg:
-            self._gather(batch)  # first: the transaction locks the PRs of its jobs
-        pulls = {k for job in batch if (k := job.key) is not None}
+        pulls = None  # SQLite: one writer, no lock per PR
+        if conn.is_pg:
+            if gather:
+                self._gather(batch)  # first: the transaction locks the PRs of its jobs
+            pulls = {k for job in batch if (k := job.key) is not None}
         async with self._store.unit_of_work(conn, pulls=pulls) as uow:
             if gather and not conn.is_pg:
                 self._gather(batch)  # the jobs that came while it waited for the lock
