@@ -1,4 +1,5 @@
-"""What several store tests build: an event draft, and other replicas' stores."""
+"""What several store tests build: an event draft, a stored delivery, and other
+replicas' stores."""
 
 from __future__ import annotations
 
@@ -6,11 +7,20 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from webhook_service.core.model import EventDraft
-from webhook_service.store import Store
+from webhook_service.store import DeliveryRecord, Store, utcnow
 
 
 def draft(n: int) -> EventDraft:
     return EventDraft("pr_status_change", "o/r", None, {"type": "pr_status_change", "n": n})
+
+
+def delivery(guid: str) -> DeliveryRecord:
+    """An applied ``opened`` delivery about octo/two#2."""
+    now = utcnow()
+    return DeliveryRecord(
+        guid, "pull_request", "opened", None, None, "octo/two", 2, {}, b"{}", now, now,
+        "applied", "created",
+    )  # fmt: skip
 
 
 @asynccontextmanager

@@ -12,8 +12,8 @@ import asyncpg  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from tests._postgres import create_database, drop_database
-from tests.store.shared import connected_stores, draft
-from webhook_service.store import Changes, DeliveryRecord, Store, UnitOfWork, utcnow
+from tests.store.shared import connected_stores, delivery, draft
+from webhook_service.store import Changes, Store, UnitOfWork, utcnow
 from webhook_service.store.locks import pull_locks
 
 PR1 = ("octo/one", 1)
@@ -39,14 +39,6 @@ async def finishes(awaitable: asyncio.Task[object], within: float = 0.3) -> bool
     """Whether ``awaitable`` completes within ``within`` seconds (it keeps running)."""
     done, _ = await asyncio.wait({awaitable}, timeout=within)
     return bool(done)
-
-
-def delivery(guid: str) -> DeliveryRecord:
-    now = utcnow()
-    return DeliveryRecord(
-        guid, "pull_request", "opened", None, None, "octo/two", 2, {}, b"{}", now, now,
-        "applied", "created",
-    )  # fmt: skip
 
 
 async def test_batches_about_different_prs_write_at_once(database_url: str) -> None:

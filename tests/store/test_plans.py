@@ -12,8 +12,7 @@ import orjson
 import pytest
 
 from tests._postgres import create_database, drop_database
-from tests.store.shared import draft
-from tests.store.test_locks import delivery
+from tests.store.shared import delivery, draft
 from webhook_service.core.payloads import RepositoryChange
 from webhook_service.store import Changes, Connection, Store, utcnow
 
